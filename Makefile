@@ -1,0 +1,49 @@
+# Two commands on a fresh machine: `make demo` (the main job) and `make test` (the suite).
+# Every target installs uv if it is missing and syncs the locked environment first.
+
+SHELL := /bin/bash
+export UV_PYTHON_DOWNLOADS := never
+export OPENBLAS_NUM_THREADS := 1
+export MKL_NUM_THREADS := 1
+export RAY_USAGE_STATS_ENABLED := 0
+
+# uv from PATH, else the copy `pip install uv` puts in the machine's Python.
+UV := $(shell command -v uv 2>/dev/null || echo "python3 -m uv")
+RUN := $(UV) run --frozen --no-sync
+DEMO_DIR ?= .demo
+
+.PHONY: demo test test-reliability lint format bench sync clean help
+
+help:
+	@echo "make demo   - generate a synthetic marketplace, validate it, and run what exists so far"
+	@echo "make test   - the whole test suite"
+	@echo "make lint   - ruff check, ruff format --check, mypy"
+	@echo "make bench  - benchmarks (writes BENCHMARKS.md)"
+
+sync:
+	@$(UV) --version >/dev/null 2>&1 || python3 -m pip install --quiet uv
+	$(UV) sync --frozen
+
+demo: sync
+	$(RUN) recsys demo --out $(DEMO_DIR)
+
+test: sync
+	$(RUN) pytest -m "not reliability"
+
+test-reliability: sync
+	$(RUN) pytest -m reliability
+
+lint: sync
+	$(RUN) ruff check .
+	$(RUN) ruff format --check .
+	$(RUN) mypy
+
+format: sync
+	$(RUN) ruff check --fix .
+	$(RUN) ruff format .
+
+bench: sync
+	$(RUN) python -m benchmarks.run
+
+clean:
+	rm -rf $(DEMO_DIR) .pytest_cache .mypy_cache .ruff_cache

@@ -1,0 +1,89 @@
+"""The `recsys` command: one entry point with subcommands.
+
+Heavy imports happen inside the commands, so `recsys --help` is instant and importing
+this module has no side effects.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+app = typer.Typer(
+    name="recsys",
+    help="Personalized promotion recommendation engine: which offer, if any, for each buyer.",
+    no_args_is_help=True,
+    add_completion=False,
+)
+data_app = typer.Typer(
+    help="Create and check datasets in the data contract's form.", no_args_is_help=True
+)
+app.add_typer(data_app, name="data")
+
+
+def _fail(message: str, code: int = 2) -> typer.Exit:
+    typer.secho(message, fg=typer.colors.RED, err=True)
+    return typer.Exit(code)
+
+
+@data_app.command("synth")
+def data_synth(
+    out: Annotated[Path, typer.Option(help="directory to write the dataset to (new or empty)")],
+    buyers: Annotated[int, typer.Option(min=10, help="number of buyers")] = 2000,
+    seed: Annotated[int, typer.Option(min=0, help="random seed; same seed, same files")] = 0,
+    config: Annotated[
+        Path | None, typer.Option(help="YAML file of SyntheticConfig fields (overrides apply)")
+    ] = None,
+    overwrite: Annotated[bool, typer.Option(help="replace an existing non-empty --out")] = False,
+) -> None:
+    """Generate a synthetic marketplace (contract tables plus ground truth under truth/)."""
+    from recsys.config import ConfigError
+    from recsys.data.synthetic import SyntheticConfig, generate
+
+    try:
+        base = SyntheticConfig.from_yaml(config).to_dict() if config else {}
+        cfg = SyntheticConfig.from_dict({**base, "buyers": buyers, "seed": seed})
+    except ConfigError as exc:
+        raise _fail(str(exc)) from None
+    try:
+        with typer.progressbar(
+            length=-(-cfg.buyers // cfg.chunk_buyers), label="simulating"
+        ) as bar:
+            report = generate(
+                cfg, out, overwrite=overwrite, progress=lambda done, total: bar.update(1)
+            )
+    except FileExistsError as exc:
+        raise _fail(f"{exc} (use --overwrite to replace it)") from None
+    typer.echo(report.format())
+
+
+@data_app.command("validate")
+def data_validate(
+    path: Annotated[Path, typer.Argument(help="dataset directory to check")],
+) -> None:
+    """Check a dataset against the data contract and summarize what it supports."""
+    from recsys.data import ContractError, load_dataset
+
+    try:
+        dataset = load_dataset(path)
+    except ContractError as exc:
+        raise _fail(f"invalid dataset {path}:\n{exc}", code=1) from None
+    typer.echo(dataset.summary().format())
+
+
+@app.command("demo")
+def demo(
+    out: Annotated[Path, typer.Option(help="working directory for the demo")] = Path(".demo"),
+    buyers: Annotated[int, typer.Option(min=10)] = 2000,
+    seed: Annotated[int, typer.Option(min=0)] = 1,
+) -> None:
+    """The main job on embedded defaults: synthesize, validate, train, serve, rank."""
+    from recsys.demo import run_demo
+
+    run_demo(out, buyers=buyers, seed=seed, echo=typer.echo)
+
+
+def main() -> None:  # pragma: no cover - console entry point
+    app()

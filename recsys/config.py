@@ -1,0 +1,76 @@
+"""Typed configuration base shared by every config model in the project.
+
+Every config is a pydantic model that forbids unknown keys, so a typo in a YAML file
+fails before any work starts, with the key named and the allowed keys listed.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Self
+
+import yaml
+from pydantic import BaseModel, ConfigDict, ValidationError
+
+
+class ConfigError(ValueError):
+    """A configuration file or override is invalid; the message names the key and the fix."""
+
+
+class StrictConfig(BaseModel):
+    """Base for all configs: unknown keys are errors, values are validated on assignment."""
+
+    model_config = ConfigDict(extra="forbid", validate_assignment=True, frozen=False)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any], source: str = "config") -> Self:
+        """Build the config, turning pydantic errors into one readable `ConfigError`."""
+        try:
+            return cls.model_validate(data)
+        except ValidationError as exc:
+            raise ConfigError(_describe_validation_error(cls, exc, source)) from None
+
+    @classmethod
+    def from_yaml(cls, path: str | Path) -> Self:
+        """Load the config from a YAML file."""
+        path = Path(path)
+        if not path.is_file():
+            raise ConfigError(f"config file {path} does not exist")
+        data = yaml.safe_load(path.read_text()) or {}
+        if not isinstance(data, dict):
+            raise ConfigError(f"{path}: the top level must be a mapping of keys to values")
+        return cls.from_dict(data, source=str(path))
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain-data form that `from_dict` accepts back (a round trip)."""
+        return self.model_dump(mode="json")
+
+    def to_yaml(self, path: str | Path) -> None:
+        """Write the config as YAML that `from_yaml` reads back unchanged."""
+        Path(path).write_text(yaml.safe_dump(self.to_dict(), sort_keys=False))
+
+
+def _allowed_keys(model: type[BaseModel], loc: tuple[int | str, ...]) -> list[str]:
+    """The field names allowed at the nested location `loc` (best effort)."""
+    current: Any = model
+    for part in loc[:-1]:
+        fields = getattr(current, "model_fields", None)
+        if not fields or part not in fields:
+            return []
+        current = fields[part].annotation
+    fields = getattr(current, "model_fields", None)
+    return sorted(fields) if fields else []
+
+
+def _describe_validation_error(model: type[BaseModel], exc: ValidationError, source: str) -> str:
+    lines = [f"{source}: invalid configuration"]
+    for err in exc.errors():
+        loc = tuple(err["loc"])
+        key = ".".join(str(p) for p in loc)
+        if err["type"] == "extra_forbidden":
+            allowed = _allowed_keys(model, loc)
+            hint = f"; allowed keys here: {', '.join(allowed)}" if allowed else ""
+            lines.append(f"  unknown key '{key}'{hint}")
+        else:
+            lines.append(f"  '{key}': {err['msg']} (got {err.get('input')!r})")
+    return "\n".join(lines)
