@@ -198,3 +198,17 @@ def test_logged_propensities_are_exact_frequencies(market: Path) -> None:
     share = control.height / logged.height
     assert float(control["propensity"].mean()) == pytest.approx(0.2)  # type: ignore[arg-type]
     assert share == pytest.approx(0.2, abs=4 * np.sqrt(0.2 * 0.8 / logged.height))
+
+
+def test_exposure_options_include_the_logged_choice_with_the_same_truth(market: Path) -> None:
+    """Every issued offer appears among its exposure's options, with identical truth."""
+    truth = pl.read_parquet(market / "truth" / "exposures.parquet").filter(
+        pl.col("offer_id").is_not_null()
+    )
+    options = pl.read_parquet(market / "truth" / "exposure_options.parquet")
+    joined = truth.join(options, on=["exposure_id", "offer_id"], how="left", suffix="_opt")
+    assert joined["p_redeem_opt"].null_count() == 0
+    assert np.allclose(joined["p_redeem"], joined["p_redeem_opt"])
+    assert np.allclose(joined["incremental_profit"], joined["incremental_profit_opt"])
+    per_exposure = options.group_by("exposure_id").len()
+    assert per_exposure["len"].max() == 6  # the seller's six wave offers

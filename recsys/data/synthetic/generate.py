@@ -219,6 +219,7 @@ def exposures_frames(log: ChunkLog) -> tuple[pl.DataFrame, pl.DataFrame]:
         "p_control",
         "p_treated",
         "p_redeem",
+        "profit_control",
         "incremental_profit",
     )
     raw = pl.DataFrame(log.exposures.concat(names)).with_columns(
@@ -246,9 +247,41 @@ def exposures_frames(log: ChunkLog) -> tuple[pl.DataFrame, pl.DataFrame]:
         pl.col("p_control").alias("p_purchase_control"),
         pl.col("p_treated").alias("p_purchase_treated"),
         "p_redeem",
+        "profit_control",
         "incremental_profit",
     )
     return exposures, truth
+
+
+def exposure_options_frame(log: ChunkLog) -> pl.DataFrame:
+    """Truth of every option at every logged exposure (see `simulate._log_options`)."""
+    names = (
+        "buyer",
+        "week",
+        "offer",
+        "p_control",
+        "p_treated",
+        "p_redeem",
+        "profit_control",
+        "profit_treated",
+    )
+    return pl.DataFrame(log.options.concat(names)).select(
+        exposure_ids(pl.col("week"), pl.col("buyer")).alias("exposure_id"),
+        offer_ids(pl.col("offer")).alias("offer_id"),
+        pl.col("p_control").alias("p_purchase_control"),
+        pl.col("p_treated").alias("p_purchase_treated"),
+        "p_redeem",
+        "profit_control",
+        "profit_treated",
+        (pl.col("profit_treated") - pl.col("profit_control")).alias("incremental_profit"),
+    )
+
+
+def sellers_truth_frame(catalog: Catalog) -> pl.DataFrame:
+    """Each seller's gross margin (sellers know theirs; the engine takes it as config)."""
+    return pl.DataFrame(
+        {"seller": np.arange(catalog.n_sellers), "margin": catalog.seller_margin}
+    ).select(seller_ids(pl.col("seller")).alias("seller_id"), "margin")
 
 
 def redemptions_frame(log: ChunkLog) -> pl.DataFrame:
@@ -393,6 +426,7 @@ def _write_all(
         writer.write("items", items_frame(catalog))
         writer.write("offers", offers_frame(config, offers))
         writer.write("offer_items", offer_items_frame(catalog, offers))
+        writer.write(f"{TRUTH_DIR}/sellers", sellers_truth_frame(catalog))
         n_chunks = -(-config.buyers // config.chunk_buyers)
         offer_exposures = redemptions = 0
         for chunk in range(n_chunks):
@@ -408,6 +442,7 @@ def _write_all(
             red = redemptions_frame(log)
             writer.write("redemptions", red)
             writer.write(f"{TRUTH_DIR}/exposures", exposure_truth)
+            writer.write(f"{TRUTH_DIR}/exposure_options", exposure_options_frame(log))
             writer.write(
                 f"{TRUTH_DIR}/offers", decision_truth_frame(config, catalog, offers, buyers)
             )

@@ -67,6 +67,7 @@ class ChunkLog:
     events: Columns = field(default_factory=Columns)
     exposures: Columns = field(default_factory=Columns)
     redemptions: Columns = field(default_factory=Columns)
+    options: Columns = field(default_factory=Columns)
 
 
 @dataclass
@@ -197,7 +198,51 @@ def _log_exposures(
         p_control=truth.p_control,
         p_treated=np.where(treated, truth.p_treated, truth.p_control),
         p_redeem=np.where(treated, truth.p_redeem, 0.0),
+        profit_control=truth.profit_control,
         incremental_profit=np.where(treated, truth.incremental_profit, 0.0),
+    )
+    _log_options(config, catalog, offers, buyers, treatment, rows, week, log)
+
+
+def _log_options(
+    config: SyntheticConfig,
+    catalog: Catalog,
+    offers: Offers,
+    buyers: Buyers,
+    treatment: Treatment,
+    rows: np.ndarray,
+    week: int,
+    log: ChunkLog,
+) -> None:
+    """Truth for every offer the logging policy could have chosen at each exposure.
+
+    Lets an off-policy estimate of any new policy be checked against its true value on
+    the same logged decisions. Manual-campaign exposures had one option only.
+    """
+    if week in config.waves:
+        codes = offers.for_campaign(config.waves.index(week))[treatment.seller[rows]]
+    else:
+        codes = treatment.offer[rows][:, None]
+    n_opt = codes.shape[1]
+    option_rows = np.repeat(rows, n_opt)
+    truth = expected_outcomes(
+        buyers,
+        catalog,
+        offers,
+        option_rows,
+        buyers.stage[option_rows],
+        codes.ravel(),
+        config.send_cost,
+    )
+    log.options.add(
+        buyer=buyers.code[option_rows],
+        week=np.full(len(option_rows), week),
+        offer=codes.ravel(),
+        p_control=truth.p_control,
+        p_treated=truth.p_treated,
+        p_redeem=truth.p_redeem,
+        profit_control=truth.profit_control,
+        profit_treated=truth.profit_treated,
     )
 
 
