@@ -1,0 +1,444 @@
+"""Features of a (buyer, offer) pair as of a time, and outcomes of logged exposures.
+
+The features are the ones that carry over between sources: the buyer's history with the
+offer's seller, items and category; past offers and redemptions; the offer's own
+attributes. A `FeatureStore` computes every table once from records strictly before
+`as_of` (training rows built as of an exposure never see its outcome); pair features
+are then joins, fast enough to score large target lists.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from pathlib import Path
+from typing import ClassVar
+
+import polars as pl
+
+from recsys.data.dataset import Dataset
+
+PLATFORM = "__platform__"
+"""Seller key of platform-wide offers (offers.seller_id null)."""
+
+OFFER_FEATURES: tuple[str, ...] = (
+    "offer_value",
+    "offer_min_spend",
+    "offer_cost",
+    "offer_scoped",
+    "offer_scope_size",
+)
+SELLER_FEATURES: tuple[str, ...] = (
+    "bs_orders",
+    "bs_order_share",
+    "bs_days_since_purchase",
+    "bs_views_30d",
+    "bs_carts_30d",
+    "bs_mean_order_value",
+)
+SCOPE_FEATURES: tuple[str, ...] = ("scope_purchases", "scope_category_share")
+HISTORY_FEATURES: tuple[str, ...] = (
+    "past_offers",
+    "past_redemptions",
+    "past_redemption_rate",
+    "past_tool_offers",
+    "past_tool_redemptions",
+)
+PRIOR_REDEMPTION_RATE = 0.1 / 5.0
+"""Smoothed redemption rate of a buyer with no history: (0 + 0.1) / (0 + 5)."""
+
+
+def offer_attributes(dataset: Dataset) -> pl.DataFrame:
+    """One row per offer: seller key, tool, value, spend rules, scope size and category."""
+    if dataset.offers is None:
+        raise ValueError("the dataset has no offers table; promotion models need one")
+    sizes = (
+        _offer_scope(dataset)
+        .group_by("offer_id")
+        .agg(
+            pl.len().alias("offer_scope_size"),
+            pl.col("category").drop_nulls().mode().first().alias("scope_category"),
+        )
+    )
+    return (
+        dataset.offers.select(
+            "offer_id",
+            pl.col("seller_id").fill_null(PLATFORM).alias("seller_key"),
+            "tool",
+            pl.col("value").alias("offer_value"),
+            pl.col("min_spend").alias("offer_min_spend"),
+            pl.col("cost").alias("offer_cost"),
+            "start_ts",
+            "end_ts",
+        )
+        .join(sizes, on="offer_id", how="left")
+        .with_columns(
+            pl.col("offer_scope_size").fill_null(0).cast(pl.Float64),
+            (pl.col("offer_scope_size").fill_null(0) > 0).cast(pl.Float64).alias("offer_scoped"),
+        )
+    )
+
+
+def _offer_scope(dataset: Dataset) -> pl.DataFrame:
+    """(offer_id, item_id, category) for item-scoped offers."""
+    if dataset.offer_items is None:
+        return pl.DataFrame(
+            schema={"offer_id": pl.String, "item_id": pl.String, "category": pl.String}
+        )
+    return dataset.offer_items.join(
+        dataset.items.select("item_id", "category"), on="item_id", how="left"
+    )
+
+
+def purchase_lines(dataset: Dataset, before: datetime | None = None) -> pl.DataFrame:
+    """Purchase rows with their seller, category and order key (order_id or timestamp)."""
+    events = dataset.events
+    if before is not None:
+        events = events.filter(pl.col("ts") < before)
+    catalog = dataset.items.select("item_id", "seller_id", "category", "price")
+    return (
+        events.filter(pl.col("event_type") == "purchase")
+        .join(catalog, on="item_id", how="left")
+        .select(
+            "buyer_id",
+            "item_id",
+            pl.col("seller_id").fill_null(PLATFORM).alias("seller_key"),
+            "category",
+            "ts",
+            pl.coalesce("order_id", pl.col("ts").cast(pl.String)).alias("order_key"),
+            pl.coalesce("amount", pl.col("quantity").fill_null(1) * pl.col("price"))
+            .fill_null(0.0)
+            .alias("line_value"),
+        )
+    )
+
+
+def buyer_seller_features(
+    dataset: Dataset, as_of: datetime, lines: pl.DataFrame | None = None
+) -> pl.DataFrame:
+    """History of each buyer with each seller before `as_of` (one row per pair seen)."""
+    if lines is None:
+        lines = purchase_lines(dataset, before=as_of)
+    orders = lines.group_by("buyer_id", "seller_key", "order_key").agg(
+        pl.col("line_value").sum().alias("order_value"), pl.col("ts").max(), pl.len().alias("n")
+    )
+    per_seller = orders.group_by("buyer_id", "seller_key").agg(
+        pl.len().cast(pl.Float64).alias("bs_orders"),
+        pl.col("n").sum().cast(pl.Float64).alias("bs_lines"),
+        ((as_of - pl.col("ts").max()).dt.total_seconds() / 86400).alias("bs_days_since_purchase"),
+        pl.col("order_value").mean().alias("bs_mean_order_value"),
+    )
+    recent = dataset.events.filter(
+        (pl.col("ts") < as_of)
+        & (pl.col("ts") >= as_of - timedelta(days=30))
+        & pl.col("event_type").is_in(["view", "add_to_cart"])
+    ).join(dataset.items.select("item_id", "seller_id"), on="item_id")
+    browsing = recent.group_by("buyer_id", pl.col("seller_id").alias("seller_key")).agg(
+        (pl.col("event_type") == "view").sum().cast(pl.Float64).alias("bs_views_30d"),
+        (pl.col("event_type") == "add_to_cart").sum().cast(pl.Float64).alias("bs_carts_30d"),
+    )
+    out = per_seller.join(browsing, on=["buyer_id", "seller_key"], how="full", coalesce=True)
+    orders_filled = pl.col("bs_orders").fill_null(0.0)
+    return out.with_columns(
+        pl.col("bs_orders", "bs_lines", "bs_views_30d", "bs_carts_30d").fill_null(0.0),
+        (orders_filled / orders_filled.sum().over("buyer_id"))
+        .fill_nan(0.0)
+        .alias("bs_order_share"),
+    )
+
+
+def seller_affinity(bs: pl.DataFrame) -> pl.DataFrame:
+    """Each buyer's smoothed share of attention per seller (orders weigh more than views).
+
+    Used to spread a control row over the sellers the buyer could have been targeted by,
+    in proportion to how likely a seller-driven campaign was to pick them.
+    """
+    weight = 3 * pl.col("bs_orders") + pl.col("bs_views_30d") + pl.col("bs_carts_30d")
+    return bs.select(
+        "buyer_id",
+        "seller_key",
+        (weight / weight.sum().over("buyer_id")).fill_nan(0.0).alias("seller_weight"),
+    ).filter(pl.col("seller_weight") > 0)
+
+
+def buyer_category_shares(lines: pl.DataFrame) -> pl.DataFrame:
+    """Each buyer's share of purchase lines per category."""
+    return (
+        lines.filter(pl.col("category").is_not_null())
+        .group_by("buyer_id", "category")
+        .agg(pl.len().alias("n"))
+        .select(
+            "buyer_id",
+            pl.col("category").alias("scope_category"),
+            (pl.col("n") / pl.col("n").sum().over("buyer_id")).alias("scope_category_share"),
+        )
+    )
+
+
+def scoped_purchases(dataset: Dataset, lines: pl.DataFrame) -> pl.DataFrame:
+    """(buyer_id, offer_id, scope_purchases): past purchases of an item-scoped offer's items."""
+    return (
+        lines.select("buyer_id", "item_id")
+        .join(_offer_scope(dataset).select("offer_id", "item_id"), on="item_id")
+        .group_by("buyer_id", "offer_id")
+        .agg(pl.len().cast(pl.Float64).alias("scope_purchases"))
+    )
+
+
+def redemption_history(dataset: Dataset, as_of: datetime) -> tuple[pl.DataFrame, pl.DataFrame]:
+    """Past offers and redemptions per buyer, and per buyer and tool, before `as_of`."""
+    per_tool = pl.DataFrame(
+        schema={
+            "buyer_id": pl.String,
+            "tool": pl.String,
+            "past_tool_offers": pl.Float64,
+            "past_tool_redemptions": pl.Float64,
+        }
+    )
+    if dataset.offers is not None and dataset.exposures is not None:
+        tools = dataset.offers.select("offer_id", "tool")
+        issued = (
+            dataset.exposures.filter((pl.col("ts") < as_of) & pl.col("offer_id").is_not_null())
+            .join(tools, on="offer_id")
+            .group_by("buyer_id", "tool")
+            .agg(pl.len().cast(pl.Float64).alias("past_tool_offers"))
+        )
+        redeemed = per_tool.select("buyer_id", "tool", "past_tool_redemptions")
+        if dataset.redemptions is not None:
+            redeemed = (
+                dataset.redemptions.filter(pl.col("ts") < as_of)
+                .join(tools, on="offer_id")
+                .group_by("buyer_id", "tool")
+                .agg(pl.len().cast(pl.Float64).alias("past_tool_redemptions"))
+            )
+        per_tool = issued.join(
+            redeemed, on=["buyer_id", "tool"], how="full", coalesce=True
+        ).fill_null(0.0)
+    per_buyer = (
+        per_tool.group_by("buyer_id")
+        .agg(
+            pl.col("past_tool_offers").sum().alias("past_offers"),
+            pl.col("past_tool_redemptions").sum().alias("past_redemptions"),
+        )
+        .with_columns(
+            ((pl.col("past_redemptions") + 0.1) / (pl.col("past_offers") + 5.0)).alias(
+                "past_redemption_rate"
+            )
+        )
+    )
+    return per_buyer, per_tool
+
+
+_COUNTS = ("bs_orders", "bs_lines", "bs_order_share", "bs_views_30d", "bs_carts_30d")
+
+
+@dataclass(frozen=True)
+class FeatureStore:
+    """Every table pair features are joined from, computed once as of `as_of`.
+
+    Training builds one store per exposure snapshot; a fitted model keeps the store of
+    its data's end, so scoring a target list is a handful of joins.
+    """
+
+    as_of: datetime
+    offers: pl.DataFrame
+    buyer_seller: pl.DataFrame
+    buyer_category: pl.DataFrame
+    scoped: pl.DataFrame
+    history_buyer: pl.DataFrame
+    history_tool: pl.DataFrame
+    buyers: pl.DataFrame | None = None
+
+    TABLES: ClassVar[tuple[str, ...]] = (
+        "offers",
+        "buyer_seller",
+        "buyer_category",
+        "scoped",
+        "history_buyer",
+        "history_tool",
+        "buyers",
+    )
+
+    @classmethod
+    def build(
+        cls, dataset: Dataset, as_of: datetime, buyer_table: pl.DataFrame | None = None
+    ) -> FeatureStore:
+        """Compute the tables from `dataset`'s records strictly before `as_of`.
+
+        `buyer_table` holds per-buyer features (journey stage, RFM, MF) keyed by buyer_id.
+        """
+        lines = purchase_lines(dataset, before=as_of)
+        per_buyer, per_tool = redemption_history(dataset, as_of)
+        return cls(
+            as_of=as_of,
+            offers=offer_attributes(dataset),
+            buyer_seller=buyer_seller_features(dataset, as_of, lines),
+            buyer_category=buyer_category_shares(lines),
+            scoped=scoped_purchases(dataset, lines),
+            history_buyer=per_buyer,
+            history_tool=per_tool,
+            buyers=buyer_table,
+        )
+
+    def pair_features(self, pairs: pl.DataFrame) -> pl.DataFrame:
+        """Feature rows for `pairs` (buyer_id, offer_id, ...), in input order.
+
+        Unknown offers get null offer columns and `offer_known` false; buyers without
+        history get zeros for counts and nulls for recencies. Columns of `pairs` are kept.
+        """
+        offers = self.offers.drop("start_ts", "end_ts").with_columns(
+            pl.lit(True).alias("offer_known")
+        )
+        out = (
+            pairs.with_row_index("_row")
+            .join(offers, on="offer_id", how="left")
+            .join(self.buyer_seller, on=["buyer_id", "seller_key"], how="left")
+            .join(self.scoped, on=["buyer_id", "offer_id"], how="left")
+            .join(self.buyer_category, on=["buyer_id", "scope_category"], how="left")
+            .join(self.history_buyer, on="buyer_id", how="left")
+            .join(self.history_tool, on=["buyer_id", "tool"], how="left")
+        )
+        if self.buyers is not None:
+            out = out.join(self.buyers, on="buyer_id", how="left")
+        scoped = pl.col("scope_category").is_not_null()
+        return (
+            out.with_columns(
+                pl.col("offer_known").fill_null(False),
+                pl.col(
+                    *_COUNTS,
+                    "past_offers",
+                    "past_redemptions",
+                    "past_tool_offers",
+                    "past_tool_redemptions",
+                ).fill_null(0.0),
+                pl.col("past_redemption_rate").fill_null(PRIOR_REDEMPTION_RATE),
+                pl.when(scoped)
+                .then(pl.col("scope_purchases").fill_null(0.0))
+                .otherwise(pl.col("bs_lines").fill_null(0.0))
+                .alias("scope_purchases"),
+                pl.when(scoped)
+                .then(pl.col("scope_category_share").fill_null(0.0))
+                .otherwise(1.0)
+                .alias("scope_category_share"),
+            )
+            .sort("_row")
+            .drop("_row")
+        )
+
+    def seller_rows(self, rows: pl.DataFrame) -> pl.DataFrame:
+        """Features of (buyer_id, seller_key) rows with no offer (control outcomes)."""
+        out = rows.join(self.buyer_seller, on=["buyer_id", "seller_key"], how="left").join(
+            self.history_buyer, on="buyer_id", how="left"
+        )
+        if self.buyers is not None:
+            out = out.join(self.buyers, on="buyer_id", how="left")
+        return out.with_columns(
+            pl.col(*_COUNTS, "past_offers", "past_redemptions").fill_null(0.0),
+            pl.col("past_redemption_rate").fill_null(PRIOR_REDEMPTION_RATE),
+        )
+
+    def save(self, path: Path) -> None:
+        """Write the tables as Parquet files under directory `path`."""
+        path.mkdir(parents=True, exist_ok=True)
+        (path / "as_of.txt").write_text(self.as_of.isoformat())
+        for name in self.TABLES:
+            table = getattr(self, name)
+            if table is not None:
+                table.write_parquet(path / f"{name}.parquet")
+
+    @classmethod
+    def load(cls, path: Path) -> FeatureStore:
+        """Read a store written by `save`."""
+        tables = {
+            name: pl.read_parquet(path / f"{name}.parquet")
+            for name in cls.TABLES
+            if (path / f"{name}.parquet").exists()
+        }
+        as_of = datetime.fromisoformat((path / "as_of.txt").read_text())
+        return cls(as_of=as_of, **tables)
+
+
+def exposure_outcomes(dataset: Dataset, horizon_days: float) -> pl.DataFrame:
+    """Each exposure with its outcome window, redemption flag and seller purchases.
+
+    The window is [ts, min(offer end, ts + horizon)). `redeemed` is 1 when a redemption
+    links to the exposure (or, without a link, the same buyer redeemed the same offer in
+    the window). `purchased` is 1 when the buyer bought from the offer's seller (any
+    seller for platform offers) in the window; control rows get no seller here — see
+    `control_outcomes`.
+    """
+    if dataset.exposures is None:
+        raise ValueError("the dataset has no exposures table; response models need one")
+    offers = offer_attributes(dataset).select("offer_id", "seller_key", "tool", "end_ts")
+    horizon = timedelta(days=horizon_days)
+    exp = dataset.exposures.join(offers, on="offer_id", how="left").with_columns(
+        pl.min_horizontal(pl.col("end_ts"), pl.col("ts") + horizon).alias("window_end")
+    )
+    lines = purchase_lines(dataset).select("buyer_id", "seller_key", pl.col("ts").alias("p_ts"))
+    bought = (
+        exp.filter(pl.col("offer_id").is_not_null())
+        .select("exposure_id", "buyer_id", "seller_key", "ts", "window_end")
+        .join(lines, on="buyer_id", suffix="_bought")
+        .filter(
+            (
+                (pl.col("seller_key") == pl.col("seller_key_bought"))
+                | (pl.col("seller_key") == PLATFORM)
+            )
+            & (pl.col("p_ts") >= pl.col("ts"))
+            & (pl.col("p_ts") < pl.col("window_end"))
+        )
+        .select("exposure_id")
+        .unique()
+        .with_columns(pl.lit(1.0).alias("purchased"))
+    )
+    return (
+        exp.join(_redeemed_flags(dataset, exp), on="exposure_id", how="left")
+        .join(bought, on="exposure_id", how="left")
+        .with_columns(pl.col("redeemed", "purchased").fill_null(0.0))
+    )
+
+
+def _redeemed_flags(dataset: Dataset, exp: pl.DataFrame) -> pl.DataFrame:
+    if dataset.redemptions is None:
+        return pl.DataFrame(schema={"exposure_id": pl.String, "redeemed": pl.Float64})
+    red = dataset.redemptions
+    linked = red.filter(pl.col("exposure_id").is_not_null()).select("exposure_id")
+    unlinked = (
+        red.filter(pl.col("exposure_id").is_null())
+        .select("buyer_id", "offer_id", pl.col("ts").alias("r_ts"))
+        .join(
+            exp.select("exposure_id", "buyer_id", "offer_id", "ts", "window_end"),
+            on=["buyer_id", "offer_id"],
+        )
+        .filter((pl.col("r_ts") >= pl.col("ts")) & (pl.col("r_ts") < pl.col("window_end")))
+        .select("exposure_id")
+    )
+    return pl.concat([linked, unlinked]).unique().with_columns(pl.lit(1.0).alias("redeemed"))
+
+
+def control_outcomes(
+    dataset: Dataset, control: pl.DataFrame, affinity: pl.DataFrame, horizon_days: float
+) -> pl.DataFrame:
+    """Control exposures spread over the buyer's sellers, with purchase outcome per seller.
+
+    A control row names no seller; because control was drawn at random, the buyer's
+    purchases from *each* seller in the window are valid no-offer outcomes. Rows are
+    weighted by `seller_weight` (the buyer's attention share) so that the control sample
+    matches the sellers campaigns tend to come from.
+    """
+    horizon = timedelta(days=horizon_days)
+    rows = control.select("exposure_id", "buyer_id", "ts", "propensity", "policy").join(
+        affinity, on="buyer_id"
+    )
+    lines = purchase_lines(dataset).select("buyer_id", "seller_key", pl.col("ts").alias("p_ts"))
+    bought = (
+        rows.select("exposure_id", "buyer_id", "seller_key", "ts")
+        .join(lines, on=["buyer_id", "seller_key"])
+        .filter((pl.col("p_ts") >= pl.col("ts")) & (pl.col("p_ts") < pl.col("ts") + horizon))
+        .select("exposure_id", "seller_key")
+        .unique()
+        .with_columns(pl.lit(1.0).alias("purchased"))
+    )
+    return rows.join(bought, on=["exposure_id", "seller_key"], how="left").with_columns(
+        pl.col("purchased").fill_null(0.0)
+    )

@@ -1,0 +1,427 @@
+"""Response and uplift: how likely a buyer redeems an offer, and what the offer changes.
+
+Three gradient-boosted classifiers over the pair features of `recsys.features.pairs`:
+
+- **response** P(redeem | issued), on every issued exposure;
+- **treated outcome** mu1(x, offer) = P(buy from the offer's seller in the window | issued),
+  on exposures from policies that logged propensities, weighted by 1 / propensity so
+  the sample is as if offers had been assigned at random (the logging policy may have
+  targeted on things the features do not see);
+- **control outcome** mu0(x, seller) = P(buy from the seller | nothing), on the control
+  group: each control row is spread over the buyer's sellers (random assignment makes
+  each seller's purchases a valid no-offer outcome), weighted by the buyer's attention
+  share and 1 / propensity.
+
+Uplift = mu1 - mu0 (a two-model "T-learner" with inverse-propensity weights). When the
+data has no control group, or no propensities at all, uplift cannot be identified: the
+model says so in `support_` and predicts uplift as null; ranking then falls back to
+response.
+"""
+
+from __future__ import annotations
+
+import json
+import pickle
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+from datetime import datetime
+from pathlib import Path
+from typing import Literal
+
+import numpy as np
+import polars as pl
+from pydantic import Field
+from sklearn.ensemble import HistGradientBoostingClassifier
+from threadpoolctl import threadpool_limits
+
+from recsys.config import StrictConfig
+from recsys.data.dataset import Dataset
+from recsys.features.pairs import (
+    HISTORY_FEATURES,
+    OFFER_FEATURES,
+    SCOPE_FEATURES,
+    SELLER_FEATURES,
+    FeatureStore,
+    control_outcomes,
+    exposure_outcomes,
+    seller_affinity,
+)
+from recsys.models.base import Estimator
+
+BuyerTable = Callable[[datetime], pl.DataFrame]
+"""Per-buyer features (buyer_id + numeric columns, optional `journey_stage`) as of a time."""
+
+CONTROL_FEATURES: tuple[str, ...] = SELLER_FEATURES + HISTORY_FEATURES[:3]
+MF_FEATURES: tuple[str, ...] = ("mf_affinity_mean", "mf_affinity_max")
+TREATED_FEATURES: tuple[str, ...] = (
+    OFFER_FEATURES + SELLER_FEATURES + SCOPE_FEATURES + HISTORY_FEATURES + MF_FEATURES
+)
+CONTROL_ARM = "__control__"
+"""The arm of control rows in the S-learner's tool feature."""
+PairExtra = Callable[[pl.DataFrame], pl.DataFrame]
+"""Adds pair-level columns (e.g. MF affinity) to a frame of (buyer_id, offer_id, ...)."""
+
+
+class ResponseConfig(StrictConfig):
+    """Settings of the response and uplift models."""
+
+    horizon_days: float = Field(7.0, gt=0, description="outcome window after an exposure")
+    max_snapshots: int = Field(8, ge=1, description="feature snapshots for training rows")
+    min_control_rows: int = Field(30, ge=1, description="control rows needed for uplift")
+    min_response_rows: int = Field(50, ge=1)
+    max_weight: float = Field(50.0, gt=1, description="clip of inverse-propensity weights")
+    learning_rate: float = Field(0.05, gt=0, le=1)
+    max_iter: int = Field(200, ge=10, description="upper bound; early stopping picks fewer")
+    validation_fraction: float = Field(
+        0.15, gt=0, lt=0.5, description="held out to stop adding trees when they stop helping"
+    )
+    max_leaf_nodes: int = Field(6, ge=2)
+    min_samples_leaf: int | None = Field(
+        None,
+        ge=1,
+        description="default: 2 % of the training rows (at least 40); outcomes are rare and "
+        "effects small, so leaves must be large for differences to be signal, not noise",
+    )
+    l2_regularization: float = Field(1.0, ge=0)
+    random_state: int = 0
+    uplift_learner: Literal["s", "t"] = Field(
+        "s",
+        description="s: one outcome model with the arm as a feature (biases cancel in the "
+        "difference); t: separate treated and control models",
+    )
+    num_threads: int = Field(
+        1, ge=1, description="OpenMP threads of the boosters; oversubscribed cores are 10x slower"
+    )
+
+
+@dataclass
+class Support:
+    """What the data allowed the model to learn, and why not the rest."""
+
+    response: bool = False
+    uplift: bool = False
+    notes: list[str] = field(default_factory=list)
+    rows: dict[str, int] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class _Categories:
+    """Integer codes of categorical columns, fixed at fit time (unknown -> missing)."""
+
+    tools: tuple[str, ...]
+    stages: tuple[str, ...]
+
+    def encode(self, frame: pl.DataFrame) -> pl.DataFrame:
+        cols = []
+        if "tool" in frame.columns:
+            cols.append(_code(pl.col("tool"), self.tools).alias("tool_code"))
+        stage = pl.col("journey_stage") if "journey_stage" in frame.columns else pl.lit(None)
+        cols.append(_code(stage, self.stages).alias("stage_code"))
+        return frame.with_columns(cols)
+
+
+def _code(expr: pl.Expr, vocab: tuple[str, ...]) -> pl.Expr:
+    return expr.cast(pl.String).replace_strict(
+        list(vocab), [float(i) for i in range(len(vocab))], default=None, return_dtype=pl.Float64
+    )
+
+
+class ResponseUpliftModel(Estimator[ResponseConfig]):
+    """P(redeem), mu0, mu1 and uplift for (buyer, offer) pairs; see the module docstring."""
+
+    config_class = ResponseConfig
+
+    def fit(
+        self,
+        dataset: Dataset,
+        buyer_table: BuyerTable | None = None,
+        pair_extra: PairExtra | None = None,
+    ) -> ResponseUpliftModel:
+        """Learn from `dataset`'s exposures.
+
+        `buyer_table(as_of)` adds per-buyer features; `pair_extra(rows)` adds pair-level
+        ones to issued rows (it must only use information from before each row's time).
+        """
+        return super().fit(dataset, buyer_table, pair_extra)
+
+    def _fit(
+        self, dataset: Dataset, buyer_table: BuyerTable | None, pair_extra: PairExtra | None
+    ) -> None:
+        with threadpool_limits(self.config.num_threads, user_api="openmp"):
+            self._fit_pinned(dataset, buyer_table, pair_extra)
+
+    def _fit_pinned(
+        self, dataset: Dataset, buyer_table: BuyerTable | None, pair_extra: PairExtra | None
+    ) -> None:
+        cfg = self.config
+        support = Support()
+        treated, control = self._training_rows(dataset, buyer_table)
+        if pair_extra is not None:
+            treated = pair_extra(treated)
+        self.categories_ = _Categories(
+            tools=(CONTROL_ARM, *sorted(treated["tool"].drop_nulls().unique().to_list())),
+            stages=tuple(
+                sorted(treated["journey_stage"].drop_nulls().unique().to_list())
+                if "journey_stage" in treated.columns
+                else ()
+            ),
+        )
+        self.buyer_columns_ = _buyer_numeric_columns(treated)
+        self.columns_: dict[str, list[str]] = {}
+        support.rows = {"issued": treated.height, "control_expanded": control.height}
+        self.response_model_: HistGradientBoostingClassifier | None = None
+        self.treated_model_: HistGradientBoostingClassifier | None = None
+        self.control_model_: HistGradientBoostingClassifier | None = None
+        if treated.height >= cfg.min_response_rows and treated["redeemed"].n_unique() == 2:
+            self.response_model_ = self._fit_classifier(
+                "response", treated, TREATED_FEATURES, True, "redeemed"
+            )
+            support.response = True
+        else:
+            support.notes.append(
+                f"response not learned: {treated.height} issued exposures with "
+                f"{int(treated['redeemed'].sum()) if treated.height else 0} redemptions "
+                f"(need {cfg.min_response_rows} rows with both outcomes)"
+            )
+        logged = treated.filter(pl.col("propensity").is_not_null())
+        if control.height < cfg.min_control_rows:
+            support.notes.append(
+                f"uplift not learned: {control.height} control rows (offer_id null) with "
+                f"known sellers; need {cfg.min_control_rows}. Keep a random control group "
+                "and log propensities to learn uplift; ranking falls back to response."
+            )
+        elif logged.height < cfg.min_response_rows or logged["purchased"].n_unique() < 2:
+            support.notes.append(
+                f"uplift not learned: {logged.height} issued exposures with a logged "
+                "propensity; log the logging policy's propensities to learn uplift."
+            )
+        else:
+            if cfg.uplift_learner == "s":
+                both = pl.concat(
+                    [
+                        logged.with_columns(pl.lit(1.0).alias("_w")),
+                        control.with_columns(
+                            pl.lit(CONTROL_ARM).alias("tool"), pl.col("seller_weight").alias("_w")
+                        ),
+                    ],
+                    how="diagonal_relaxed",
+                )
+                weight = self._ipw(both) * both["_w"].to_numpy()
+                self.treated_model_ = self._fit_classifier(
+                    "treated", both, TREATED_FEATURES, True, "purchased", weight
+                )
+                self.control_model_ = self.treated_model_
+            else:
+                self.treated_model_ = self._fit_classifier(
+                    "treated", logged, TREATED_FEATURES, True, "purchased", self._ipw(logged)
+                )
+                self.control_model_ = self._fit_classifier(
+                    "control",
+                    control,
+                    CONTROL_FEATURES,
+                    False,
+                    "purchased",
+                    self._ipw(control) * control["seller_weight"].to_numpy(),
+                )
+            support.uplift = True
+            unlogged = treated.height - logged.height
+            if unlogged:
+                support.notes.append(
+                    f"{unlogged} issued exposures without propensity (e.g. campaigns sent by "
+                    "hand) were used for response only, not for uplift"
+                )
+        self.support_ = support
+
+    # ------------------------------------------------------------------ training rows
+
+    def _training_rows(
+        self, dataset: Dataset, buyer_table: BuyerTable | None
+    ) -> tuple[pl.DataFrame, pl.DataFrame]:
+        """Treated and control rows with features as of their snapshot (no leakage)."""
+        outcomes = exposure_outcomes(dataset, self.config.horizon_days)
+        outcomes = outcomes.with_columns(_snapshot_expr(outcomes, self.config.max_snapshots))
+        treated_parts, control_parts = [], []
+        for (snap,), rows in outcomes.group_by("snapshot", maintain_order=True):
+            as_of = snap if isinstance(snap, datetime) else datetime.fromisoformat(str(snap))
+            store = FeatureStore.build(
+                dataset, as_of, buyer_table(as_of) if buyer_table is not None else None
+            )
+            issued = rows.filter(pl.col("offer_id").is_not_null())
+            if issued.height:
+                treated_parts.append(store.pair_features(issued.drop("seller_key", "tool")))
+            ctrl = rows.filter(pl.col("offer_id").is_null() & pl.col("propensity").is_not_null())
+            if ctrl.height:
+                affinity = seller_affinity(store.buyer_seller)
+                expanded = control_outcomes(dataset, ctrl, affinity, self.config.horizon_days)
+                control_parts.append(store.seller_rows(expanded))
+        treated = pl.concat(treated_parts, how="diagonal_relaxed") if treated_parts else None
+        control = pl.concat(control_parts, how="diagonal_relaxed") if control_parts else None
+        if treated is None:
+            raise ValueError(
+                "no issued exposures (exposures with an offer_id) in the dataset: the "
+                "response model has nothing to learn from"
+            )
+        if control is None:
+            control = pl.DataFrame(
+                schema={
+                    "purchased": pl.Float64,
+                    "seller_weight": pl.Float64,
+                    "propensity": pl.Float64,
+                }
+            )
+        return treated, control
+
+    # ------------------------------------------------------------------ matrices
+
+    def _fit_classifier(
+        self,
+        name: str,
+        frame: pl.DataFrame,
+        base: tuple[str, ...],
+        with_tool: bool,
+        target: str,
+        weight: np.ndarray | None = None,
+    ) -> HistGradientBoostingClassifier:
+        """Fit one classifier on the columns that have values in `frame`.
+
+        Columns entirely missing in training (a source without `min_spend`, say) carry
+        no information and are left out; the kept list is stored for prediction.
+        """
+        cfg = self.config
+        candidates = self._columns(base, with_tool)
+        x = self._matrix(frame, candidates)
+        keep = [c for c, has in zip(candidates, ~np.isnan(x).all(axis=0), strict=True) if has]
+        self.columns_[name] = keep
+        categorical = [i for i, c in enumerate(keep) if c in ("stage_code", "tool_code")]
+        model = HistGradientBoostingClassifier(
+            learning_rate=cfg.learning_rate,
+            max_iter=cfg.max_iter,
+            max_leaf_nodes=cfg.max_leaf_nodes,
+            min_samples_leaf=cfg.min_samples_leaf or max(40, int(0.02 * frame.height)),
+            l2_regularization=cfg.l2_regularization,
+            categorical_features=categorical or None,
+            random_state=cfg.random_state,
+            early_stopping=True,
+            validation_fraction=cfg.validation_fraction,
+            n_iter_no_change=15,
+        )
+        return model.fit(self._matrix(frame, keep), frame[target].to_numpy(), sample_weight=weight)
+
+    def _ipw(self, rows: pl.DataFrame) -> np.ndarray:
+        p = rows["propensity"].fill_null(1.0).to_numpy()
+        return np.minimum(1.0 / np.clip(p, 1e-6, 1.0), self.config.max_weight)
+
+    def _columns(self, base: tuple[str, ...], with_tool: bool) -> list[str]:
+        columns = [*base, *self.buyer_columns_, "stage_code"]
+        return [*columns, "tool_code"] if with_tool else columns
+
+    def _matrix(self, frame: pl.DataFrame, columns: list[str]) -> np.ndarray:
+        """Feature matrix in the given column order; absent columns are missing (NaN)."""
+        frame = self.categories_.encode(frame)
+        exprs = [
+            pl.col(c).cast(pl.Float64) if c in frame.columns else pl.lit(None, pl.Float64).alias(c)
+            for c in columns
+        ]
+        return frame.select(exprs).to_numpy().astype(np.float64)
+
+    def _predict(
+        self, name: str, model: HistGradientBoostingClassifier, features: pl.DataFrame
+    ) -> np.ndarray:
+        x = self._matrix(features, self.columns_[name])
+        with threadpool_limits(self.config.num_threads, user_api="openmp"):
+            return np.asarray(model.predict_proba(x)[:, 1])
+
+    # ------------------------------------------------------------------ predict
+
+    def predict(self, features: pl.DataFrame) -> pl.DataFrame:
+        """p_redeem, p_purchase (mu0), p_purchase_treated (mu1) and uplift per feature row.
+
+        `features` is `FeatureStore.pair_features(...)` output (with `seller_key`); rows keep their
+        order. Columns a model could not learn are null.
+        """
+        self.check_is_fitted("predict")
+        n = features.height
+        nulls = np.full(n, np.nan)
+        p_redeem = nulls
+        if self.response_model_ is not None and n:
+            p_redeem = self._predict("response", self.response_model_, features)
+        mu0 = mu1 = nulls
+        if self.treated_model_ is not None and self.control_model_ is not None and n:
+            mu1 = self._predict("treated", self.treated_model_, features)
+            if self.config.uplift_learner == "s":
+                as_control = features.drop(
+                    [c for c in (*OFFER_FEATURES, *MF_FEATURES) if c in features.columns]
+                ).with_columns(pl.lit(CONTROL_ARM).alias("tool"))
+                mu0 = self._predict("treated", self.treated_model_, as_control)
+            else:
+                mu0 = self._predict("control", self.control_model_, features)
+        return pl.DataFrame(
+            {
+                "p_redeem": p_redeem,
+                "p_purchase": mu0,
+                "p_purchase_treated": mu1,
+                "uplift": mu1 - mu0,
+            }
+        ).with_columns(pl.all().fill_nan(None))
+
+    # ------------------------------------------------------------------ persistence
+
+    def save(self, path: str | Path) -> Path:
+        """Write config, support notes and the fitted classifiers to directory `path`."""
+        self.check_is_fitted("save")
+        path = Path(path)
+        path.mkdir(parents=True, exist_ok=True)
+        (path / "config.json").write_text(json.dumps(self.config.to_dict()))
+        (path / "support.json").write_text(json.dumps(asdict(self.support_)))
+        state = {
+            "categories": self.categories_,
+            "buyer_columns": self.buyer_columns_,
+            "columns": self.columns_,
+            "models": (self.response_model_, self.treated_model_, self.control_model_),
+        }
+        with (path / "models.pkl").open("wb") as fh:
+            pickle.dump(state, fh)
+        return path
+
+    @classmethod
+    def load(cls, path: str | Path) -> ResponseUpliftModel:
+        """Read a model written by `save` (trusted files only: it unpickles)."""
+        path = Path(path)
+        model = cls.from_config(json.loads((path / "config.json").read_text()))
+        model.support_ = Support(**json.loads((path / "support.json").read_text()))
+        with (path / "models.pkl").open("rb") as fh:
+            state = pickle.load(fh)
+        model.categories_ = state["categories"]
+        model.buyer_columns_ = state["buyer_columns"]
+        model.columns_ = state["columns"]
+        model.response_model_, model.treated_model_, model.control_model_ = state["models"]
+        model._fitted = True
+        return model
+
+
+def _snapshot_expr(outcomes: pl.DataFrame, max_snapshots: int) -> pl.Expr:
+    """Feature snapshot of each exposure: the start of its day, or of its week when
+    exposures fall on more than `max_snapshots` days (bounding the feature passes).
+
+    A snapshot is never after its exposures, so features never see the outcome.
+    """
+    days = outcomes["ts"].dt.truncate("1d").n_unique()
+    unit = "1d" if days <= max_snapshots else "1w"
+    return pl.col("ts").dt.truncate(unit).alias("snapshot")
+
+
+def _buyer_numeric_columns(frame: pl.DataFrame) -> tuple[str, ...]:
+    """Numeric per-buyer columns that came from the buyer table (not pair features)."""
+    known = set(TREATED_FEATURES) | {
+        "propensity",
+        "redeemed",
+        "purchased",
+        "seller_weight",
+        "past_tool_offers",
+        "past_tool_redemptions",
+    }
+    return tuple(
+        c
+        for c, dtype in frame.schema.items()
+        if dtype.is_numeric() and c not in known and not c.startswith("_")
+    )
