@@ -1,0 +1,66 @@
+"""The decision layer: which offer, if any, each buyer gets, and why.
+
+Pure functions over typed polars frames (no I/O, no infrastructure):
+
+- :mod:`~recsys.policy.schema` — the *candidates* frame the upstream models produce;
+- :mod:`~recsys.policy.value` — redemption cost and expected incremental profit;
+- :mod:`~recsys.policy.eligibility` — validity dates, seller scope, minimum spend, caps;
+- :mod:`~recsys.policy.budget` — per-seller budgets solved with a shadow price;
+- :mod:`~recsys.policy.explore` — epsilon-greedy and softmax with exact propensities;
+- :mod:`~recsys.policy.reasons` — reason codes and texts a seller can read;
+- :mod:`~recsys.policy.policy` — :class:`OfferPolicy` chaining them.
+"""
+
+from recsys.policy.budget import PLATFORM_BUDGET_KEY, Allocation, allocate, unit_keys
+from recsys.policy.eligibility import EligibilityResult, RequestContext, filter_eligible
+from recsys.policy.explore import Exploration, epsilon_greedy, softmax, with_nothing
+from recsys.policy.policy import Decisions, OfferPolicy, PolicyConfig
+from recsys.policy.reasons import (
+    DESCRIPTIONS,
+    Reason,
+    candidate_reason_codes,
+    candidate_reason_text,
+)
+from recsys.policy.schema import (
+    CANDIDATE_COLUMNS,
+    CANDIDATE_SCHEMA,
+    REQUIRED_COLUMNS,
+    CandidatesError,
+    validate_candidates,
+)
+from recsys.policy.value import (
+    DEFAULT_SHIPPING_COST,
+    expected_incremental_profit,
+    redemption_cost,
+    spend_expr,
+)
+
+__all__ = [
+    "CANDIDATE_COLUMNS",
+    "CANDIDATE_SCHEMA",
+    "DEFAULT_SHIPPING_COST",
+    "DESCRIPTIONS",
+    "PLATFORM_BUDGET_KEY",
+    "REQUIRED_COLUMNS",
+    "Allocation",
+    "CandidatesError",
+    "Decisions",
+    "EligibilityResult",
+    "Exploration",
+    "OfferPolicy",
+    "PolicyConfig",
+    "Reason",
+    "RequestContext",
+    "allocate",
+    "candidate_reason_codes",
+    "candidate_reason_text",
+    "epsilon_greedy",
+    "expected_incremental_profit",
+    "filter_eligible",
+    "redemption_cost",
+    "softmax",
+    "spend_expr",
+    "unit_keys",
+    "validate_candidates",
+    "with_nothing",
+]
