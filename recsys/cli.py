@@ -73,6 +73,53 @@ def data_validate(
     typer.echo(dataset.summary().format())
 
 
+@app.command("score")
+def score(
+    model: Annotated[str, typer.Option(help="a saved model directory (from training)")],
+    pairs: Annotated[Path, typer.Option(help="target list: buyer_id, offer_id (CSV or Parquet)")],
+    out: Annotated[Path, typer.Option(help="where to write the scores (.csv or .parquet)")],
+    data: Annotated[
+        Path | None,
+        typer.Option(help="dataset to compute features from, as of its last event"),
+    ] = None,
+    threads: Annotated[int, typer.Option(min=1, help="threads for the models")] = 1,
+) -> None:
+    """Score a target list: one row per pair, in input order (the data contract's answer)."""
+    import time
+
+    from recsys.data import ContractError, load_dataset, load_pairs
+    from recsys.models.ranker import PromoRanker
+
+    if out.suffix not in (".csv", ".parquet"):
+        raise _fail(f"--out {out}: use a .csv or .parquet file name")
+    if "://" in model or model.startswith("models:/"):
+        raise _fail(
+            f"--model {model}: model registry URIs are resolved by the training package; "
+            "pass the directory of a saved model"
+        )
+    try:
+        ranker = PromoRanker.load(model)
+        target = load_pairs(pairs)
+        dataset = load_dataset(data) if data is not None else None
+    except ContractError as exc:
+        raise _fail(str(exc), code=1) from None
+    except (FileNotFoundError, ValueError) as exc:
+        raise _fail(str(exc), code=1) from None
+    began = time.perf_counter()
+    scores = ranker.score(target, dataset, threads=threads)
+    seconds = time.perf_counter() - began
+    out.parent.mkdir(parents=True, exist_ok=True)
+    if out.suffix == ".csv":
+        scores.write_csv(out)
+    else:
+        scores.write_parquet(out)
+    cold = int(scores["cold_start"].sum())
+    typer.echo(
+        f"scored {scores.height:,} pairs in {seconds:.2f}s "
+        f"({scores.height / max(seconds, 1e-9):,.0f}/s); {cold:,} cold-start; wrote {out}"
+    )
+
+
 @app.command("demo")
 def demo(
     out: Annotated[Path, typer.Option(help="working directory for the demo")] = Path(".demo"),

@@ -7,7 +7,7 @@ the others (`capabilities`), and what is in it (`summary`).
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime
 from pathlib import Path
 from typing import NamedTuple
@@ -49,6 +49,22 @@ class Dataset:
             raise KeyError(f"unknown table {name!r}; tables are: {', '.join(TABLES_BY_NAME)}")
         frame: pl.DataFrame | None = getattr(self, name)
         return frame
+
+    def before(self, moment: datetime) -> Dataset:
+        """The dataset as it was known at `moment`: time-stamped records before it.
+
+        Catalog tables (items, offers, offer_items, buyers) are kept whole; events,
+        exposures and redemptions are cut. Used for honest time-split evaluation.
+        """
+
+        def cut(frame: pl.DataFrame | None) -> pl.DataFrame | None:
+            return None if frame is None else frame.filter(pl.col("ts") < moment)
+
+        events = cut(self.events)
+        assert events is not None
+        return replace(
+            self, events=events, exposures=cut(self.exposures), redemptions=cut(self.redemptions)
+        )
 
     def capabilities(self) -> list[Capability]:
         """Which models this data supports, each with the reason (what is missing, if not)."""

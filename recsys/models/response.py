@@ -56,6 +56,14 @@ MF_FEATURES: tuple[str, ...] = ("mf_affinity_mean", "mf_affinity_max")
 TREATED_FEATURES: tuple[str, ...] = (
     OFFER_FEATURES + SELLER_FEATURES + SCOPE_FEATURES + HISTORY_FEATURES + MF_FEATURES
 )
+OFFER_SPECIFIC: tuple[str, ...] = (
+    *OFFER_FEATURES,
+    *MF_FEATURES,
+    *SCOPE_FEATURES,
+    "past_tool_offers",
+    "past_tool_redemptions",
+)
+"""Columns control rows do not have: they describe an offer, and control had none."""
 CONTROL_ARM = "__control__"
 """The arm of control rows in the S-learner's tool feature."""
 PairExtra = Callable[[pl.DataFrame], pl.DataFrame]
@@ -70,8 +78,8 @@ class ResponseConfig(StrictConfig):
     min_control_rows: int = Field(30, ge=1, description="control rows needed for uplift")
     min_response_rows: int = Field(50, ge=1)
     max_weight: float = Field(50.0, gt=1, description="clip of inverse-propensity weights")
-    learning_rate: float = Field(0.05, gt=0, le=1)
-    max_iter: int = Field(200, ge=10, description="upper bound; early stopping picks fewer")
+    learning_rate: float = Field(0.1, gt=0, le=1)
+    max_iter: int = Field(100, ge=10, description="upper bound; early stopping picks fewer")
     validation_fraction: float = Field(
         0.15, gt=0, lt=0.5, description="held out to stop adding trees when they stop helping"
     )
@@ -328,18 +336,22 @@ class ResponseUpliftModel(Estimator[ResponseConfig]):
         self, name: str, model: HistGradientBoostingClassifier, features: pl.DataFrame
     ) -> np.ndarray:
         x = self._matrix(features, self.columns_[name])
-        with threadpool_limits(self.config.num_threads, user_api="openmp"):
+        with threadpool_limits(self.threads_, user_api="openmp"):
             return np.asarray(model.predict_proba(x)[:, 1])
 
     # ------------------------------------------------------------------ predict
 
-    def predict(self, features: pl.DataFrame) -> pl.DataFrame:
+    threads_: int = 1
+
+    def predict(self, features: pl.DataFrame, threads: int | None = None) -> pl.DataFrame:
         """p_redeem, p_purchase (mu0), p_purchase_treated (mu1) and uplift per feature row.
 
         `features` is `FeatureStore.pair_features(...)` output (with `seller_key`); rows keep their
-        order. Columns a model could not learn are null.
+        order. Columns a model could not learn are null. `threads` (default: the
+        config's `num_threads`) sets the OpenMP threads of the boosters.
         """
         self.check_is_fitted("predict")
+        self.threads_ = threads or self.config.num_threads
         n = features.height
         nulls = np.full(n, np.nan)
         p_redeem = nulls
@@ -348,13 +360,7 @@ class ResponseUpliftModel(Estimator[ResponseConfig]):
         mu0 = mu1 = nulls
         if self.treated_model_ is not None and self.control_model_ is not None and n:
             mu1 = self._predict("treated", self.treated_model_, features)
-            if self.config.uplift_learner == "s":
-                as_control = features.drop(
-                    [c for c in (*OFFER_FEATURES, *MF_FEATURES) if c in features.columns]
-                ).with_columns(pl.lit(CONTROL_ARM).alias("tool"))
-                mu0 = self._predict("treated", self.treated_model_, as_control)
-            else:
-                mu0 = self._predict("control", self.control_model_, features)
+            mu0 = self._predict_control(features)
         return pl.DataFrame(
             {
                 "p_redeem": p_redeem,
@@ -363,6 +369,31 @@ class ResponseUpliftModel(Estimator[ResponseConfig]):
                 "uplift": mu1 - mu0,
             }
         ).with_columns(pl.all().fill_nan(None))
+
+    def _predict_control(self, features: pl.DataFrame) -> np.ndarray:
+        """P(purchase from the seller | no offer): once per (buyer, seller), then spread.
+
+        Control rows were trained without offer-specific columns, so those are dropped;
+        what is left depends on the buyer and seller only (six offers of one seller
+        share one prediction).
+        """
+        assert self.control_model_ is not None
+        base = features.drop([c for c in OFFER_SPECIFIC if c in features.columns])
+        keys = [c for c in ("buyer_id", "seller_key") if c in base.columns]
+        unique = base.unique(subset=keys, keep="first", maintain_order=True)
+        if self.config.uplift_learner == "s":
+            unique = unique.with_columns(pl.lit(CONTROL_ARM).alias("tool"))
+            p = self._predict("treated", self.control_model_, unique)
+        else:
+            p = self._predict("control", self.control_model_, unique)
+        spread = base.select(keys).join(
+            unique.select(keys).with_columns(pl.Series("_p", p)),
+            on=keys,
+            how="left",
+            nulls_equal=True,
+            maintain_order="left",
+        )
+        return spread["_p"].to_numpy()
 
     # ------------------------------------------------------------------ persistence
 

@@ -1,0 +1,252 @@
+"""Judge a policy's offers: on logged decisions (off-policy) and against a ground truth.
+
+Off-policy: for held-out logged exposures, a policy's value is estimated by IPS, SNIPS
+and doubly robust estimators from the realized profit of each decision — margin times
+what the buyer bought from the seller in the window, less the discount given and the
+send cost. With a ground truth (the synthetic marketplace), the same choices' exact
+expected profit is known, so estimators can be checked.
+
+Policies compared on a truth table: the learned one, the oracle, nothing, blanket (one
+tool for everyone), random, and response-only and purchase-history targeting at the
+learned policy's volume — always side by side, never alone.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import timedelta
+
+import numpy as np
+import polars as pl
+
+from recsys.data.dataset import Dataset
+from recsys.evaluation.off_policy import OPEEstimate, doubly_robust, ips, snips
+from recsys.features.pairs import PLATFORM
+
+UNIT = ("buyer_id", "seller_id")
+"""One decision: a buyer and a seller (each seller decides for its own customers)."""
+
+
+def realized_rewards(
+    dataset: Dataset,
+    decisions: pl.DataFrame,
+    margins: dict[str, float],
+    margin_default: float,
+    send_cost: float,
+    horizon_days: float,
+    shipping_cost: float,
+) -> pl.DataFrame:
+    """Realized profit of each logged decision at its seller in [ts, ts + horizon).
+
+    `decisions` has exposure_id, buyer_id, seller_id, offer_id (null: nothing), ts.
+    Profit = margin x gross value bought from the seller - discount given - send cost
+    (when an offer was sent). The discount is what prices show (list price x quantity
+    minus amount paid, on the redeemed order) plus costs prices do not show: a free
+    shipping's cost, points' value.
+    """
+    horizon = timedelta(days=horizon_days)
+    catalog = dataset.items.select("item_id", "seller_id", "price")
+    lines = (
+        dataset.events.filter(pl.col("event_type") == "purchase")
+        .join(catalog, on="item_id", how="left")
+        .select(
+            "buyer_id",
+            seller_key(pl.col("seller_id")).alias("seller_key"),
+            "ts",
+            pl.coalesce("order_id", pl.col("ts").cast(pl.String)).alias("order_key"),
+            pl.coalesce(pl.col("price") * pl.col("quantity").fill_null(1), "amount")
+            .fill_null(0.0)
+            .alias("gross"),
+        )
+    )
+    in_window = (
+        decisions.select("exposure_id", "buyer_id", "seller_id", "ts")
+        .join(
+            lines.select(
+                "buyer_id",
+                pl.col("seller_key").alias("seller_id"),
+                pl.col("ts").alias("p_ts"),
+                "order_key",
+                "gross",
+            ),
+            on=["buyer_id", "seller_id"],
+        )
+        .filter((pl.col("p_ts") >= pl.col("ts")) & (pl.col("p_ts") < pl.col("ts") + horizon))
+    )
+    gross = in_window.group_by("exposure_id").agg(pl.col("gross").sum().alias("gross_value"))
+    discount = _discounts(dataset, decisions, in_window, shipping_cost)
+    margin = pl.col("seller_id").replace_strict(
+        margins, default=margin_default, return_dtype=pl.Float64
+    )
+    return (
+        decisions.join(gross, on="exposure_id", how="left")
+        .join(discount, on="exposure_id", how="left")
+        .with_columns(pl.col("gross_value", "discount").fill_null(0.0))
+        .with_columns(
+            (
+                margin * pl.col("gross_value")
+                - pl.col("discount")
+                - pl.when(pl.col("offer_id").is_not_null()).then(send_cost).otherwise(0.0)
+            ).alias("reward")
+        )
+    )
+
+
+def _discounts(
+    dataset: Dataset, decisions: pl.DataFrame, in_window: pl.DataFrame, shipping_cost: float
+) -> pl.DataFrame:
+    schema = {"exposure_id": pl.String, "discount": pl.Float64}
+    if dataset.redemptions is None or dataset.offers is None:
+        return pl.DataFrame(schema=schema)
+    offers = dataset.offers.select("offer_id", "tool", "value", "cost")
+    red = (
+        dataset.redemptions.filter(pl.col("exposure_id").is_not_null())
+        .select("exposure_id", "order_id", pl.col("amount").alias("net"))
+        .join(decisions.select("exposure_id", "offer_id"), on="exposure_id")
+        .join(offers, on="offer_id", how="left")
+    )
+    order_gross = in_window.group_by("exposure_id", "order_key").agg(pl.col("gross").sum())
+    red = red.join(
+        order_gross,
+        left_on=["exposure_id", "order_id"],
+        right_on=["exposure_id", "order_key"],
+        how="left",
+    )
+    unseen = (
+        pl.when(pl.col("tool") == "free_shipping")
+        .then(pl.col("cost").fill_null(shipping_cost))
+        .when(pl.col("tool") == "points")
+        .then(pl.col("value").fill_null(0.0) * pl.col("net").fill_null(0.0))
+        .otherwise(0.0)
+    )
+    seen = (pl.col("gross").fill_null(0.0) - pl.col("net").fill_null(0.0)).clip(lower_bound=0.0)
+    return red.group_by("exposure_id").agg((seen + unseen).sum().alias("discount"))
+
+
+@dataclass(frozen=True)
+class OPEReport:
+    """Off-policy estimates of one policy on logged decisions, with the truth if known."""
+
+    ips: OPEEstimate
+    snips: OPEEstimate
+    dr: OPEEstimate
+    logged_value: float
+    true_value: float | None
+    n: int
+    match_rate: float
+
+    def relative_error(self, estimate: OPEEstimate) -> float | None:
+        if self.true_value is None or self.true_value == 0:
+            return None
+        return abs(estimate.value - self.true_value) / abs(self.true_value)
+
+
+def off_policy_report(
+    logged: pl.DataFrame,
+    choices: pl.DataFrame,
+    q_hat: pl.DataFrame,
+    truth: pl.DataFrame | None = None,
+) -> OPEReport:
+    """Estimate a deterministic policy's value from logged decisions.
+
+    logged:  exposure_id, offer_id (logged action; null = nothing), propensity, reward.
+    choices: exposure_id, offer_id (the policy's action; null = nothing).
+    q_hat:   exposure_id, offer_id (null = nothing), q — the model's expected reward for
+             every action the policy considered, the logged one included.
+    truth:   exposure_id, offer_id (null = nothing), profit — exact expected reward.
+    """
+    key = pl.col("offer_id").fill_null("__nothing__")
+    logged = logged.with_columns(key.alias("action"))
+    chosen = choices.select("exposure_id", key.alias("chosen"))
+    q = q_hat.select("exposure_id", key.alias("action"), "q")
+    frame = (
+        logged.join(chosen, on="exposure_id", how="inner")
+        .join(q, on=["exposure_id", "action"], how="left")
+        .join(
+            q.rename({"action": "chosen", "q": "q_target"}),
+            on=["exposure_id", "chosen"],
+            how="left",
+        )
+        .with_columns(pl.col("q", "q_target").fill_null(0.0))
+    )
+    rewards = frame["reward"].to_numpy()
+    prop = frame["propensity"].to_numpy()
+    target = (frame["action"] == frame["chosen"]).cast(pl.Float64).to_numpy()
+    true_value = None
+    if truth is not None:
+        t = chosen.join(
+            truth.select("exposure_id", key.alias("chosen"), "profit"),
+            on=["exposure_id", "chosen"],
+            how="left",
+        )
+        true_value = float(t["profit"].fill_null(0.0).mean())  # type: ignore[arg-type]
+    return OPEReport(
+        ips=ips(rewards, prop, target),
+        snips=snips(rewards, prop, target),
+        dr=doubly_robust(
+            rewards, prop, target, frame["q"].to_numpy(), frame["q_target"].to_numpy()
+        ),
+        logged_value=float(rewards.mean()) if len(rewards) else float("nan"),
+        true_value=true_value,
+        n=frame.height,
+        match_rate=float(target.mean()) if len(target) else float("nan"),
+    )
+
+
+def choose_best(scored: pl.DataFrame, value: str = "expected_value") -> pl.DataFrame:
+    """Per decision unit (exposure_id, or buyer and seller), the best offer if its value is
+    positive, else nothing (offer_id null)."""
+    unit = "exposure_id" if "exposure_id" in scored.columns else list(UNIT)
+    best = (
+        scored.sort(value, descending=True, maintain_order=True)
+        .group_by(unit, maintain_order=True)
+        .first()
+    )
+    return best.with_columns(pl.when(pl.col(value) > 0).then(pl.col("offer_id")).alias("offer_id"))
+
+
+def policy_values_on_truth(
+    truth: pl.DataFrame, scored: pl.DataFrame, seed: int = 0
+) -> dict[str, float]:
+    """True incremental profit of the learned policy and of the baselines, same units.
+
+    truth: buyer_id, offer_id, seller_id, tool, incremental_profit (one row per option).
+    scored: buyer_id, offer_id, expected_value, p_redeem, plus `history` (the buyer's
+    past purchases of the offer's items) for the history baseline.
+    """
+    frame = truth.join(scored, on=["buyer_id", "offer_id"], how="inner")
+    values: dict[str, float] = {"nothing": 0.0}
+    oracle = frame.group_by(list(UNIT)).agg(pl.col("incremental_profit").max().clip(0.0))
+    values["oracle"] = float(oracle["incremental_profit"].sum())
+    learned = choose_best(frame).filter(pl.col("offer_id").is_not_null())
+    values["learned"] = float(learned["incremental_profit"].sum())
+    n_issued = learned.height
+    for tool in sorted(frame["tool"].unique().to_list()):
+        per_unit = (
+            frame.filter(pl.col("tool") == tool)
+            .group_by(list(UNIT))
+            .agg(pl.col("incremental_profit").mean())
+        )
+        values[f"blanket_{tool}"] = float(per_unit["incremental_profit"].sum())
+    rng = np.random.default_rng(seed)
+    shuffled = frame.with_columns(pl.Series("_r", rng.random(frame.height)))
+    values["random_same_volume"] = _top_units(shuffled, "_r", n_issued)
+    values["response_same_volume"] = _top_units(frame, "p_redeem", n_issued)
+    if "history" in frame.columns:
+        with_tiebreak = frame.with_columns(
+            (pl.col("history") + 1e-9 * pl.Series(rng.random(frame.height))).alias("_h")
+        )
+        values["history_same_volume"] = _top_units(with_tiebreak, "_h", n_issued)
+    values["learned_issued"] = float(n_issued)
+    return values
+
+
+def _top_units(frame: pl.DataFrame, by: str, n: int) -> float:
+    """Issue each unit its highest-`by` offer, to the `n` units with the highest `by`."""
+    best = frame.sort(by, descending=True).group_by(list(UNIT), maintain_order=True).first()
+    return float(best.sort(by, descending=True).head(n)["incremental_profit"].sum())
+
+
+def seller_key(seller: pl.Expr) -> pl.Expr:
+    """The seller key pair features use (platform offers have no seller)."""
+    return seller.fill_null(PLATFORM)

@@ -1,0 +1,403 @@
+"""The promotion ranker: every model of the engine in one fitted, saveable bundle.
+
+`PromoRanker.fit(dataset)` learns, from one contract dataset,
+
+1. matrix factorization of buyer x item interactions (`MatrixFactorization`),
+2. the purchase journey: stages and P(purchase within the horizon) (`JourneyModel`),
+3. response and uplift of offers (`ResponseUpliftModel`), with journey, RFM and MF
+   affinity features,
+
+and keeps the feature tables as of the data's end, so `score(pairs)` answers a target
+list with no dataset at hand (or recomputes features from a newer dataset). Scores go
+through the `OfferPolicy` value model: `expected_value` is the expected incremental
+profit of issuing the offer; `score` ranks by it.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import asdict, dataclass, field
+from datetime import datetime, timedelta
+from pathlib import Path
+
+import polars as pl
+from pydantic import Field
+
+from recsys.config import StrictConfig
+from recsys.data.dataset import Dataset
+from recsys.data.schema import SCORES_SCHEMA
+from recsys.features.buyer import buyer_features
+from recsys.features.interactions import OfferItems, build_offer_items
+from recsys.features.pairs import PLATFORM, FeatureStore
+from recsys.models.base import Estimator
+from recsys.models.journey import JourneyConfig, JourneyModel
+from recsys.models.mf import MatrixFactorization, MFConfig
+from recsys.models.response import ResponseConfig, ResponseUpliftModel
+from recsys.policy import PolicyConfig, expected_incremental_profit, validate_candidates
+
+FORMAT_VERSION = 1
+
+
+class RankerConfig(StrictConfig):
+    """Everything that shapes a fitted ranker; the training config's `model:` section."""
+
+    mf: MFConfig = Field(default_factory=MFConfig)
+    journey: JourneyConfig = Field(default_factory=JourneyConfig)
+    response: ResponseConfig = Field(default_factory=ResponseConfig)
+    policy: PolicyConfig = Field(default_factory=PolicyConfig)
+    seller_margins: dict[str, float] = Field(
+        default_factory=dict,
+        description="gross margin per seller_id; others use policy.margin_default",
+    )
+    mf_features: bool = Field(True, description="use MF affinity as a response feature")
+
+
+@dataclass
+class FitReport:
+    """What was learned and what was skipped, and why (goes into the run report)."""
+
+    as_of: str = ""
+    rows: dict[str, int] = field(default_factory=dict)
+    learned: list[str] = field(default_factory=list)
+    skipped: list[str] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)
+
+    def format(self) -> str:
+        lines = [f"fitted as of {self.as_of}"]
+        lines += [f"  learned: {what}" for what in self.learned]
+        lines += [f"  skipped: {what}" for what in self.skipped]
+        lines += [f"  note: {what}" for what in self.notes]
+        return "\n".join(lines)
+
+
+def data_end(dataset: Dataset) -> datetime:
+    """The moment just after the dataset's last event: features "as of now"."""
+    last = dataset.events["ts"].max()
+    if not isinstance(last, datetime):
+        raise ValueError("the dataset has no events; nothing to learn from")
+    return last + timedelta(microseconds=1)
+
+
+class PromoRanker(Estimator[RankerConfig]):
+    """MF + journey + response/uplift + value model, fitted together; see module docstring."""
+
+    config_class = RankerConfig
+
+    def fit(self, dataset: Dataset, as_of: datetime | None = None) -> PromoRanker:
+        """Learn every model `dataset` supports, with features as of `as_of` (its end)."""
+        return super().fit(dataset, as_of)
+
+    def _fit(self, dataset: Dataset, as_of: datetime | None) -> None:
+        as_of = as_of or data_end(dataset)
+        report = FitReport(as_of=as_of.isoformat())
+        events = dataset.events.filter(pl.col("ts") < as_of)
+        report.rows = {"events": events.height, "items": dataset.items.height}
+        self.mf_ = MatrixFactorization(self.config.mf).fit(events, items=dataset.items)
+        report.learned.append(
+            f"matrix factorization ({self.config.mf.algorithm}, "
+            f"{len(self.mf_.buyer_index_)} buyers x {len(self.mf_.item_index_)} items)"
+        )
+        self.journey_ = JourneyModel(self.config.journey).fit(
+            events, as_of, dataset.buyers, dataset.items
+        )
+        report.learned.append(
+            f"purchase journey (time scale {self.journey_.time_scale_days_:.1f} days)"
+        )
+        self.response_: ResponseUpliftModel | None = None
+        self.offer_items_: OfferItems | None = None
+        self.catalog_ = _Catalog.of(dataset)
+        if dataset.offers is None or dataset.exposures is None:
+            report.skipped.append(
+                "response and uplift: the dataset has no offers or exposures table; offers "
+                "are scored by MF relevance and journey only"
+            )
+        else:
+            self.offer_items_ = self._offer_items(dataset)
+            self.response_ = ResponseUpliftModel(self.config.response).fit(
+                dataset,
+                buyer_table=lambda t: self._buyer_table(dataset, t),
+                pair_extra=(
+                    (lambda rows: self._mf_features_before(rows, events))
+                    if self.config.mf_features
+                    else None
+                ),
+            )
+            support = self.response_.support_
+            report.rows.update(support.rows)
+            if support.response:
+                report.learned.append("response P(redeem | issued)")
+            if support.uplift:
+                report.learned.append("uplift (treated vs control purchase probability)")
+            else:
+                report.skipped.append("uplift: ranking falls back to response")
+            report.notes.extend(support.notes)
+        self.store_ = (
+            FeatureStore.build(dataset, as_of, self._buyer_table(dataset, as_of))
+            if dataset.offers is not None
+            else None
+        )
+        self.seller_order_value_ = _seller_order_values(self.store_)
+        self.report_ = report
+
+    # ------------------------------------------------------------------ features
+
+    def _offer_items(self, dataset: Dataset | _Catalog) -> OfferItems:
+        return build_offer_items(
+            dataset.offer_items, self.mf_.item_index_, offers=dataset.offers, items=dataset.items
+        )
+
+    def _buyer_table(self, dataset: Dataset, as_of: datetime) -> pl.DataFrame:
+        """Per-buyer features as of `as_of`: RFM and activity, journey stage and P(buy)."""
+        events = dataset.events
+        feats = buyer_features(events, as_of, dataset.buyers, dataset.items)
+        journey = self.journey_.predict(events, as_of, dataset.buyers, dataset.items).select(
+            "buyer_id",
+            pl.col("stage").alias("journey_stage"),
+            pl.col("p_purchase").alias("journey_p_purchase"),
+        )
+        return feats.join(journey, on="buyer_id", how="left")
+
+    def _mf_features(
+        self, pairs: pl.DataFrame, offer_items: OfferItems | None = None
+    ) -> pl.DataFrame:
+        """MF affinity of each pair's buyer to its offer's items (mean and best item)."""
+        offer_items = offer_items or self.offer_items_
+        if offer_items is None:
+            return pairs
+        scores = self.mf_.score_offer(pairs["buyer_id"], pairs["offer_id"], offer_items)
+        return pairs.with_columns(
+            pl.Series("mf_affinity_mean", scores.mean).fill_nan(None),
+            pl.Series("mf_affinity_max", scores.max).fill_nan(None),
+        )
+
+    def _mf_features_before(self, rows: pl.DataFrame, events: pl.DataFrame) -> pl.DataFrame:
+        """MF affinity for training rows without leakage: per feature snapshot, the rows'
+        buyers are folded in from their events before the snapshot (item factors fixed).
+        """
+        if self.offer_items_ is None:
+            return rows
+        parts = []
+        for (snap,), group in rows.group_by("snapshot", maintain_order=True):
+            assert isinstance(snap, datetime)
+            buyers = group["buyer_id"].unique()
+            before = events.filter(pl.col("buyer_id").is_in(buyers.implode()))
+            folded = self.mf_.with_buyers(self.mf_.fold_in(before, as_of=snap))
+            scores = folded.score_offer(group["buyer_id"], group["offer_id"], self.offer_items_)
+            parts.append(
+                group.with_columns(
+                    pl.Series("mf_affinity_mean", scores.mean).fill_nan(None),
+                    pl.Series("mf_affinity_max", scores.max).fill_nan(None),
+                )
+            )
+        return pl.concat(parts, how="vertical_relaxed") if parts else rows
+
+    # ------------------------------------------------------------------ scoring
+
+    def candidates(
+        self, pairs: pl.DataFrame, dataset: Dataset | None = None, threads: int | None = None
+    ) -> pl.DataFrame:
+        """Model outputs for each (buyer_id, offer_id) pair, in order, in the policy's form.
+
+        With `dataset`, features are recomputed from it as of its last event (new buyers
+        and offers become known); otherwise the fitted feature store is used.
+        """
+        self.check_is_fitted("candidates")
+        store = self._store_for(dataset)
+        offer_items = self.offer_items_
+        if dataset is not None and dataset.offers is not None:
+            offer_items = self._offer_items(dataset)
+        feats = store.pair_features(pairs.select("buyer_id", "offer_id"))
+        feats = self._mf_features(feats, offer_items)
+        known_buyer = (
+            pl.col("journey_stage").is_not_null()
+            if "journey_stage" in feats.columns
+            else pl.col("bs_orders") > 0
+        )
+        feats = feats.with_columns(
+            (~pl.col("offer_known") | ~known_buyer.fill_null(False)).alias("cold_start")
+        )
+        pred = (
+            self.response_.predict(feats, threads)
+            if self.response_ is not None
+            else pl.DataFrame(
+                {
+                    c: [None] * feats.height
+                    for c in ("p_redeem", "p_purchase", "p_purchase_treated", "uplift")
+                },
+                schema={
+                    c: pl.Float64
+                    for c in ("p_redeem", "p_purchase", "p_purchase_treated", "uplift")
+                },
+            )
+        )
+        margins = self.config.seller_margins
+        offers = store.offers.select("offer_id", "start_ts", "end_ts")
+        out = pl.concat([feats, pred], how="horizontal").join(offers, on="offer_id", how="left")
+        fallback_value = self.seller_order_value_
+        return out.select(
+            "buyer_id",
+            "offer_id",
+            pl.when(pl.col("seller_key") == PLATFORM)
+            .then(None)
+            .otherwise(pl.col("seller_key"))
+            .alias("seller_id"),
+            pl.col("tool").fill_null("unknown"),
+            pl.col("p_redeem").fill_null(0.0),
+            pl.when(pl.col("offer_known")).then(pl.col("uplift")).alias("uplift"),
+            pl.col("p_purchase").fill_null(
+                pl.col("journey_p_purchase") if "journey_p_purchase" in out.columns else None
+            ),
+            pl.coalesce(
+                "bs_mean_order_value",
+                pl.col("seller_key").replace_strict(
+                    fallback_value,
+                    default=fallback_value.get("*", 0.0),
+                    return_dtype=pl.Float64,
+                ),
+            ).alias("order_value"),
+            pl.col("seller_key")
+            .replace_strict(
+                margins, default=self.config.policy.margin_default, return_dtype=pl.Float64
+            )
+            .alias("margin"),
+            pl.col("offer_value"),
+            pl.col("offer_cost"),
+            pl.col("offer_min_spend").alias("min_spend"),
+            "start_ts",
+            "end_ts",
+            (
+                pl.col("journey_stage")
+                if "journey_stage" in out.columns
+                else pl.lit(None, pl.String)
+            ).alias("journey_stage"),
+            "cold_start",
+            pl.col("scope_purchases").alias("history"),
+        ).pipe(validate_candidates)
+
+    def score(
+        self, pairs: pl.DataFrame, dataset: Dataset | None = None, threads: int | None = None
+    ) -> pl.DataFrame:
+        """The contract's answer to a target list: one row per pair, in input order."""
+        cand = self.candidates(pairs, dataset, threads)
+        valued = expected_incremental_profit(cand, self.config.policy)
+        return valued.select(
+            "buyer_id",
+            "offer_id",
+            "p_redeem",
+            "uplift",
+            "expected_value",
+            pl.col("expected_value").alias("score"),
+            "cold_start",
+        ).cast(SCORES_SCHEMA)  # type: ignore[arg-type]
+
+    def _store_for(self, dataset: Dataset | None) -> FeatureStore:
+        if dataset is None:
+            if self.store_ is None:
+                raise ValueError("this ranker was fitted without offers; pass a dataset")
+            return self.store_
+        as_of = data_end(dataset)
+        return FeatureStore.build(dataset, as_of, self._buyer_table(dataset, as_of))
+
+    # ------------------------------------------------------------------ persistence
+
+    def save(self, path: str | Path) -> Path:
+        """Write every part under directory `path` (models, feature store, report)."""
+        self.check_is_fitted("save")
+        path = Path(path)
+        path.mkdir(parents=True, exist_ok=True)
+        meta = {
+            "format_version": FORMAT_VERSION,
+            "config": self.config.to_dict(),
+            "report": asdict(self.report_),
+            "seller_order_value": self.seller_order_value_,
+        }
+        (path / "ranker.json").write_text(json.dumps(meta, indent=1))
+        self.mf_.save(path / "mf")
+        self.journey_.save(path / "journey")
+        if self.response_ is not None:
+            self.response_.save(path / "response")
+        if self.store_ is not None:
+            self.store_.save(path / "store")
+        self.catalog_.save(path / "catalog")
+        return path
+
+    @classmethod
+    def load(cls, path: str | Path) -> PromoRanker:
+        """Read a ranker written by `save`."""
+        path = Path(path)
+        meta_file = path / "ranker.json"
+        if not meta_file.is_file():
+            raise FileNotFoundError(f"{path} is not a saved PromoRanker (no ranker.json)")
+        meta = json.loads(meta_file.read_text())
+        if meta.get("format_version") != FORMAT_VERSION:
+            raise ValueError(
+                f"{path}: ranker format {meta.get('format_version')} is not supported "
+                f"(this version reads {FORMAT_VERSION}); retrain the model"
+            )
+        model = cls.from_config(meta["config"])
+        model.report_ = FitReport(**meta["report"])
+        model.seller_order_value_ = meta["seller_order_value"]
+        model.mf_ = MatrixFactorization.load(path / "mf")
+        model.journey_ = JourneyModel.load(path / "journey")
+        model.response_ = (
+            ResponseUpliftModel.load(path / "response") if (path / "response").exists() else None
+        )
+        model.store_ = FeatureStore.load(path / "store") if (path / "store").exists() else None
+        model.catalog_ = _Catalog.load(path / "catalog")
+        model.offer_items_ = (
+            model._offer_items(model.catalog_) if model.catalog_.offers is not None else None
+        )
+        model._fitted = True
+        return model
+
+
+@dataclass(frozen=True)
+class _Catalog:
+    """The small tables offer scopes are built from, kept so a saved ranker is standalone."""
+
+    items: pl.DataFrame
+    offers: pl.DataFrame | None
+    offer_items: pl.DataFrame | None
+
+    @classmethod
+    def of(cls, dataset: Dataset) -> _Catalog:
+        return cls(
+            items=dataset.items.select("item_id", "seller_id"),
+            offers=None
+            if dataset.offers is None
+            else dataset.offers.select("offer_id", "seller_id"),
+            offer_items=dataset.offer_items,
+        )
+
+    def save(self, path: Path) -> None:
+        path.mkdir(parents=True, exist_ok=True)
+        for name in ("items", "offers", "offer_items"):
+            table = getattr(self, name)
+            if table is not None:
+                table.write_parquet(path / f"{name}.parquet")
+
+    @classmethod
+    def load(cls, path: Path) -> _Catalog:
+        def read(name: str) -> pl.DataFrame | None:
+            file = path / f"{name}.parquet"
+            return pl.read_parquet(file) if file.exists() else None
+
+        items = read("items")
+        if items is None:
+            raise FileNotFoundError(f"{path}: the saved ranker has no items table")
+        return cls(items=items, offers=read("offers"), offer_items=read("offer_items"))
+
+
+def _seller_order_values(store: FeatureStore | None) -> dict[str, float]:
+    """Mean order value per seller (fallback for buyers new to a seller); '*' = overall."""
+    if store is None:
+        return {"*": 0.0}
+    bs = store.buyer_seller.filter(pl.col("bs_mean_order_value").is_not_null())
+    per = bs.group_by("seller_key").agg(pl.col("bs_mean_order_value").mean())
+    values = dict(
+        zip(per["seller_key"].to_list(), per["bs_mean_order_value"].to_list(), strict=True)
+    )
+    overall = bs["bs_mean_order_value"].mean()
+    values["*"] = float(overall) if isinstance(overall, float) and not math.isnan(overall) else 0.0
+    return values
