@@ -278,18 +278,27 @@ class PromoRanker(Estimator[RankerConfig]):
     def score(
         self, pairs: pl.DataFrame, dataset: Dataset | None = None, threads: int | None = None
     ) -> pl.DataFrame:
-        """The contract's answer to a target list: one row per pair, in input order."""
-        cand = self.candidates(pairs, dataset, threads)
-        valued = expected_incremental_profit(cand, self.config.policy)
-        return valued.select(
-            "buyer_id",
-            "offer_id",
+        """The contract's answer to a target list: one row per pair, in input order.
+
+        Repeated pairs are scored once and answered once per occurrence.
+        """
+        keys = ["buyer_id", "offer_id"]
+        asked = pairs.select(keys)
+        unique = asked.unique(keep="first", maintain_order=True)
+        valued = expected_incremental_profit(
+            self.candidates(unique, dataset, threads), self.config.policy
+        )
+        answers = valued.select(
+            *keys,
             "p_redeem",
             "uplift",
             "expected_value",
             pl.col("expected_value").alias("score"),
             "cold_start",
-        ).cast(SCORES_SCHEMA)  # type: ignore[arg-type]
+        )
+        return asked.join(answers, on=keys, how="left", maintain_order="left").cast(
+            SCORES_SCHEMA  # type: ignore[arg-type]
+        )
 
     def _store_for(self, dataset: Dataset | None) -> FeatureStore:
         if dataset is None:

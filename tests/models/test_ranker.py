@@ -1,0 +1,152 @@
+"""The ranker bundle end to end on a small synthetic marketplace, and `recsys score`."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import polars as pl
+import pytest
+from typer.testing import CliRunner
+
+from recsys.cli import app
+from recsys.data import load_dataset
+from recsys.data.schema import SCORES_SCHEMA
+from recsys.data.synthetic import SyntheticConfig, generate
+from recsys.models.base import NotFittedError
+from recsys.models.ranker import PromoRanker, RankerConfig
+
+
+@pytest.fixture(scope="module")
+def market(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    out = tmp_path_factory.mktemp("ranker") / "d"
+    generate(SyntheticConfig(buyers=2000, seed=5), out)
+    return out
+
+
+@pytest.fixture(scope="module")
+def fitted(market: Path, tmp_path_factory: pytest.TempPathFactory) -> tuple[PromoRanker, Path]:
+    ranker = PromoRanker(RankerConfig()).fit(load_dataset(market))
+    saved = ranker.save(tmp_path_factory.mktemp("model") / "ranker")
+    return ranker, saved
+
+
+@pytest.fixture(scope="module")
+def pairs(market: Path) -> pl.DataFrame:
+    """Known pairs, then an unseen buyer, an unseen offer, and a duplicate, in that order."""
+    known = pl.read_parquet(market / "truth" / "offers.parquet").select("buyer_id", "offer_id")
+    known = known.sample(300, seed=1)
+    extra = pl.DataFrame(
+        {
+            "buyer_id": ["never-seen-buyer", known["buyer_id"][0], known["buyer_id"][1]],
+            "offer_id": [known["offer_id"][0], "never-seen-offer", known["offer_id"][1]],
+        }
+    )
+    return pl.concat([known, extra])
+
+
+def test_scores_follow_the_contract(fitted: tuple[PromoRanker, Path], pairs: pl.DataFrame) -> None:
+    ranker, _ = fitted
+    scores = ranker.score(pairs)
+    assert scores.schema == pl.Schema(SCORES_SCHEMA)
+    assert scores.select("buyer_id", "offer_id").equals(pairs)  # same rows, same order
+    assert scores["p_redeem"].is_between(0, 1).all()
+    assert scores["expected_value"].null_count() == 0
+    assert (scores["score"] == scores["expected_value"]).all()
+
+
+def test_unseen_buyers_and_offers_are_cold_start_not_errors(
+    fitted: tuple[PromoRanker, Path], pairs: pl.DataFrame
+) -> None:
+    scores = fitted[0].score(pairs)
+    tail = scores.tail(3)
+    assert tail["cold_start"].to_list()[:2] == [True, True]
+    assert tail["score"].null_count() == 0
+    assert tail["uplift"][1] is None  # an unknown offer's uplift is not supported
+    assert not scores.head(300)["cold_start"].all()
+
+
+def test_save_load_round_trip_scores_identically(
+    fitted: tuple[PromoRanker, Path], pairs: pl.DataFrame
+) -> None:
+    ranker, saved = fitted
+    assert PromoRanker.load(saved).score(pairs).equals(ranker.score(pairs))
+
+
+def test_scoring_with_data_recomputes_features(
+    fitted: tuple[PromoRanker, Path], pairs: pl.DataFrame, market: Path
+) -> None:
+    """With the same data the features are the same, so are the scores."""
+    ranker, _ = fitted
+    with_data = ranker.score(pairs, dataset=load_dataset(market))
+    assert with_data.select("buyer_id", "offer_id").equals(pairs)
+    assert with_data["score"].to_list() == pytest.approx(ranker.score(pairs)["score"].to_list())
+
+
+def test_report_says_what_was_learned(fitted: tuple[PromoRanker, Path]) -> None:
+    text = fitted[0].report_.format()
+    assert "matrix factorization" in text and "uplift" in text
+
+
+def test_without_exposures_uplift_is_skipped_and_said(market: Path) -> None:
+    dataset = load_dataset(market)
+    from dataclasses import replace
+
+    no_control = replace(
+        dataset,
+        exposures=dataset.exposures.filter(  # type: ignore[union-attr]
+            pl.col("offer_id").is_not_null()
+        ).with_columns(pl.lit(None, pl.Float64).alias("propensity")),
+    )
+    ranker = PromoRanker().fit(no_control)
+    assert any("uplift" in s for s in ranker.report_.skipped)
+    pairs = pl.read_parquet(market / "truth" / "offers.parquet").select("buyer_id", "offer_id")
+    scores = ranker.score(pairs.head(50))
+    assert scores["uplift"].null_count() == 50
+    assert scores["p_redeem"].null_count() == 0
+
+
+def test_unfitted_ranker_refuses_to_score(pairs: pl.DataFrame) -> None:
+    with pytest.raises(NotFittedError, match="fit"):
+        PromoRanker().score(pairs)
+
+
+def test_cli_score_writes_one_row_per_pair(
+    fitted: tuple[PromoRanker, Path], pairs: pl.DataFrame, tmp_path: Path
+) -> None:
+    pairs.write_csv(tmp_path / "pairs.csv")
+    out = tmp_path / "scores.parquet"
+    result = CliRunner().invoke(
+        app,
+        [
+            "score",
+            "--model",
+            str(fitted[1]),
+            "--pairs",
+            str(tmp_path / "pairs.csv"),
+            "--out",
+            str(out),
+        ],
+    )
+    assert result.exit_code == 0, result.output
+    written = pl.read_parquet(out)
+    assert written.select("buyer_id", "offer_id").equals(pairs)
+    assert written["cold_start"].sum() >= 2
+
+
+def test_cli_score_names_a_bad_model_path(tmp_path: Path) -> None:
+    (tmp_path / "p.csv").write_text("buyer_id,offer_id\nb1,o1\n")
+    result = CliRunner().invoke(
+        app,
+        [
+            "score",
+            "--model",
+            str(tmp_path / "nope"),
+            "--pairs",
+            str(tmp_path / "p.csv"),
+            "--out",
+            str(tmp_path / "o.csv"),
+        ],
+    )
+    assert result.exit_code != 0
+    assert "nope" in result.output
+    assert not (tmp_path / "o.csv").exists()
