@@ -166,6 +166,10 @@ class ResponseUpliftModel(Estimator[ResponseConfig]):
         treated, control = self._training_rows(dataset, buyer_table)
         if pair_extra is not None:
             treated = pair_extra(treated)
+        # Joins do not promise row order; the boosters' validation split depends on it.
+        treated = treated.sort("exposure_id")
+        if control.height:
+            control = control.sort("exposure_id", "seller_key")
         self.categories_ = _Categories(
             tools=(CONTROL_ARM, *sorted(treated["tool"].drop_nulls().unique().to_list())),
             stages=tuple(

@@ -150,3 +150,11 @@ def test_cli_score_names_a_bad_model_path(tmp_path: Path) -> None:
     assert result.exit_code != 0
     assert "nope" in result.output
     assert not (tmp_path / "o.csv").exists()
+
+
+def test_refitting_on_the_same_data_gives_the_same_scores(
+    market: Path, fitted: tuple[PromoRanker, Path], pairs: pl.DataFrame
+) -> None:
+    """Fixed seeds and order-independent sums: a retrain is reproducible to the bit."""
+    again = PromoRanker(RankerConfig()).fit(load_dataset(market))
+    assert again.score(pairs).equals(fitted[0].score(pairs))
