@@ -6,28 +6,96 @@ pretending, so the demo always runs to its end.
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable
 from pathlib import Path
 
-from recsys.data import load_dataset
+import polars as pl
+
+from recsys.data import Dataset, load_dataset
 from recsys.data.synthetic import SyntheticConfig, generate
+from recsys.evaluation.policy_eval import policy_values_on_truth
+from recsys.models.ranker import PromoRanker, RankerConfig
+from recsys.policy import OfferPolicy, expected_incremental_profit
 
 NOT_YET_BUILT: tuple[tuple[str, str], ...] = (
-    ("train models and register them in MLflow", "issue 4 (training pipeline)"),
-    ("serve the ranking API and rank a buyer", "issue 5 (serving)"),
+    ("track the run in MLflow and register the model", "issue 4 (training pipeline)"),
+    ("serve the ranking API", "issue 5 (serving)"),
     ("show the seller campaign page", "issue 6 (seller planner)"),
 )
+SHOWCASE_STAGES = ("cart_abandoner", "lapsing", "loyal")
 
 
 def run_demo(out: Path, buyers: int, seed: int, echo: Callable[[str], None] = print) -> None:
-    """Synthesize a marketplace under `out/data`, validate it, and run what exists."""
+    """Synthesize a marketplace under `out/data`, validate, train, evaluate and rank."""
     data_dir = out / "data"
     echo(f"== 1. synthetic marketplace: {buyers} buyers, seed {seed} ==")
     report = generate(SyntheticConfig(buyers=buyers, seed=seed), data_dir, overwrite=True)
     echo(report.format())
+
     echo("\n== 2. validate against the data contract ==")
     dataset = load_dataset(data_dir)
     echo(dataset.summary().format())
-    for step, (what, where) in enumerate(NOT_YET_BUILT, start=3):
+
+    echo("\n== 3. train: matrix factorization, journey, response and uplift ==")
+    sellers = pl.read_parquet(data_dir / "truth" / "sellers.parquet")
+    config = RankerConfig(
+        seller_margins=dict(zip(sellers["seller_id"], sellers["margin"], strict=True))
+    )
+    began = time.perf_counter()
+    ranker = PromoRanker(config).fit(dataset)
+    model_dir = ranker.save(out / "model")
+    echo(
+        f"{ranker.report_.format()}\ntrained in {time.perf_counter() - began:.1f}s; "
+        f"saved to {model_dir}"
+    )
+
+    echo("\n== 4. true incremental profit of the policy vs baselines (ground truth) ==")
+    truth = pl.read_parquet(data_dir / "truth" / "offers.parquet")
+    valued = expected_incremental_profit(
+        ranker.candidates(truth.select("buyer_id", "offer_id")), config.policy
+    )
+    values = policy_values_on_truth(truth, valued)
+    oracle = values["oracle"]
+    for name in ("oracle", "learned", "nothing", "random_same_volume", "response_same_volume"):
+        echo(f"  {name:<22} {values[name]:10,.1f}  ({values[name] / oracle:6.1%} of oracle)")
+    worst = min((v, k) for k, v in values.items() if k.startswith("blanket_"))
+    best = max((v, k) for k, v in values.items() if k.startswith("blanket_"))
+    echo(f"  coupon to everyone: from {worst[0]:,.1f} ({worst[1]}) to {best[0]:,.1f} ({best[1]})")
+
+    echo("\n== 5. rank the next campaign's offers for three buyers ==")
+    echo(_showcase(ranker, dataset, truth))
+    for step, (what, where) in enumerate(NOT_YET_BUILT, start=6):
         echo(f"\n== {step}. {what} ==\nnot built yet: {where}")
     echo("\ndemo finished")
+
+
+def _showcase(ranker: PromoRanker, dataset: Dataset, truth: pl.DataFrame) -> str:
+    """Top offers, with reasons, for one buyer in each of a few journey stages."""
+    assert dataset.offers is not None
+    as_of = dataset.offers["start_ts"].max()
+    next_offers = dataset.offers.filter(pl.col("start_ts") == as_of).select("offer_id")
+    store = ranker.store_
+    assert store is not None and store.buyers is not None
+    picks = (
+        store.buyers.filter(pl.col("journey_stage").is_in(SHOWCASE_STAGES))
+        .sort("buyer_id")
+        .group_by("journey_stage", maintain_order=True)
+        .first()
+        .select("buyer_id", "journey_stage")
+    )
+    pairs = picks.select("buyer_id").join(next_offers, how="cross")
+    policy = OfferPolicy(ranker.config.policy)
+    ranked = policy.rank(ranker.candidates(pairs), k=3, as_of=as_of)  # type: ignore[arg-type]
+    lines = []
+    for buyer, stage in picks.iter_rows():
+        lines.append(f"buyer {buyer} (journey stage: {stage})")
+        for row in ranked.filter(pl.col("buyer_id") == buyer).iter_rows(named=True):
+            if row["offer_id"] is None:
+                lines.append(f"   no offer: {row['reason_text']}")
+            else:
+                lines.append(
+                    f"   #{row['rank']} {row['offer_id']} {row['tool']:<13} "
+                    f"expected profit {row['expected_value']:+.3f}: {row['reason_text']}"
+                )
+    return "\n".join(lines)
