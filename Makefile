@@ -43,7 +43,7 @@ format: sync
 	$(RUN) ruff format .
 
 bench: sync
-	$(RUN) python -m benchmarks.run
+	$(RUN) python -m benchmarks.run $(BENCH_ARGS)
 
 clean:
 	rm -rf $(DEMO_DIR) .pytest_cache .mypy_cache .ruff_cache
