@@ -57,7 +57,8 @@ def offer_attributes(dataset: Dataset) -> pl.DataFrame:
         .group_by("offer_id")
         .agg(
             pl.len().alias("offer_scope_size"),
-            pl.col("category").drop_nulls().mode().first().alias("scope_category"),
+            # The most common category; ties go to the smallest name, so it is stable.
+            pl.col("category").drop_nulls().mode().sort().first().alias("scope_category"),
         )
     )
     return (
@@ -144,11 +145,34 @@ def buyer_seller_features(
     )
     out = per_seller.join(browsing, on=["buyer_id", "seller_key"], how="full", coalesce=True)
     orders_filled = pl.col("bs_orders").fill_null(0.0)
-    return out.with_columns(
+    out = out.with_columns(
         pl.col("bs_orders", "bs_lines", "bs_views_30d", "bs_carts_30d").fill_null(0.0),
         (orders_filled / orders_filled.sum().over("buyer_id"))
         .fill_nan(0.0)
         .alias("bs_order_share"),
+    )
+    return pl.concat([out, _platform_rows(out)], how="vertical_relaxed")
+
+
+def _platform_rows(per_seller: pl.DataFrame) -> pl.DataFrame:
+    """Each buyer's history across all sellers, under the platform key: a platform-wide
+    offer's "seller" is the whole marketplace."""
+    value = pl.col("bs_mean_order_value").fill_null(0.0) * pl.col("bs_orders")
+    return (
+        per_seller.filter(pl.col("seller_key") != PLATFORM)
+        .group_by("buyer_id")
+        .agg(
+            pl.lit(PLATFORM).alias("seller_key"),
+            pl.col("bs_orders").sum(),
+            pl.col("bs_lines").sum(),
+            pl.col("bs_days_since_purchase").min(),
+            (value.sum() / pl.col("bs_orders").sum()).alias("bs_mean_order_value"),
+            pl.col("bs_views_30d").sum(),
+            pl.col("bs_carts_30d").sum(),
+            pl.lit(1.0).alias("bs_order_share"),
+        )
+        .with_columns(pl.col("bs_mean_order_value").fill_nan(None))
+        .select(per_seller.columns)
     )
 
 
@@ -159,11 +183,15 @@ def seller_affinity(bs: pl.DataFrame) -> pl.DataFrame:
     in proportion to how likely a seller-driven campaign was to pick them.
     """
     weight = 3 * pl.col("bs_orders") + pl.col("bs_views_30d") + pl.col("bs_carts_30d")
-    return bs.select(
-        "buyer_id",
-        "seller_key",
-        (weight / weight.sum().over("buyer_id")).fill_nan(0.0).alias("seller_weight"),
-    ).filter(pl.col("seller_weight") > 0)
+    return (
+        bs.filter(pl.col("seller_key") != PLATFORM)
+        .select(
+            "buyer_id",
+            "seller_key",
+            (weight / weight.sum().over("buyer_id")).fill_nan(0.0).alias("seller_weight"),
+        )
+        .filter(pl.col("seller_weight") > 0)
+    )
 
 
 def buyer_category_shares(lines: pl.DataFrame) -> pl.DataFrame:
@@ -348,8 +376,11 @@ class FeatureStore:
         (path / "as_of.txt").write_text(self.as_of.isoformat())
         for name in self.TABLES:
             table = getattr(self, name)
+            file = path / f"{name}.parquet"
             if table is not None:
-                table.write_parquet(path / f"{name}.parquet")
+                table.write_parquet(file)
+            else:
+                file.unlink(missing_ok=True)  # never let `load` find an older table
 
     @classmethod
     def load(cls, path: Path) -> FeatureStore:

@@ -402,9 +402,9 @@ def _seller_order_values(store: FeatureStore | None) -> dict[str, float]:
     """Mean order value per seller (fallback for buyers new to a seller); '*' = overall."""
     if store is None:
         return {"*": 0.0}
-    bs = store.buyer_seller.filter(pl.col("bs_mean_order_value").is_not_null()).sort(
-        "seller_key", "buyer_id"
-    )  # a fixed order makes the float means reproducible
+    bs = store.buyer_seller.filter(
+        pl.col("bs_mean_order_value").is_not_null() & (pl.col("seller_key") != PLATFORM)
+    ).sort("seller_key", "buyer_id")  # a fixed order makes the float means reproducible
     per = bs.group_by("seller_key", maintain_order=True).agg(pl.col("bs_mean_order_value").mean())
     values = dict(
         zip(per["seller_key"].to_list(), per["bs_mean_order_value"].to_list(), strict=True)

@@ -196,6 +196,12 @@ class ResponseUpliftModel(Estimator[ResponseConfig]):
                 f"(need {cfg.min_response_rows} rows with both outcomes)"
             )
         logged = treated.filter(pl.col("propensity").is_not_null())
+        if self.estimated_propensities_:
+            support.notes.append(
+                f"{self.estimated_propensities_} exposures had no logged propensity but came "
+                "with a control group: their propensities were estimated as each arm's share "
+                "of its snapshot (this assumes offers were assigned at random there)"
+            )
         if control.height < cfg.min_control_rows:
             support.notes.append(
                 f"uplift not learned: {control.height} control rows (offer_id null) with "
@@ -252,6 +258,7 @@ class ResponseUpliftModel(Estimator[ResponseConfig]):
         """Treated and control rows with features as of their snapshot (no leakage)."""
         outcomes = exposure_outcomes(dataset, self.config.horizon_days)
         outcomes = outcomes.with_columns(_snapshot_expr(outcomes, self.config.max_snapshots))
+        outcomes, self.estimated_propensities_ = estimate_missing_propensities(outcomes)
         treated_parts, control_parts = [], []
         for (snap,), rows in outcomes.group_by("snapshot", maintain_order=True):
             as_of = snap if isinstance(snap, datetime) else datetime.fromisoformat(str(snap))
@@ -432,6 +439,39 @@ class ResponseUpliftModel(Estimator[ResponseConfig]):
         model.response_model_, model.treated_model_, model.control_model_ = state["models"]
         model._fitted = True
         return model
+
+
+def estimate_missing_propensities(outcomes: pl.DataFrame) -> tuple[pl.DataFrame, int]:
+    """Fill null propensities in snapshots that kept a control group.
+
+    A source may keep a random control group without logging propensities. Within such a
+    snapshot the best estimate of an arm's propensity is its share of the snapshot's
+    unlogged rows (the arm: the offer, or control). Snapshots without any control row are
+    left alone: a campaign sent by hand to a chosen list is not random, and estimating a
+    propensity for it would fake an experiment. Returns the frame and the rows filled.
+    """
+    unlogged = pl.col("propensity").is_null()
+    arm = pl.col("offer_id").fill_null("__control__")
+    has_control = (unlogged & pl.col("offer_id").is_null()).any().over("snapshot")
+    share = pl.len().over("snapshot", arm) / pl.len().over("snapshot")
+    fill = unlogged & has_control
+    n_filled = outcomes.select(fill.sum()).item() if outcomes.height else 0
+    if not n_filled:
+        return outcomes, 0
+    unlogged_rows = outcomes.filter(unlogged).with_columns(
+        share.alias("_share"), has_control.alias("_has_control")
+    )
+    filled = outcomes.join(
+        unlogged_rows.select("exposure_id", "_share", "_has_control"),
+        on="exposure_id",
+        how="left",
+    ).with_columns(
+        pl.when(pl.col("_has_control").fill_null(False))
+        .then(pl.col("_share"))
+        .otherwise(pl.col("propensity"))
+        .alias("propensity")
+    )
+    return filled.drop("_share", "_has_control"), int(n_filled)
 
 
 def _snapshot_expr(outcomes: pl.DataFrame, max_snapshots: int) -> pl.Expr:
