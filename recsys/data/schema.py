@@ -28,6 +28,17 @@ EVENT_TYPES: tuple[str, ...] = (
 )
 """The only accepted values of `events.event_type`."""
 
+JOURNEY_STAGES: tuple[str, ...] = (
+    "new",
+    "browsing",
+    "cart_abandoner",
+    "repeat",
+    "loyal",
+    "lapsing",
+    "churned",
+)
+"""The engine's purchase-journey stages (journey model, simulator, scores and API)."""
+
 KNOWN_TOOLS: tuple[str, ...] = (
     "percent_off",
     "amount_off",

@@ -58,20 +58,13 @@ from sklearn.metrics import brier_score_loss, log_loss, roc_auc_score
 from threadpoolctl import threadpool_limits
 
 from recsys.config import StrictConfig
+from recsys.data.schema import JOURNEY_STAGES
 from recsys.features.buyer import BUYER_FEATURES, as_utc, buyer_features, time_scale_days
 from recsys.models.base import Estimator
 
 log = logging.getLogger(__name__)
 
-STAGES: tuple[str, ...] = (
-    "new",
-    "browsing",
-    "cart_abandoner",
-    "repeat",
-    "loyal",
-    "lapsing",
-    "churned",
-)
+STAGES: tuple[str, ...] = JOURNEY_STAGES
 """Journey stages, in the order of a buyer's life (not the order the rules are tried)."""
 
 _FORMAT = "recsys.models.journey"

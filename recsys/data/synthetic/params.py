@@ -13,16 +13,9 @@ import numpy as np
 from pydantic import Field, model_validator
 
 from recsys.config import StrictConfig
+from recsys.data.schema import JOURNEY_STAGES
 
-STAGES: tuple[str, ...] = (
-    "new",
-    "browsing",
-    "cart_abandoner",
-    "repeat",
-    "loyal",
-    "lapsing",
-    "churned",
-)
+STAGES: tuple[str, ...] = JOURNEY_STAGES
 NEW, BROWSING, CART_ABANDONER, REPEAT, LOYAL, LAPSING, CHURNED = range(len(STAGES))
 
 TOOLS: tuple[str, ...] = ("percent_off", "amount_off", "free_shipping", "points", "reminder")
