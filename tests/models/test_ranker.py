@@ -158,3 +158,70 @@ def test_refitting_on_the_same_data_gives_the_same_scores(
     """Fixed seeds and order-independent sums: a retrain is reproducible to the bit."""
     again = PromoRanker(RankerConfig()).fit(load_dataset(market))
     assert again.score(pairs).equals(fitted[0].score(pairs))
+
+
+def test_a_buyer_who_always_redeems_one_tool_is_predicted_to_redeem_it_most(market: Path) -> None:
+    """Learned end to end: a buyer given every tool in every wave who only ever redeemed
+    free shipping is predicted most likely to redeem it.
+
+    The policy's score need not follow: each of those redemptions costs the seller the
+    shipping, and for a habitual redeemer most of them are purchases that would have
+    happened anyway — so the score must charge free shipping its expected cost.
+    """
+    from dataclasses import replace
+    from datetime import timedelta
+
+    dataset = load_dataset(market)
+    assert dataset.offers is not None and dataset.exposures is not None
+    assert dataset.redemptions is not None
+    buyer = "b0000042"
+    waves = dataset.offers.filter(pl.col("synthetic_kind") == "wave")
+    home = (
+        pl.read_parquet(market / "truth" / "buyers.parquet")
+        .filter(pl.col("buyer_id") == buyer)["home_seller_id"]
+        .item()
+    )
+    given = waves.filter(pl.col("seller_id") == home)
+    exposures = given.select(
+        (pl.lit("fan-") + pl.col("offer_id")).alias("exposure_id"),
+        pl.lit(buyer).alias("buyer_id"),
+        "offer_id",
+        (pl.col("start_ts") + timedelta(hours=2)).alias("ts"),
+        pl.lit(1 / 6).alias("propensity"),
+        pl.lit("logging_policy_v1").alias("policy"),
+    )
+    redeemed = exposures.join(given.select("offer_id", "tool"), on="offer_id").filter(
+        pl.col("tool") == "free_shipping"
+    )
+    redemptions = redeemed.select(
+        "buyer_id",
+        "offer_id",
+        (pl.col("ts") + timedelta(hours=5)).alias("ts"),
+        "exposure_id",
+        pl.lit(None, pl.String).alias("order_id"),
+        pl.lit(30.0).alias("amount"),
+    )
+    fan = replace(
+        dataset,
+        exposures=pl.concat([dataset.exposures, exposures], how="diagonal_relaxed"),
+        redemptions=pl.concat([dataset.redemptions, redemptions], how="diagonal_relaxed"),
+    )
+    ranker = PromoRanker(RankerConfig()).fit(fan)
+    next_offers = dataset.offers.filter(
+        (pl.col("synthetic_kind") == "decision") & (pl.col("seller_id") == home)
+    )
+    scores = ranker.score(next_offers.select(pl.lit(buyer).alias("buyer_id"), "offer_id"))
+    scored = scores.join(next_offers.select("offer_id", "tool"), on="offer_id")
+    assert scored.sort("p_redeem", descending=True)["tool"][0] == "free_shipping"
+    others = scored.filter(pl.col("tool") != "free_shipping")["p_redeem"].max()
+    shipping = scored.filter(pl.col("tool") == "free_shipping")
+    assert shipping["p_redeem"].item() > 1.5 * others  # type: ignore[operator]
+    cand = ranker.candidates(shipping.select("buyer_id", "offer_id")).row(0, named=True)
+    policy = RankerConfig().policy
+    cost = cand["offer_cost"] if cand["offer_cost"] is not None else policy.default_shipping_cost
+    expected = (
+        cand["margin"] * cand["uplift"] * cand["order_value"]
+        - cand["p_redeem"] * cost
+        - policy.send_cost
+    )
+    assert shipping["score"].item() == pytest.approx(expected)
