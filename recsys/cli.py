@@ -82,9 +82,12 @@ def score(
         Path | None,
         typer.Option(help="dataset to compute features from, as of its last event"),
     ] = None,
-    threads: Annotated[int, typer.Option(min=1, help="threads for the models")] = 1,
+    threads: Annotated[
+        int | None, typer.Option(min=1, help="threads for the models (default: all cores)")
+    ] = None,
 ) -> None:
     """Score a target list: one row per pair, in input order (the data contract's answer)."""
+    import os
     import time
 
     from recsys.data import ContractError, load_dataset, load_pairs
@@ -106,7 +109,7 @@ def score(
     except (FileNotFoundError, ValueError) as exc:
         raise _fail(str(exc), code=1) from None
     began = time.perf_counter()
-    scores = ranker.score(target, dataset, threads=threads)
+    scores = ranker.score(target, dataset, threads=threads or os.cpu_count() or 1)
     seconds = time.perf_counter() - began
     out.parent.mkdir(parents=True, exist_ok=True)
     if out.suffix == ".csv":
