@@ -32,6 +32,7 @@ from recsys.evaluation.policy_eval import (
 from recsys.evaluation.targeting import gain_at_k, roc_auc
 from recsys.evaluation.uplift import qini_coefficient
 from recsys.models.ranker import PromoRanker, RankerConfig
+from recsys.policy import expected_incremental_profit
 
 
 @dataclass
@@ -117,9 +118,7 @@ def evaluate_synthetic(
 
 
 def _valued(candidates: pl.DataFrame, config: RankerConfig) -> pl.DataFrame:
-    """Candidates with the policy's expected value and the model's expected rewards."""
-    from recsys.policy import expected_incremental_profit
-
+    """Candidates with the policy's expected value (history = past buys of the offer's items)."""
     valued = expected_incremental_profit(candidates, config.policy)
     return valued.with_columns(pl.col("history").fill_null(0.0))
 
