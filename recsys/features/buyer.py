@@ -31,6 +31,8 @@ from datetime import UTC, datetime, timedelta
 
 import polars as pl
 
+from recsys.features.money import MICROS, to_micros
+
 BUYER_FEATURES: tuple[str, ...] = (
     "days_since_last_event",
     "days_since_last_purchase",
@@ -79,7 +81,6 @@ TIME_SCALE_BOUNDS: tuple[float, float] = (3.0, 90.0)
 """The measured time scale is clamped to this range of days."""
 
 _US_PER_DAY = 86_400 * 1_000_000
-_MICROS = 1_000_000
 _OPTIONAL_COLUMNS: dict[str, pl.DataType] = {
     "item_id": pl.String(),
     "session_id": pl.String(),
@@ -141,13 +142,6 @@ def _days_before(as_of: datetime, ts: pl.Expr) -> pl.Expr:
     return (pl.lit(as_of) - ts).dt.total_microseconds() / _US_PER_DAY
 
 
-def _to_micros(money: pl.Expr) -> pl.Expr:
-    """Money as integer millionths: sums of integers do not depend on the order in which a
-    parallel engine adds the rows, so features (and models fitted on them) are reproducible.
-    """
-    return (money * _MICROS).round().cast(pl.Int64)
-
-
 def _orders(purchases: pl.LazyFrame, items: pl.DataFrame | None) -> pl.LazyFrame:
     """One row per (buyer, order): time and value in millionths (null when unknown)."""
     value = pl.col("amount")
@@ -160,7 +154,7 @@ def _orders(purchases: pl.LazyFrame, items: pl.DataFrame | None) -> pl.LazyFrame
     # Rows without an order id: one order per distinct timestamp.
     ts_key = pl.when(pl.col("order_id").is_null()).then(pl.col("ts")).alias("_ts_key")
     return (
-        purchases.with_columns(ts_key, _to_micros(value).alias("_value"))
+        purchases.with_columns(ts_key, to_micros(value).alias("_value"))
         .group_by("buyer_id", "order_id", "_ts_key")
         .agg(
             pl.col("ts").min().alias("order_ts"),
@@ -255,9 +249,9 @@ def buyer_features(
             (order_ts >= as_of - timedelta(days=30)).sum().alias("orders_30d"),
             (order_ts >= as_of - timedelta(days=90)).sum().alias("orders_90d"),
             order_ts.max().alias("_last_purchase"),
-            pl.when(value.count() > 0).then(value.sum() / _MICROS).alias("revenue_total"),
+            pl.when(value.count() > 0).then(value.sum() / MICROS).alias("revenue_total"),
             pl.when(value.count() > 0)
-            .then(value.sum() / value.count() / _MICROS)
+            .then(value.sum() / value.count() / MICROS)
             .alias("mean_order_value"),
             pl.when(n_orders >= 2)
             .then(

@@ -17,6 +17,7 @@ from typing import ClassVar
 import polars as pl
 
 from recsys.data.dataset import Dataset
+from recsys.features.money import MICROS, to_micros
 
 PLATFORM = "__platform__"
 """Seller key of platform-wide offers (offers.seller_id null)."""
@@ -120,19 +121,17 @@ def buyer_seller_features(
     """History of each buyer with each seller before `as_of` (one row per pair seen)."""
     if lines is None:
         lines = purchase_lines(dataset, before=as_of)
-    # Money is summed in integer micro-units: float sums depend on row order, which
-    # polars does not fix, and last-bit differences change fitted trees.
-    micros = (pl.col("line_value") * 1e6).round().cast(pl.Int64)
+    # Money is summed in integer micro-units so that features are reproducible.
     orders = lines.group_by("buyer_id", "seller_key", "order_key").agg(
-        (micros.sum() / 1e6).alias("order_value"), pl.col("ts").max(), pl.len().alias("n")
+        (to_micros(pl.col("line_value")).sum() / MICROS).alias("order_value"),
+        pl.col("ts").max(),
+        pl.len().alias("n"),
     )
     per_seller = orders.group_by("buyer_id", "seller_key").agg(
         pl.len().cast(pl.Float64).alias("bs_orders"),
         pl.col("n").sum().cast(pl.Float64).alias("bs_lines"),
         ((as_of - pl.col("ts").max()).dt.total_seconds() / 86400).alias("bs_days_since_purchase"),
-        ((pl.col("order_value") * 1e6).round().cast(pl.Int64).sum() / 1e6 / pl.len()).alias(
-            "bs_mean_order_value"
-        ),
+        (to_micros(pl.col("order_value")).sum() / MICROS / pl.len()).alias("bs_mean_order_value"),
     )
     recent = dataset.events.filter(
         (pl.col("ts") < as_of)
