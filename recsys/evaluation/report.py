@@ -190,26 +190,18 @@ def _held_out_wave(
         q_hat,
         truth_profit,
     )
-    _uplift_and_targeting(dataset, logged, scored, report, config)
+    _uplift_and_targeting(dataset, logged, rewards, scored, report)
 
 
 def _uplift_and_targeting(
     dataset: Dataset,
     logged: pl.DataFrame,
+    rewards: pl.DataFrame,
     scored: pl.DataFrame,
     report: SyntheticReport,
-    config: RankerConfig,
 ) -> None:
     """Qini of uplift vs response scores, gain and AUC of P(redeem), on logged decisions."""
-    rewards = realized_rewards(
-        dataset,
-        logged.select("exposure_id", "buyer_id", "seller_id", "offer_id", "ts"),
-        {},
-        1.0,
-        0.0,
-        horizon_days=config.response.horizon_days,
-        shipping_cost=0.0,
-    ).with_columns((pl.col("gross_value") > 0).cast(pl.Float64).alias("purchased"))
+    rewards = rewards.with_columns((pl.col("gross_value") > 0).cast(pl.Float64).alias("purchased"))
     # Treated rows: scores of the offer received; control rows: mean over their options.
     own = scored.select("exposure_id", "offer_id", "uplift", "p_redeem")
     treated = rewards.filter(pl.col("offer_id").is_not_null()).join(
