@@ -182,6 +182,10 @@ EXPOSURES = TableSpec(
         Column("ts", TS, required=True, nullable=False),
         Column("propensity", FLOAT, required=False),
         Column("policy", ID, required=False),
+        # Added by this engine (optional): whose decision this was. It names the seller of
+        # a control row, so off-policy evaluation knows which offers that buyer could
+        # have been given; the service writes it in its decision log.
+        Column("seller_id", ID, required=False),
     ),
     foreign_keys=(ForeignKey("offer_id", "offers", "offer_id"),),
 )

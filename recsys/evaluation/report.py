@@ -13,24 +13,29 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass, field
-from datetime import datetime
 from pathlib import Path
 
-import numpy as np
 import polars as pl
 
 from recsys.data.dataset import Dataset
 from recsys.data.loader import load_dataset
+from recsys.evaluation.holdout import (
+    HoldoutReport,
+    decision_options,
+    holdout_split,
+    logged_decisions,
+    q_table,
+    realized_rewards,
+    score_options,
+    uplift_and_targeting,
+)
 from recsys.evaluation.item_ranking import ItemRankingReport, evaluate_item_ranking
 from recsys.evaluation.policy_eval import (
     OPEReport,
     choose_best,
     off_policy_report,
     policy_values_on_truth,
-    realized_rewards,
 )
-from recsys.evaluation.targeting import gain_at_k, roc_auc
-from recsys.evaluation.uplift import qini_coefficient
 from recsys.models.ranker import PromoRanker, RankerConfig
 from recsys.policy import expected_incremental_profit
 
@@ -126,113 +131,46 @@ def _valued(candidates: pl.DataFrame, config: RankerConfig) -> pl.DataFrame:
 def _held_out_wave(
     dataset: Dataset, data_dir: Path, config: RankerConfig, report: SyntheticReport, waves: int
 ) -> None:
-    exposures = dataset.exposures
-    assert exposures is not None
-    days = exposures.filter(pl.col("propensity").is_not_null())["ts"].dt.truncate("1d").unique()
-    start = days.sort(descending=True)[min(waves, len(days)) - 1]
-    assert isinstance(start, datetime)
+    """The held-out evaluation of `recsys.evaluation.holdout`, with the truth beside it."""
+    split = holdout_split(dataset, waves)
+    if split is None:
+        raise ValueError(f"{data_dir}: no randomized campaign waves to hold out")
     began = time.perf_counter()
-    ranker = PromoRanker(config).fit(dataset.before(start), as_of=start)
+    ranker = PromoRanker(config).fit(dataset.before(split.start), as_of=split.start)
     report.seconds["fit_before_holdout"] = time.perf_counter() - began
 
-    truth = _truth(data_dir, "exposures").select("exposure_id", "seller_id", "stage")
-    logged = exposures.filter((pl.col("ts") >= start) & pl.col("propensity").is_not_null()).join(
-        truth, on="exposure_id"
+    logged = logged_decisions(dataset, split.start)
+    options = decision_options(dataset, logged)
+    scored = score_options(ranker, options, config)
+    rewards = realized_rewards(dataset, logged, config).join(
+        logged.select("exposure_id", "propensity"), on="exposure_id"
     )
-    options = _truth(data_dir, "exposure_options").join(
-        logged.select("exposure_id", "buyer_id", "seller_id"), on="exposure_id"
-    )
-    cand = ranker.candidates(options.select("buyer_id", "offer_id"))
-    scored = _valued(cand, config).with_columns(
-        options["exposure_id"],
-        (
-            pl.col("margin")
-            * pl.col("order_value")
-            * (pl.col("p_purchase").fill_null(0.0) + pl.col("uplift").fill_null(0.0))
-            - pl.col("p_redeem") * pl.col("redemption_cost")
-            - config.policy.send_cost
-        ).alias("q"),
-        (pl.col("margin") * pl.col("order_value") * pl.col("p_purchase").fill_null(0.0)).alias(
-            "q_nothing"
-        ),
-    )
-    choices = choose_best(scored.select("exposure_id", "offer_id", "expected_value"))
-    q_hat = pl.concat(
-        [
-            scored.select("exposure_id", "offer_id", "q"),
-            scored.group_by("exposure_id")
-            .agg(pl.col("q_nothing").first().alias("q"))
-            .with_columns(pl.lit(None, pl.String).alias("offer_id"))
-            .select("exposure_id", "offer_id", "q"),
-        ]
-    )
-    rewards = realized_rewards(
-        dataset,
-        logged.select("exposure_id", "buyer_id", "seller_id", "offer_id", "ts"),
-        config.seller_margins,
-        config.policy.margin_default,
-        config.policy.send_cost,
-        horizon_days=config.response.horizon_days,
-        shipping_cost=config.policy.default_shipping_cost,
+    truth_options = _truth(data_dir, "exposure_options").join(
+        logged.select("exposure_id"), on="exposure_id"
     )
     truth_profit = pl.concat(
         [
-            options.select("exposure_id", "offer_id", pl.col("profit_treated").alias("profit")),
-            options.group_by("exposure_id")
+            truth_options.select(
+                "exposure_id", "offer_id", pl.col("profit_treated").alias("profit")
+            ),
+            truth_options.group_by("exposure_id")
             .agg(pl.col("profit_control").first().alias("profit"))
             .with_columns(pl.lit(None, pl.String).alias("offer_id"))
             .select("exposure_id", "offer_id", "profit"),
         ]
     )
-    report.ope = off_policy_report(
-        rewards.join(logged.select("exposure_id", "propensity"), on="exposure_id"),
-        choices,
-        q_hat,
-        truth_profit,
-    )
-    _uplift_and_targeting(dataset, logged, rewards, scored, report)
-
-
-def _uplift_and_targeting(
-    dataset: Dataset,
-    logged: pl.DataFrame,
-    rewards: pl.DataFrame,
-    scored: pl.DataFrame,
-    report: SyntheticReport,
-) -> None:
-    """Qini of uplift vs response scores, gain and AUC of P(redeem), on logged decisions."""
-    rewards = rewards.with_columns((pl.col("gross_value") > 0).cast(pl.Float64).alias("purchased"))
-    # Treated rows: scores of the offer received; control rows: mean over their options.
-    own = scored.select("exposure_id", "offer_id", "uplift", "p_redeem")
-    treated = rewards.filter(pl.col("offer_id").is_not_null()).join(
-        own, on=["exposure_id", "offer_id"], how="left"
-    )
-    control = rewards.filter(pl.col("offer_id").is_null()).join(
-        own.group_by("exposure_id").agg(pl.col("uplift", "p_redeem").mean()),
-        on="exposure_id",
-        how="left",
-    )
-    rows = pl.concat([treated, control], how="diagonal_relaxed").join(
-        logged.select("exposure_id", "propensity"), on="exposure_id"
-    )
-    y = rows["purchased"].to_numpy()
-    t = rows["offer_id"].is_not_null().cast(pl.Int8).to_numpy()
-    prop = rows["propensity"].to_numpy()
-    for name, column in (("uplift_model", "uplift"), ("response_only", "p_redeem")):
-        score = rows[column].fill_null(0.0).to_numpy()
-        report.qini[name] = qini_coefficient(score, y, t, propensity=prop)
-    rng = np.random.default_rng(0)
-    report.qini["random"] = qini_coefficient(rng.random(len(y)), y, t, propensity=prop)
-
-    redeemed = dataset.redemptions
-    assert redeemed is not None
-    red = set(redeemed["exposure_id"].drop_nulls().to_list())
-    issued = treated.with_columns(
-        pl.col("exposure_id").is_in(list(red)).cast(pl.Float64).alias("redeemed")
-    )
-    p = issued["p_redeem"].fill_null(0.0).to_numpy()
-    r = issued["redeemed"].to_numpy()
-    report.targeting["roc_auc_p_redeem"] = roc_auc(p, r)
-    for frac, gain in gain_at_k(p, r, (0.1, 0.2, 0.5)).items():
-        report.targeting[f"gain_at_{int(frac * 100)}pct"] = gain
-    report.targeting["redemption_rate"] = float(r.mean()) if len(r) else float("nan")
+    choices = choose_best(scored.select("exposure_id", "offer_id", "expected_value"))
+    report.ope = off_policy_report(rewards, choices, q_table(scored), truth_profit)
+    held = HoldoutReport(split=split)
+    uplift_and_targeting(dataset, rewards, scored, held, seed=0)
+    m = held.metrics
+    report.qini = {
+        "uplift_model": m["qini_uplift"],
+        "response_only": m["qini_response"],
+        "random": m["qini_random"],
+    }
+    report.targeting = {
+        "roc_auc_p_redeem": m["auc_p_redeem"],
+        **{k: v for k, v in m.items() if k.startswith("gain_at_")},
+        "redemption_rate": m["redemption_rate"],
+    }

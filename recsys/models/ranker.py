@@ -79,6 +79,18 @@ def data_end(dataset: Dataset) -> datetime:
     return last + timedelta(microseconds=1)
 
 
+def fit_mf(config: RankerConfig, dataset: Dataset, as_of: datetime) -> MatrixFactorization:
+    """The ranker's matrix factorization stage: buyer x item factors from events before as_of."""
+    events = dataset.events.filter(pl.col("ts") < as_of)
+    return MatrixFactorization(config.mf).fit(events, items=dataset.items)
+
+
+def fit_journey(config: RankerConfig, dataset: Dataset, as_of: datetime) -> JourneyModel:
+    """The ranker's journey stage: stages and P(purchase) from events before as_of."""
+    events = dataset.events.filter(pl.col("ts") < as_of)
+    return JourneyModel(config.journey).fit(events, as_of, dataset.buyers, dataset.items)
+
+
 class PromoRanker(Estimator[RankerConfig]):
     """MF + journey + response/uplift + value model, fitted together; see module docstring."""
 
@@ -90,17 +102,40 @@ class PromoRanker(Estimator[RankerConfig]):
 
     def _fit(self, dataset: Dataset, as_of: datetime | None) -> None:
         as_of = as_of or data_end(dataset)
+        mf = fit_mf(self.config, dataset, as_of)
+        journey = fit_journey(self.config, dataset, as_of)
+        self._fit_rest(dataset, as_of, mf, journey)
+
+    @classmethod
+    def from_parts(
+        cls,
+        config: RankerConfig,
+        dataset: Dataset,
+        as_of: datetime,
+        mf: MatrixFactorization,
+        journey: JourneyModel,
+    ) -> PromoRanker:
+        """Finish a ranker from MF and journey models fitted apart (e.g. as parallel tasks
+        by :func:`fit_mf` and :func:`fit_journey` with the same config, data and as_of):
+        fits response and uplift and builds the feature store.
+        """
+        ranker = cls(config)
+        ranker._fit_rest(dataset, as_of, mf, journey)
+        ranker._fitted = True
+        return ranker
+
+    def _fit_rest(
+        self, dataset: Dataset, as_of: datetime, mf: MatrixFactorization, journey: JourneyModel
+    ) -> None:
         report = FitReport(as_of=as_of.isoformat())
         events = dataset.events.filter(pl.col("ts") < as_of)
         report.rows = {"events": events.height, "items": dataset.items.height}
-        self.mf_ = MatrixFactorization(self.config.mf).fit(events, items=dataset.items)
+        self.mf_ = mf
         report.learned.append(
             f"matrix factorization ({self.config.mf.algorithm}, "
             f"{len(self.mf_.buyer_index_)} buyers x {len(self.mf_.item_index_)} items)"
         )
-        self.journey_ = JourneyModel(self.config.journey).fit(
-            events, as_of, dataset.buyers, dataset.items
-        )
+        self.journey_ = journey
         report.learned.append(
             f"purchase journey (time scale {self.journey_.time_scale_days_:.1f} days)"
         )

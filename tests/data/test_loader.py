@@ -63,6 +63,7 @@ def valid_frames() -> Frames:
             "ts": [_ts(1), _ts(2), _ts(2)],
             "propensity": [0.5, 0.25, None],
             "policy": ["p1", "p1", "p1"],
+            "seller_id": ["s1", "s1", None],
         },
         "redemptions": {
             "buyer_id": ["b2"],

@@ -235,6 +235,7 @@ def exposures_frames(log: ChunkLog) -> tuple[pl.DataFrame, pl.DataFrame]:
             _ts(pl.col("ts")).alias("ts"),
             pl.col("propensity").fill_nan(None),
             pl.col("policy").replace_strict([0, 1], list(POLICY_NAMES)).alias("policy"),
+            seller_ids(pl.col("seller")).alias("seller_id"),
         ),
         "exposures",
     )
