@@ -1,26 +1,50 @@
-"""The `recsys` command: one entry point with subcommands.
+"""The `recsys` command's core: data, score and demo subcommands.
 
-Heavy imports happen inside the commands, so `recsys --help` is instant and importing
-this module has no side effects.
+`build_app` assembles the typer app; the installed `recsys` command (`cli.main`) adds the
+training and serving commands and a model resolver that understands registry URIs, so
+this package never imports them. Heavy imports happen inside the commands, so
+`recsys --help` is instant and importing this module has no side effects.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 from typing import Annotated
 
 import typer
 
-app = typer.Typer(
-    name="recsys",
-    help="Personalized promotion recommendation engine: which offer, if any, for each buyer.",
-    no_args_is_help=True,
-    add_completion=False,
-)
-data_app = typer.Typer(
-    help="Create and check datasets in the data contract's form.", no_args_is_help=True
-)
-app.add_typer(data_app, name="data")
+ModelResolver = Callable[[str, Path], Path]
+"""(model reference, scratch directory) -> a saved ranker directory."""
+
+
+def local_model(reference: str, scratch: Path) -> Path:
+    """The core resolver: a saved model directory only."""
+    if "://" in reference or reference.startswith(("models:/", "runs:/")):
+        raise ValueError(
+            f"--model {reference}: registry URIs need the training package "
+            "(run the installed `recsys` command); or pass a saved model directory"
+        )
+    return Path(reference)
+
+
+def build_app(resolve_model: ModelResolver = local_model) -> typer.Typer:
+    """The core app; `resolve_model` turns `score --model` into a directory."""
+    app = typer.Typer(
+        name="recsys",
+        help="Personalized promotion recommendation engine: which offer, if any, for each buyer.",
+        no_args_is_help=True,
+        add_completion=False,
+    )
+    data_app = typer.Typer(
+        help="Create and check datasets in the data contract's form.", no_args_is_help=True
+    )
+    app.add_typer(data_app, name="data")
+    data_app.command("synth")(data_synth)
+    data_app.command("validate")(data_validate)
+    app.command("score")(make_score(resolve_model))
+    app.command("demo")(demo)
+    return app
 
 
 def _fail(message: str, code: int = 2) -> typer.Exit:
@@ -28,7 +52,6 @@ def _fail(message: str, code: int = 2) -> typer.Exit:
     return typer.Exit(code)
 
 
-@data_app.command("synth")
 def data_synth(
     out: Annotated[Path, typer.Option(help="directory to write the dataset to (new or empty)")],
     buyers: Annotated[int, typer.Option(min=10, help="number of buyers")] = 2000,
@@ -59,7 +82,6 @@ def data_synth(
     typer.echo(report.format())
 
 
-@data_app.command("validate")
 def data_validate(
     path: Annotated[Path, typer.Argument(help="dataset directory to check")],
 ) -> None:
@@ -73,57 +95,65 @@ def data_validate(
     typer.echo(dataset.summary().format())
 
 
-@app.command("score")
-def score(
-    model: Annotated[str, typer.Option(help="a saved model directory (from training)")],
-    pairs: Annotated[Path, typer.Option(help="target list: buyer_id, offer_id (CSV or Parquet)")],
-    out: Annotated[Path, typer.Option(help="where to write the scores (.csv or .parquet)")],
-    data: Annotated[
-        Path | None,
-        typer.Option(help="dataset to compute features from, as of its last event"),
-    ] = None,
-    threads: Annotated[
-        int | None, typer.Option(min=1, help="threads for the models (default: all cores)")
-    ] = None,
-) -> None:
-    """Score a target list: one row per pair, in input order (the data contract's answer)."""
-    import os
-    import time
+def make_score(resolve_model: ModelResolver) -> Callable[..., None]:
+    """The `score` command, resolving `--model` with `resolve_model`."""
 
-    from recsys.data import ContractError, load_dataset, load_pairs
-    from recsys.models.ranker import PromoRanker
+    def score(
+        model: Annotated[
+            str,
+            typer.Option(
+                help="a saved model directory, or a registry URI such as "
+                "models:/promo-ranker@champion"
+            ),
+        ],
+        pairs: Annotated[
+            Path, typer.Option(help="target list: buyer_id, offer_id (CSV or Parquet)")
+        ],
+        out: Annotated[Path, typer.Option(help="where to write the scores (.csv or .parquet)")],
+        data: Annotated[
+            Path | None,
+            typer.Option(help="dataset to compute features from, as of its last event"),
+        ] = None,
+        threads: Annotated[
+            int | None, typer.Option(min=1, help="threads for the models (default: all cores)")
+        ] = None,
+    ) -> None:
+        """Score a target list: one row per pair, in input order (the data contract's answer)."""
+        import os
+        import tempfile
+        import time
 
-    if out.suffix not in (".csv", ".parquet"):
-        raise _fail(f"--out {out}: use a .csv or .parquet file name")
-    if "://" in model or model.startswith("models:/"):
-        raise _fail(
-            f"--model {model}: model registry URIs are resolved by the training package; "
-            "pass the directory of a saved model"
+        from recsys.data import ContractError, load_dataset, load_pairs
+        from recsys.models.ranker import PromoRanker
+
+        if out.suffix not in (".csv", ".parquet"):
+            raise _fail(f"--out {out}: use a .csv or .parquet file name")
+        try:
+            with tempfile.TemporaryDirectory(prefix="promo-model-") as scratch:
+                ranker = PromoRanker.load(resolve_model(model, Path(scratch)))
+            target = load_pairs(pairs)
+            dataset = load_dataset(data) if data is not None else None
+        except ContractError as exc:
+            raise _fail(str(exc), code=1) from None
+        except (FileNotFoundError, ValueError) as exc:
+            raise _fail(str(exc), code=1) from None
+        began = time.perf_counter()
+        scores = ranker.score(target, dataset, threads=threads or os.cpu_count() or 1)
+        seconds = time.perf_counter() - began
+        out.parent.mkdir(parents=True, exist_ok=True)
+        if out.suffix == ".csv":
+            scores.write_csv(out)
+        else:
+            scores.write_parquet(out)
+        cold = int(scores["cold_start"].sum())
+        typer.echo(
+            f"scored {scores.height:,} pairs in {seconds:.2f}s "
+            f"({scores.height / max(seconds, 1e-9):,.0f}/s); {cold:,} cold-start; wrote {out}"
         )
-    try:
-        ranker = PromoRanker.load(model)
-        target = load_pairs(pairs)
-        dataset = load_dataset(data) if data is not None else None
-    except ContractError as exc:
-        raise _fail(str(exc), code=1) from None
-    except (FileNotFoundError, ValueError) as exc:
-        raise _fail(str(exc), code=1) from None
-    began = time.perf_counter()
-    scores = ranker.score(target, dataset, threads=threads or os.cpu_count() or 1)
-    seconds = time.perf_counter() - began
-    out.parent.mkdir(parents=True, exist_ok=True)
-    if out.suffix == ".csv":
-        scores.write_csv(out)
-    else:
-        scores.write_parquet(out)
-    cold = int(scores["cold_start"].sum())
-    typer.echo(
-        f"scored {scores.height:,} pairs in {seconds:.2f}s "
-        f"({scores.height / max(seconds, 1e-9):,.0f}/s); {cold:,} cold-start; wrote {out}"
-    )
+
+    return score
 
 
-@app.command("demo")
 def demo(
     out: Annotated[Path, typer.Option(help="working directory for the demo")] = Path(".demo"),
     buyers: Annotated[int, typer.Option(min=10)] = 2000,
@@ -135,5 +165,5 @@ def demo(
     run_demo(out, buyers=buyers, seed=seed, echo=typer.echo)
 
 
-def main() -> None:  # pragma: no cover - console entry point
-    app()
+app = build_app()
+"""The core app alone (tests and `python -m recsys.cli`); the installed command is cli.main."""

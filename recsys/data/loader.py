@@ -143,6 +143,20 @@ def load_pairs(path: str | Path) -> pl.DataFrame:
     return load_table(path, PAIRS)
 
 
+def conform_table(frame: pl.DataFrame, spec: TableSpec, source: str) -> pl.DataFrame:
+    """Cast an in-memory frame to `spec` and check its rules (as `load_table` does a file).
+
+    `source` names the frame in error messages (e.g. "request body"). Raises
+    `ContractError` with every violation found.
+    """
+    conformed, violations = _conform(frame, spec, source)
+    for check in _ROW_CHECKS:
+        violations += check(conformed, spec, source)
+    if violations:
+        raise ContractError.from_violations(violations)
+    return conformed
+
+
 def check_table(path: str | Path, spec: TableSpec) -> tuple[pl.DataFrame | None, list[Violation]]:
     """Read, cast and check one table; the frame is None only when the file is unreadable.
 

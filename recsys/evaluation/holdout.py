@@ -84,7 +84,9 @@ class Curves:
     gain: dict[str, tuple[np.ndarray, np.ndarray]] = field(default_factory=dict)
     qini: dict[str, tuple[np.ndarray, np.ndarray]] = field(default_factory=dict)
     calibration: tuple[np.ndarray, np.ndarray, np.ndarray] | None = None
-    """mean predicted, observed rate, count per bin (bins with rows only)."""
+    """P(redeem): mean predicted, observed rate, count per bin (bins with rows only)."""
+    value: tuple[np.ndarray, np.ndarray] | None = None
+    """Profit of the logged actions: mean predicted and mean realized per decile."""
 
 
 @dataclass
@@ -123,12 +125,11 @@ class HoldoutReport:
                 f"P(redeem): ROC AUC {m['auc_p_redeem']:.4f}, gain@10% "
                 f"{m['gain_at_10pct']:.3f}, ECE {m['ece_p_redeem']:.4f}"
             )
-        k = int(m.get("item_k", 10))
-        if f"recall_at_{k}_mf" in m:
+        if "item_recall_mf" in m:
             out.append(
-                f"item ranking recall@{k}: MF {m[f'recall_at_{k}_mf']:.4f}, popularity "
-                f"{m[f'recall_at_{k}_popularity']:.4f}, personal frequency "
-                f"{m[f'recall_at_{k}_personal_frequency']:.4f}"
+                f"item ranking recall@{m['item_k']:.0f}: MF {m['item_recall_mf']:.4f}, "
+                f"popularity {m['item_recall_popularity']:.4f}, personal frequency "
+                f"{m['item_recall_personal_frequency']:.4f}"
             )
         out += [f"note: {n}" for n in self.notes]
         return "\n".join(out)
@@ -317,8 +318,34 @@ def evaluate_holdout(
     for name, chosen in baseline_choices(scored, config.seed).items():
         m[f"baseline_{name}_dr"] = off_policy_report(rewards, chosen, q_hat).dr.value
     m["policy_lift_over_nothing_dr"] = m["policy_value_dr"] - m["baseline_nothing_dr"]
+    _value_calibration(rewards, q_hat, report)
     uplift_and_targeting(dataset, rewards, scored, report, config.seed)
     return report
+
+
+def _value_calibration(rewards: pl.DataFrame, q_hat: pl.DataFrame, report: HoldoutReport) -> None:
+    """Does the value model's expected profit of the logged action match what happened?
+
+    `value_calibration_ratio` is realized over predicted profit, summed over the held-out
+    decisions (1 is calibrated); the deciles feed a plot.
+    """
+    key = pl.col("offer_id").fill_null(NOTHING)
+    frame = rewards.select("exposure_id", key.alias("action"), "reward").join(
+        q_hat.select("exposure_id", key.alias("action"), "q"),
+        on=["exposure_id", "action"],
+        how="left",
+    )
+    frame = frame.with_columns(pl.col("q").fill_null(0.0)).sort("q", "exposure_id")
+    predicted = float(frame["q"].sum())
+    realized = float(frame["reward"].sum())
+    report.metrics["value_calibration_ratio"] = realized / predicted if predicted else float("nan")
+    if frame.height >= 10:
+        deciles = (
+            frame.with_columns((pl.int_range(pl.len()) * 10 // pl.len()).alias("decile"))
+            .group_by("decile", maintain_order=True)
+            .agg(pl.col("q", "reward").mean())
+        )
+        report.curves.value = (deciles["q"].to_numpy(), deciles["reward"].to_numpy())
 
 
 def _ope_metrics(ope: OPEReport) -> dict[str, float]:
@@ -341,8 +368,8 @@ def item_ranking_metrics(
     )
     out = {"item_k": float(items.k), "item_test_buyers": float(items.n_buyers)}
     for name in items.recall:
-        out[f"recall_at_{items.k}_{name}"] = items.recall[name]
-        out[f"ndcg_at_{items.k}_{name}"] = items.ndcg[name]
+        out[f"item_recall_{name}"] = items.recall[name]
+        out[f"item_ndcg_{name}"] = items.ndcg[name]
     return out
 
 

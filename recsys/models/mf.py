@@ -443,7 +443,9 @@ class MatrixFactorization(Estimator[MFConfig]):
                     dtype=np.float32,
                     num_threads=cfg.num_threads,
                 )
-                solver.item_factors = self.item_factors_
+                # implicit's Cython solver needs a writable buffer; factors that came
+                # through shared memory (a Ray object store, a memory map) are read-only.
+                solver.item_factors = _writable(self.item_factors_)
                 factors = _as_float32(solver.recalculate_user(np.arange(matrix.shape[0]), matrix))
         else:
             factors = _bpr_fold_in(
@@ -676,3 +678,8 @@ def _bpr_fold_in_batch(
         options={"maxiter": max_iter},
     )
     return result.x.reshape(n_users, f).astype(np.float32)
+
+
+def _writable(array: np.ndarray) -> np.ndarray:
+    """`array` itself when writable, else a writable copy."""
+    return array if array.flags.writeable else array.copy()

@@ -1,0 +1,1 @@
+"""The installed `recsys` command: the core commands plus training (and serving)."""

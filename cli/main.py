@@ -1,0 +1,23 @@
+"""Assemble the `recsys` command from the packages that own each part.
+
+`recsys` (the core library) defines data, score and demo; `training` adds train and
+promote and resolves registry URIs for `score --model`. Dependencies point one way:
+this module imports them, never the reverse.
+"""
+
+from __future__ import annotations
+
+import typer
+
+from recsys.cli import build_app
+from training.cli import add_training_commands, resolve_model
+
+
+def make_app() -> typer.Typer:
+    app = build_app(resolve_model=resolve_model)
+    add_training_commands(app)
+    return app
+
+
+def main() -> None:  # pragma: no cover - console entry point
+    make_app()()

@@ -1,0 +1,258 @@
+"""The training config: one YAML file, typed, with `--set key.path=value` overrides.
+
+Every section forbids unknown keys, so a typo fails before Ray starts, naming the key and
+the keys allowed there. `resolved()` gives the config a run actually used (the dataset
+path and tracking URI filled in), which is what MLflow records.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import Field, model_validator
+
+from recsys.config import ConfigError, StrictConfig
+from recsys.data.synthetic import SyntheticConfig
+from recsys.evaluation.holdout import HoldoutConfig
+from recsys.models.ranker import RankerConfig
+
+PrimaryMetric = Literal[
+    "policy_value_dr",
+    "policy_value_snips",
+    "policy_value_ips",
+    "policy_lift_over_nothing_dr",
+    "qini_uplift",
+    "auc_p_redeem",
+    "gain_at_10pct",
+    "gain_at_20pct",
+    "ece_p_redeem",
+    "brier_p_redeem",
+    "item_recall_mf",
+    "item_ndcg_mf",
+]
+"""Metrics a promotion gate may use (all computed on the held-out data of every run)."""
+
+DEFAULT_TRACKING_DIR = Path("mlruns")
+"""Embedded MLflow: SQLite store and artifacts under here, in the working directory."""
+
+
+class SyntheticSource(SyntheticConfig):
+    """The synthetic marketplace a default run trains on (the demo's, at a larger size)."""
+
+    buyers: int = Field(20_000, ge=10, description="number of buyers")
+    seed: int = Field(1, ge=0)
+
+
+class DataConfig(StrictConfig):
+    """Where the training data comes from."""
+
+    path: Path | None = Field(
+        None,
+        description="a dataset directory in the data contract's form; null: generate the "
+        "synthetic marketplace described under `synthetic`",
+    )
+    synthetic: SyntheticSource = Field(
+        default_factory=SyntheticSource,
+        description="the synthetic marketplace to generate when `path` is null",
+    )
+    synthetic_dir: Path = Field(
+        Path(".recsys/synthetic"),
+        description="where generated marketplaces are kept, one directory per config",
+    )
+    margins_from_truth: bool = Field(
+        True,
+        description="on a synthetic marketplace, take seller margins from its truth/ "
+        "directory when model.seller_margins is empty",
+    )
+
+
+class EvaluationConfig(HoldoutConfig):
+    """How runs are judged and which one becomes champion."""
+
+    primary_metric: PrimaryMetric = Field(
+        "policy_value_dr",
+        description="the metric the promotion gate and the sweep optimize",
+    )
+    min_improvement: float = Field(
+        0.0,
+        ge=0,
+        description="a challenger must beat the champion by more than this to replace it",
+    )
+
+
+class RayConfig(StrictConfig):
+    """Where the stages run."""
+
+    address: str | None = Field(
+        None,
+        description="a Ray cluster (e.g. ray://head:10001 or auto); null: RAY_ADDRESS if "
+        "set, else a local Ray sized to this machine",
+    )
+    num_cpus: int | None = Field(None, ge=1, description="local Ray only; null: all cores")
+    cpus_per_task: int = Field(
+        1, ge=1, description="CPUs (and threads) each model-fitting task gets"
+    )
+
+
+class TrackingConfig(StrictConfig):
+    """MLflow tracking and the model registry."""
+
+    tracking_uri: str | None = Field(
+        None,
+        description="null: MLFLOW_TRACKING_URI if set, else a SQLite store in mlruns/",
+    )
+    experiment: str = "promo-recsys"
+    registered_model: str = Field("promo-ranker", min_length=1)
+    register_model: bool = Field(True, description="register the model and run the promotion gate")
+    run_name: str | None = None
+
+
+class SweepParam(StrictConfig):
+    """A search space for one config value: exactly one of the fields."""
+
+    choice: list[Any] | None = None
+    grid: list[Any] | None = None
+    uniform: tuple[float, float] | None = None
+    loguniform: tuple[float, float] | None = None
+    randint: tuple[int, int] | None = Field(None, description="[low, high), integers")
+
+    @model_validator(mode="after")
+    def _exactly_one(self) -> SweepParam:
+        given = [name for name in type(self).model_fields if getattr(self, name) is not None]
+        if len(given) != 1:
+            raise ValueError(
+                "give exactly one of choice, grid, uniform, loguniform, randint "
+                f"(got {', '.join(given) or 'none'})"
+            )
+        return self
+
+
+class SweepConfig(StrictConfig):
+    """Hyperparameter search with Ray Tune; the best trial's config is refit and registered."""
+
+    params: dict[str, SweepParam] = Field(
+        default_factory=dict,
+        description="dotted config path under model. -> its search space",
+    )
+    num_samples: int = Field(4, ge=1, description="trials (per grid point with grid)")
+    max_concurrent: int | None = Field(None, ge=1, description="null: one trial per CPU")
+    seed: int = 0
+
+    @model_validator(mode="after")
+    def _paths_exist(self) -> SweepConfig:
+        for path in self.params:
+            if not path.startswith("model."):
+                raise ValueError(f"sweep param '{path}': only model.* values can be searched")
+            _check_path(RankerConfig, path.removeprefix("model.").split("."), path)
+        return self
+
+
+class TrainConfig(StrictConfig):
+    """A whole training run (configs/default.yaml)."""
+
+    data: DataConfig = Field(default_factory=DataConfig)
+    model: RankerConfig = Field(default_factory=RankerConfig)
+    evaluation: EvaluationConfig = Field(default_factory=EvaluationConfig)
+    ray: RayConfig = Field(default_factory=RayConfig)
+    tracking: TrackingConfig = Field(default_factory=TrackingConfig)
+    sweep: SweepConfig | None = Field(None, description="present: search before training")
+
+    def tracking_uri(self) -> str:
+        """The MLflow tracking URI this run uses (config, then env, then embedded)."""
+        uri = self.tracking.tracking_uri or os.environ.get("MLFLOW_TRACKING_URI")
+        return uri or default_tracking_uri()
+
+    def ray_address(self) -> str | None:
+        return self.ray.address or os.environ.get("RAY_ADDRESS") or None
+
+
+def default_tracking_uri() -> str:
+    """The embedded store: SQLite in ./mlruns (created on first use, git-ignored)."""
+    return f"sqlite:///{(DEFAULT_TRACKING_DIR / 'mlflow.db').resolve()}"
+
+
+def default_artifact_location() -> str:
+    return (DEFAULT_TRACKING_DIR / "artifacts").resolve().as_uri()
+
+
+def _check_path(model: Any, parts: list[str], full: str) -> None:
+    fields = getattr(model, "model_fields", None)
+    if not parts:
+        return
+    if not fields:
+        if isinstance(model, type) or model is None:
+            raise ValueError(f"sweep param '{full}': '{parts[0]}' is inside a plain value")
+        return  # dict-valued fields accept any key
+    if parts[0] not in fields:
+        raise ValueError(
+            f"sweep param '{full}': unknown key '{parts[0]}'; allowed keys here: "
+            f"{', '.join(sorted(fields))}"
+        )
+    annotation = fields[parts[0]].annotation
+    _check_path(annotation if hasattr(annotation, "model_fields") else None, parts[1:], full)
+
+
+def parse_override(text: str) -> tuple[list[str], Any]:
+    """`a.b.c=value` -> (["a", "b", "c"], value); the value is read as YAML (1, 0.5, true,
+    null, [1, 2] and strings all work)."""
+    key, sep, raw = text.partition("=")
+    if not sep or not key.strip():
+        raise ConfigError(f"--set {text!r}: write it as key.path=value, e.g. model.mf.factors=32")
+    try:
+        value = yaml.safe_load(raw) if raw.strip() else ""
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"--set {text!r}: the value is not valid YAML ({exc})") from None
+    return key.strip().split("."), value
+
+
+def apply_overrides(data: dict[str, Any], overrides: list[str]) -> dict[str, Any]:
+    """A copy of `data` with each `key.path=value` set (intermediate mappings created)."""
+    out = _deep_copy(data)
+    for text in overrides:
+        parts, value = parse_override(text)
+        node = out
+        for depth, part in enumerate(parts[:-1]):
+            child = node.get(part)
+            if child is None:
+                child = node[part] = {}
+            if not isinstance(child, dict):
+                where = ".".join(parts[: depth + 1])
+                raise ConfigError(f"--set {text!r}: '{where}' is a value, not a section")
+            node = child
+        node[parts[-1]] = value
+    return out
+
+
+def load_config(
+    path: str | Path | None, overrides: list[str] | None = None, data: Path | None = None
+) -> TrainConfig:
+    """Read a YAML config, apply `--set` overrides and `--data`, validate the result.
+
+    Raises `ConfigError` naming any unknown key (and the allowed ones) or bad value.
+    """
+    raw: dict[str, Any] = {}
+    source = "config"
+    if path is not None:
+        path = Path(path)
+        if not path.is_file():
+            raise ConfigError(f"config file {path} does not exist")
+        loaded = yaml.safe_load(path.read_text()) or {}
+        if not isinstance(loaded, dict):
+            raise ConfigError(f"{path}: the top level must be a mapping of keys to values")
+        raw, source = loaded, str(path)
+    raw = apply_overrides(raw, list(overrides or []))
+    if data is not None:
+        section = raw.setdefault("data", {})
+        if not isinstance(section, dict):
+            raise ConfigError(f"{source}: 'data' must be a section")
+        section["path"] = str(data)
+    if overrides:
+        source += " with --set " + " ".join(overrides)
+    return TrainConfig.from_dict(raw, source=source)
+
+
+def _deep_copy(data: dict[str, Any]) -> dict[str, Any]:
+    return {k: _deep_copy(v) if isinstance(v, dict) else v for k, v in data.items()}

@@ -1,0 +1,372 @@
+"""The training pipeline as Ray tasks: load, fit (held-out and full), evaluate.
+
+Stages and what runs beside what (each task gets `ray.cpus_per_task` CPUs and as many
+model threads)::
+
+    load + validate
+      |-- held-out branch: MF || journey -> response/uplift + features -> evaluation
+      |                                                   (policy value, value calibration)
+      |-- full branch:     MF || journey -> response/uplift + features  (the model shipped)
+      '-- item ranking:    MF vs popularity vs personal frequency
+
+The functions below the `run_*` entry points are plain functions of `recsys`; Ray only
+schedules them, so each is testable without Ray.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import resource
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+import polars as pl
+
+from recsys.data import Dataset, load_dataset
+from recsys.data.synthetic import generate
+from recsys.evaluation.holdout import (
+    HoldoutConfig,
+    HoldoutReport,
+    HoldoutSplit,
+    evaluate_holdout,
+    holdout_split,
+    item_ranking_metrics,
+)
+from recsys.models.journey import JourneyModel
+from recsys.models.mf import MatrixFactorization
+from recsys.models.ranker import PromoRanker, RankerConfig, data_end, fit_journey, fit_mf
+from training.config import DataConfig, TrainConfig
+
+Echo = Callable[[str], None]
+CONTRACT_FILES = ("items", "events", "buyers", "offers", "offer_items", "exposures", "redemptions")
+
+
+@dataclass
+class DataInfo:
+    """What was trained on: where, a digest of the files, and row counts."""
+
+    path: str
+    digest: str
+    rows: dict[str, int]
+    summary: str
+
+
+@dataclass
+class PipelineResult:
+    """Everything a run produced, for tracking and registration."""
+
+    ranker: PromoRanker
+    model_config: RankerConfig
+    evaluation: HoldoutReport
+    data: DataInfo
+    seconds: dict[str, float] = field(default_factory=dict)
+    peak_rss_mb: dict[str, float] = field(default_factory=dict)
+    notes: list[str] = field(default_factory=list)
+
+
+# ---------------------------------------------------------------------------- data
+
+
+def prepare_data(config: DataConfig, echo: Echo) -> Path:
+    """The dataset directory: `path`, or the synthetic marketplace (generated once per
+    distinct config, then reused)."""
+    if config.path is not None:
+        if not config.path.is_dir():
+            raise FileNotFoundError(
+                f"data.path {config.path} is not a directory; point it at a dataset in the "
+                "data contract's form (or set it to null to use the synthetic marketplace)"
+            )
+        return config.path
+    spec = config.synthetic.to_dict()
+    key = hashlib.sha256(repr(sorted(spec.items())).encode()).hexdigest()[:12]
+    out = (
+        config.synthetic_dir / f"buyers{config.synthetic.buyers}-seed{config.synthetic.seed}-{key}"
+    )
+    if (out / "events.parquet").exists():
+        echo(f"synthetic marketplace: reusing {out}")
+        return out
+    echo(f"synthetic marketplace: generating {config.synthetic.buyers:,} buyers into {out}")
+    report = generate(config.synthetic, out, overwrite=True)
+    echo(report.format())
+    return out
+
+
+def file_digest(path: Path) -> str:
+    """SHA-256 over the contract files present (name and bytes), truth excluded."""
+    digest = hashlib.sha256()
+    for name in CONTRACT_FILES:
+        for file in sorted(path.glob(f"{name}.*")):
+            if file.suffix not in (".parquet", ".csv"):
+                continue
+            digest.update(file.name.encode())
+            with file.open("rb") as handle:
+                for block in iter(lambda: handle.read(1 << 20), b""):
+                    digest.update(block)
+    return digest.hexdigest()
+
+
+def with_truth_margins(
+    model: RankerConfig, path: Path, config: DataConfig
+) -> tuple[RankerConfig, list[str]]:
+    """Seller margins from a synthetic marketplace's truth, when the config gives none."""
+    sellers = path / "truth" / "sellers.parquet"
+    if model.seller_margins or not config.margins_from_truth or not sellers.exists():
+        return model, []
+    table = pl.read_parquet(sellers)
+    out = model.model_copy(deep=True)
+    out.seller_margins = dict(zip(table["seller_id"], table["margin"], strict=True))
+    return out, [f"seller margins taken from {sellers} ({table.height} sellers)"]
+
+
+def threaded(model: RankerConfig, threads: int) -> RankerConfig:
+    """The model config with every model's thread count set to a task's CPUs."""
+    out = model.model_copy(deep=True)
+    out.mf.num_threads = threads
+    out.journey.model.num_threads = threads
+    out.response.num_threads = threads
+    return out
+
+
+# ---------------------------------------------------------------------------- stages
+
+
+def load_stage(path: str) -> tuple[Dataset, DataInfo]:
+    dataset = load_dataset(path)
+    rows = {
+        name: table.height for name in CONTRACT_FILES if (table := dataset.table(name)) is not None
+    }
+    info = DataInfo(
+        path=str(path),
+        digest=file_digest(Path(path)),
+        rows=rows,
+        summary=dataset.summary().format(),
+    )
+    return dataset, info
+
+
+def split_stage(dataset: Dataset, waves: int) -> HoldoutSplit | None:
+    return holdout_split(dataset, waves)
+
+
+def _as_of(dataset: Dataset, split: HoldoutSplit | None) -> datetime:
+    return split.start if split is not None else data_end(dataset)
+
+
+def _data(dataset: Dataset, split: HoldoutSplit | None) -> Dataset:
+    return dataset.before(split.start) if split is not None else dataset
+
+
+def mf_stage(
+    model: RankerConfig, dataset: Dataset, split: HoldoutSplit | None
+) -> MatrixFactorization:
+    return fit_mf(model, _data(dataset, split), _as_of(dataset, split))
+
+
+def journey_stage(
+    model: RankerConfig, dataset: Dataset, split: HoldoutSplit | None
+) -> JourneyModel:
+    return fit_journey(model, _data(dataset, split), _as_of(dataset, split))
+
+
+def response_stage(
+    model: RankerConfig,
+    dataset: Dataset,
+    split: HoldoutSplit | None,
+    mf: MatrixFactorization,
+    journey: JourneyModel,
+) -> PromoRanker:
+    """Response and uplift, feature store: the ranker, finished."""
+    return PromoRanker.from_parts(model, _data(dataset, split), _as_of(dataset, split), mf, journey)
+
+
+def evaluate_stage(
+    ranker: PromoRanker, dataset: Dataset, split: HoldoutSplit, config: HoldoutConfig
+) -> HoldoutReport:
+    return evaluate_holdout(ranker, dataset, split, config)
+
+
+def items_stage(dataset: Dataset, model: RankerConfig, config: HoldoutConfig) -> dict[str, float]:
+    return item_ranking_metrics(dataset, model, config)
+
+
+def peak_rss_mb() -> float:
+    """Peak resident memory of this process so far (Linux reports KiB)."""
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+# ---------------------------------------------------------------------------- Ray
+
+
+def init_ray(config: TrainConfig, echo: Echo) -> None:
+    """Connect to the configured cluster, or start a local Ray sized to this machine."""
+    import ray
+
+    if ray.is_initialized():
+        return
+    address = config.ray_address()
+    env = {"OPENBLAS_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
+    if address:
+        echo(f"ray: connecting to {address}")
+        ray.init(address=address, runtime_env={"env_vars": env}, log_to_driver=False)
+    else:
+        ray.init(
+            num_cpus=config.ray.num_cpus,
+            include_dashboard=False,
+            runtime_env={"env_vars": env},
+            log_to_driver=False,
+        )
+    cpus = int(ray.cluster_resources().get("CPU", 0))
+    echo(f"ray: {cpus} CPUs ({'cluster ' + address if address else 'local'})")
+
+
+def _remote(fn: Callable[..., Any], cpus: int, returns: int = 1) -> Any:
+    import ray
+
+    def measured(*args: Any) -> Any:
+        began = time.perf_counter()
+        out = fn(*args)
+        stats = (peak_rss_mb(), time.perf_counter() - began)
+        return (out, stats) if returns == 1 else (*out, stats)
+
+    measured.__name__ = fn.__name__
+    measured.__qualname__ = fn.__qualname__
+    return ray.remote(measured).options(num_cpus=cpus, num_returns=returns + 1, max_retries=0)
+
+
+class _Tracker:
+    """Waits for named task results and prints each stage as it finishes."""
+
+    def __init__(self, echo: Echo) -> None:
+        self.echo = echo
+        self.began = time.perf_counter()
+        self.pending: dict[Any, str] = {}
+        self.seconds: dict[str, float] = {}
+        self.rss: dict[str, float] = {}
+
+    def started(self, label: str, stats_ref: Any) -> None:
+        self.pending[stats_ref] = label
+        self.echo(f"[{self.elapsed():6.1f}s] queued   {label}")
+
+    def elapsed(self) -> float:
+        return time.perf_counter() - self.began
+
+    def wait_all(self) -> None:
+        import ray
+
+        while self.pending:
+            done, _ = ray.wait(list(self.pending), num_returns=1)
+            for ref in done:
+                label = self.pending.pop(ref)
+                rss, seconds = ray.get(ref)
+                self.rss[label], self.seconds[label] = float(rss), float(seconds)
+                self.echo(f"[{self.elapsed():6.1f}s] finished {label} ({seconds:.1f}s)")
+
+
+def run_pipeline(config: TrainConfig, echo: Echo = print) -> PipelineResult:
+    """Every stage on Ray; returns the full-data ranker and its held-out evaluation."""
+    import ray
+
+    began = time.perf_counter()
+    path = prepare_data(config.data, echo)
+    seconds = {"prepare_data": time.perf_counter() - began}
+    init_ray(config, echo)
+    cpus = config.ray.cpus_per_task
+    tracker = _Tracker(echo)
+
+    dataset_ref, info_ref, rss = _remote(load_stage, cpus, returns=2).remote(str(path))
+    tracker.started("load and validate", rss)
+    tracker.wait_all()
+    info: DataInfo = ray.get(info_ref)
+    echo(info.summary)
+    model, notes = with_truth_margins(config.model, path, config.data)
+    model = threaded(model, cpus)
+    split: HoldoutSplit | None = ray.get(
+        ray.remote(split_stage).options(num_cpus=0).remote(dataset_ref, config.evaluation.waves)
+    )
+    evaluation_ref = None
+    if split is None:
+        notes.append(
+            "no randomized campaign waves (exposures with propensities) to hold out: "
+            "policy, uplift and targeting were not evaluated; item ranking only"
+        )
+    else:
+        echo(
+            f"held out: {split.waves} wave(s) from {split.start:%Y-%m-%d}, "
+            f"{split.decisions:,} logged decisions"
+        )
+        mf_h, r1 = _remote(mf_stage, cpus).remote(model, dataset_ref, split)
+        tracker.started("matrix factorization (held-out fit)", r1)
+        jr_h, r2 = _remote(journey_stage, cpus).remote(model, dataset_ref, split)
+        tracker.started("purchase journey (held-out fit)", r2)
+        rk_h, r3 = _remote(response_stage, cpus).remote(model, dataset_ref, split, mf_h, jr_h)
+        tracker.started("response and uplift (held-out fit)", r3)
+        evaluation_ref, r4 = _remote(evaluate_stage, cpus).remote(
+            rk_h, dataset_ref, split, config.evaluation
+        )
+        tracker.started("evaluation: policy value, uplift, targeting, calibration", r4)
+    mf_f, r5 = _remote(mf_stage, cpus).remote(model, dataset_ref, None)
+    tracker.started("matrix factorization (full fit)", r5)
+    jr_f, r6 = _remote(journey_stage, cpus).remote(model, dataset_ref, None)
+    tracker.started("purchase journey (full fit)", r6)
+    rk_f, r7 = _remote(response_stage, cpus).remote(model, dataset_ref, None, mf_f, jr_f)
+    tracker.started("response and uplift (full fit)", r7)
+    items_ref, r8 = _remote(items_stage, cpus).remote(dataset_ref, model, config.evaluation)
+    tracker.started("item ranking vs baselines", r8)
+    tracker.wait_all()
+
+    evaluation = ray.get(evaluation_ref) if evaluation_ref is not None else HoldoutReport()
+    evaluation.metrics.update(ray.get(items_ref))
+    evaluation.notes.extend(notes)
+    ranker: PromoRanker = ray.get(rk_f)
+    seconds.update({f"stage: {k}": v for k, v in tracker.seconds.items()})
+    seconds["pipeline"] = time.perf_counter() - began
+    rss = dict(tracker.rss)
+    rss["driver"] = peak_rss_mb()
+    return PipelineResult(
+        ranker=ranker,
+        model_config=model,
+        evaluation=evaluation,
+        data=info,
+        seconds=seconds,
+        peak_rss_mb=rss,
+        notes=notes,
+    )
+
+
+def evaluate_config(config: TrainConfig, model: RankerConfig, echo: Echo = print) -> HoldoutReport:
+    """Only the held-out branch, for another model config on this run's data (the gate
+    re-judging a champion). The config's money terms should already be this run's."""
+    import ray
+
+    path = prepare_data(config.data, echo)
+    init_ray(config, echo)
+    cpus = config.ray.cpus_per_task
+    tracker = _Tracker(echo)
+    dataset_ref, _info, stats = _remote(load_stage, cpus, returns=2).remote(str(path))
+    tracker.started("load and validate", stats)
+    split = ray.get(
+        ray.remote(split_stage).options(num_cpus=0).remote(dataset_ref, config.evaluation.waves)
+    )
+    if split is None:
+        raise ValueError("the data has no randomized waves to judge a model on")
+    model = threaded(model, cpus)
+    mf, s1 = _remote(mf_stage, cpus).remote(model, dataset_ref, split)
+    tracker.started("matrix factorization (held-out fit)", s1)
+    journey, s2 = _remote(journey_stage, cpus).remote(model, dataset_ref, split)
+    tracker.started("purchase journey (held-out fit)", s2)
+    ranker, s3 = _remote(response_stage, cpus).remote(model, dataset_ref, split, mf, journey)
+    tracker.started("response and uplift (held-out fit)", s3)
+    report_ref, s4 = _remote(evaluate_stage, cpus).remote(
+        ranker, dataset_ref, split, config.evaluation
+    )
+    tracker.started("evaluation", s4)
+    items_ref, s5 = _remote(items_stage, cpus).remote(dataset_ref, model, config.evaluation)
+    tracker.started("item ranking", s5)
+    tracker.wait_all()
+    report: HoldoutReport = ray.get(report_ref)
+    report.metrics.update(ray.get(items_ref))
+    return report

@@ -1,0 +1,146 @@
+"""One training run end to end: (sweep) -> pipeline -> MLflow -> registry gate."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from recsys.data import load_dataset
+from recsys.evaluation.holdout import holdout_split
+from recsys.models.ranker import RankerConfig
+from training.config import TrainConfig
+from training.pipeline import (
+    PipelineResult,
+    evaluate_config,
+    init_ray,
+    peak_rss_mb,
+    prepare_data,
+    run_pipeline,
+    threaded,
+    with_truth_margins,
+)
+from training.registry import GateDecision, gate, register
+from training.sweep import SweepResult, run_sweep, trial_model
+from training.tracking import (
+    connect,
+    evaluation_digest,
+    experiment_id,
+    log_pipeline_run,
+    log_trial_run,
+)
+
+Echo = Callable[[str], None]
+
+
+@dataclass
+class TrainOutcome:
+    run_id: str
+    model_uri: str
+    tracking_uri: str
+    version: str | None
+    decision: GateDecision | None
+    result: PipelineResult
+    sweep: SweepResult | None
+    seconds: float
+
+    def summary(self, primary_metric: str) -> str:
+        lines = ["== result ==", self.result.evaluation.table()]
+        value = self.result.evaluation.metrics.get(primary_metric)
+        if value is not None:
+            lines.append(f"primary metric {primary_metric}: {value:.4f}")
+        lines.append(f"MLflow run id: {self.run_id} ({self.tracking_uri})")
+        if self.version is not None and self.decision is not None:
+            verdict = "champion" if self.decision.promoted else "challenger only"
+            lines.append(f"registered version {self.version}: {verdict}: {self.decision.reason}")
+        lines.append(
+            f"wall time {self.seconds:.1f}s; peak memory: driver "
+            f"{self.result.peak_rss_mb.get('driver', 0):.0f} MB, largest task "
+            f"{max(self.result.peak_rss_mb.values(), default=0):.0f} MB"
+        )
+        return "\n".join(lines)
+
+
+def with_money_terms(model: RankerConfig, source: RankerConfig) -> RankerConfig:
+    """`model` judged under `source`'s reward definition (margins, costs, horizon): money
+    terms describe the business, so two models are compared under the same ones."""
+    out = model.model_copy(deep=True)
+    out.seller_margins = dict(source.seller_margins)
+    out.policy.margin_default = source.policy.margin_default
+    out.policy.send_cost = source.policy.send_cost
+    out.policy.default_shipping_cost = source.policy.default_shipping_cost
+    out.response.horizon_days = source.response.horizon_days
+    return out
+
+
+def train(config: TrainConfig, echo: Echo = print) -> TrainOutcome:
+    """Run the whole training job; see the README's "Training" section."""
+    import ray
+
+    began = time.perf_counter()
+    uri = config.tracking_uri()
+    client = connect(uri)
+    experiment = experiment_id(client, config.tracking.experiment, uri)
+    echo(f"mlflow: {uri}, experiment '{config.tracking.experiment}'")
+    started_ray = not ray.is_initialized()
+    try:
+        sweep = None
+        if config.sweep is not None and config.sweep.params:
+            sweep = _sweep(config, echo)
+            config = config.model_copy(deep=True)
+            config.model = trial_model(config.model, sweep.best.params)
+            echo(f"sweep: refitting the best trial's values on all data: {sweep.best.params}")
+        result = run_pipeline(config, echo)
+        run_id, model_uri = log_pipeline_run(config, result, experiment, config.tracking.run_name)
+        if sweep is not None:
+            for trial in sweep.trials:
+                log_trial_run(
+                    experiment, run_id, trial.index, trial.params, trial.metrics, trial.status
+                )
+            client.set_tag(run_id, "sweep.best_trial", str(sweep.best.index))
+        version = decision = None
+        if config.tracking.register_model:
+            name = config.tracking.registered_model
+            version = register(client, name, model_uri, run_id)
+            metric = config.evaluation.primary_metric
+            value = result.evaluation.metrics.get(metric, float("nan"))
+
+            def reevaluate(champion: RankerConfig) -> float:
+                judged = with_money_terms(champion, result.model_config)
+                report = evaluate_config(config, judged, echo)
+                return report.metrics.get(metric, float("nan"))
+
+            decision = gate(
+                client,
+                name,
+                version,
+                metric,
+                value,
+                evaluation_digest(result.data.digest, result, config),
+                config.evaluation.min_improvement,
+                reevaluate,
+                echo,
+            )
+            client.set_tag(run_id, "registered_version", version)
+            client.set_tag(run_id, "gate.promoted", str(decision.promoted).lower())
+        seconds = time.perf_counter() - began
+        client.log_metric(run_id, "seconds.total", seconds)
+        client.log_metric(run_id, "peak_rss_mb.driver_final", peak_rss_mb())
+        return TrainOutcome(run_id, model_uri, uri, version, decision, result, sweep, seconds)
+    finally:
+        if started_ray and ray.is_initialized():
+            ray.shutdown()
+
+
+def _sweep(config: TrainConfig, echo: Echo) -> SweepResult:
+    path = prepare_data(config.data, echo)
+    init_ray(config, echo)
+    dataset = load_dataset(path)
+    split = holdout_split(dataset, config.evaluation.waves)
+    if split is None:
+        raise ValueError(
+            "sweep: the data has no randomized campaign waves to judge trials on; "
+            "remove the sweep section or add exposures with propensities"
+        )
+    model, _ = with_truth_margins(config.model, path, config.data)
+    return run_sweep(config, threaded(model, config.ray.cpus_per_task), dataset, split, echo)
