@@ -11,10 +11,14 @@ import typer
 
 from recsys.cli import build_app
 from training.cli import add_training_commands, resolve_model
+from training.demo import train_step
 
 
 def make_app() -> typer.Typer:
-    app = build_app(resolve_model=resolve_model)
+    app = build_app(
+        resolve_model=resolve_model,
+        demo_steps=[("train on Ray, track in MLflow, register behind the gate", train_step)],
+    )
     add_training_commands(app)
     return app
 

@@ -8,11 +8,14 @@ this package never imports them. Heavy imports happen inside the commands, so
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
+
+if TYPE_CHECKING:
+    from recsys.demo import DemoStep
 
 ModelResolver = Callable[[str, Path], Path]
 """(model reference, scratch directory) -> a saved ranker directory."""
@@ -28,8 +31,11 @@ def local_model(reference: str, scratch: Path) -> Path:
     return Path(reference)
 
 
-def build_app(resolve_model: ModelResolver = local_model) -> typer.Typer:
-    """The core app; `resolve_model` turns `score --model` into a directory."""
+def build_app(
+    resolve_model: ModelResolver = local_model, demo_steps: Sequence[DemoStep] = ()
+) -> typer.Typer:
+    """The core app; `resolve_model` turns `score --model` into a directory, and
+    `demo_steps` are the demo's steps owned by other packages."""
     app = typer.Typer(
         name="recsys",
         help="Personalized promotion recommendation engine: which offer, if any, for each buyer.",
@@ -43,7 +49,7 @@ def build_app(resolve_model: ModelResolver = local_model) -> typer.Typer:
     data_app.command("synth")(data_synth)
     data_app.command("validate")(data_validate)
     app.command("score")(make_score(resolve_model))
-    app.command("demo")(demo)
+    app.command("demo")(make_demo(demo_steps))
     return app
 
 
@@ -154,15 +160,20 @@ def make_score(resolve_model: ModelResolver) -> Callable[..., None]:
     return score
 
 
-def demo(
-    out: Annotated[Path, typer.Option(help="working directory for the demo")] = Path(".demo"),
-    buyers: Annotated[int, typer.Option(min=10)] = 2000,
-    seed: Annotated[int, typer.Option(min=0)] = 1,
-) -> None:
-    """The main job on embedded defaults: synthesize, validate, train, serve, rank."""
-    from recsys.demo import run_demo
+def make_demo(steps: Sequence[DemoStep]) -> Callable[..., None]:
+    """The `demo` command, with `steps` after the core ones."""
 
-    run_demo(out, buyers=buyers, seed=seed, echo=typer.echo)
+    def demo(
+        out: Annotated[Path, typer.Option(help="working directory for the demo")] = Path(".demo"),
+        buyers: Annotated[int, typer.Option(min=10)] = 2000,
+        seed: Annotated[int, typer.Option(min=0)] = 1,
+    ) -> None:
+        """The main job on embedded defaults: synthesize, validate, train, track, rank."""
+        from recsys.demo import run_demo
+
+        run_demo(out, buyers=buyers, seed=seed, echo=typer.echo, steps=steps)
+
+    return demo
 
 
 app = build_app()

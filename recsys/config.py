@@ -7,7 +7,7 @@ fails before any work starts, with the key named and the allowed keys listed.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, Self
+from typing import Any, Self, get_args
 
 import yaml
 from pydantic import BaseModel, ConfigDict, ValidationError
@@ -54,12 +54,22 @@ def _allowed_keys(model: type[BaseModel], loc: tuple[int | str, ...]) -> list[st
     """The field names allowed at the nested location `loc` (best effort)."""
     current: Any = model
     for part in loc[:-1]:
-        fields = getattr(current, "model_fields", None)
+        fields = getattr(_model_class(current), "model_fields", None)
         if not fields or part not in fields:
             return []
         current = fields[part].annotation
-    fields = getattr(current, "model_fields", None)
+    fields = getattr(_model_class(current), "model_fields", None)
     return sorted(fields) if fields else []
+
+
+def _model_class(annotation: Any) -> Any:
+    """The pydantic model in an annotation such as `Model | None` (else the annotation)."""
+    if hasattr(annotation, "model_fields"):
+        return annotation
+    for member in get_args(annotation):
+        if hasattr(member, "model_fields"):
+            return member
+    return annotation
 
 
 def _describe_validation_error(model: type[BaseModel], exc: ValidationError, source: str) -> str:

@@ -28,8 +28,12 @@ def resolve_model(reference: str, scratch: Path) -> Path:
 
 def train(
     config: Annotated[
-        Path, typer.Option(help="training config YAML (see configs/default.yaml)")
-    ] = Path("configs/default.yaml"),
+        Path | None,
+        typer.Option(
+            help="training config YAML; default: the built-in defaults that "
+            "configs/default.yaml spells out"
+        ),
+    ] = None,
     data: Annotated[
         Path | None, typer.Option(help="dataset directory; overrides the config's data.path")
     ] = None,

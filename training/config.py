@@ -1,15 +1,15 @@
 """The training config: one YAML file, typed, with `--set key.path=value` overrides.
 
 Every section forbids unknown keys, so a typo fails before Ray starts, naming the key and
-the keys allowed there. `resolved()` gives the config a run actually used (the dataset
-path and tracking URI filled in), which is what MLflow records.
+the keys allowed there. Sweep params can only be given in YAML (`--set` splits keys on
+every dot).
 """
 
 from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, get_args, get_origin
 
 import yaml
 from pydantic import Field, model_validator
@@ -178,21 +178,23 @@ def default_artifact_location() -> str:
     return (DEFAULT_TRACKING_DIR / "artifacts").resolve().as_uri()
 
 
-def _check_path(model: Any, parts: list[str], full: str) -> None:
-    fields = getattr(model, "model_fields", None)
+def _check_path(annotation: Any, parts: list[str], full: str) -> None:
+    """Raise unless `parts` is a path into the config type `annotation`."""
     if not parts:
         return
-    if not fields:
-        if isinstance(model, type) or model is None:
-            raise ValueError(f"sweep param '{full}': '{parts[0]}' is inside a plain value")
-        return  # dict-valued fields accept any key
+    members = [annotation, *get_args(annotation)]
+    if any(m is dict or get_origin(m) is dict for m in members):
+        return  # a mapping (seller_margins, budgets) takes any key
+    model = next((m for m in members if hasattr(m, "model_fields")), None)
+    if model is None:
+        raise ValueError(f"sweep param '{full}': '{parts[0]}' is inside a plain value")
+    fields = model.model_fields
     if parts[0] not in fields:
         raise ValueError(
             f"sweep param '{full}': unknown key '{parts[0]}'; allowed keys here: "
             f"{', '.join(sorted(fields))}"
         )
-    annotation = fields[parts[0]].annotation
-    _check_path(annotation if hasattr(annotation, "model_fields") else None, parts[1:], full)
+    _check_path(fields[parts[0]].annotation, parts[1:], full)
 
 
 def parse_override(text: str) -> tuple[list[str], Any]:

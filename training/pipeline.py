@@ -214,6 +214,7 @@ def init_ray(config: TrainConfig, echo: Echo) -> None:
         ray.init(address=address, runtime_env={"env_vars": env}, log_to_driver=False)
     else:
         ray.init(
+            address="local",  # a fresh local Ray, never a stale cluster of `ray start`
             num_cpus=config.ray.num_cpus,
             include_dashboard=False,
             runtime_env={"env_vars": env},

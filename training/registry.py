@@ -55,7 +55,8 @@ def decide(
     False
     """
     if champion is None:
-        return GateDecision(True, metric, challenger, None, "there was no champion")
+        caveat = "" if math.isfinite(challenger) else f" (its {metric} could not be computed)"
+        return GateDecision(True, metric, challenger, None, "there was no champion" + caveat)
     if not math.isfinite(challenger):
         return GateDecision(
             False, metric, challenger, champion, f"challenger {metric} is not finite"

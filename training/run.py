@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -104,6 +105,13 @@ def train(config: TrainConfig, echo: Echo = print) -> TrainOutcome:
             version = register(client, name, model_uri, run_id)
             metric = config.evaluation.primary_metric
             value = result.evaluation.metrics.get(metric, float("nan"))
+            if not math.isfinite(value):
+                echo(
+                    f"warning: the primary metric {metric} could not be computed on this "
+                    "data (see the notes above); the gate cannot compare models by it. "
+                    "Set evaluation.primary_metric to a metric this data supports, "
+                    "such as item_recall_mf."
+                )
 
             def reevaluate(champion: RankerConfig) -> float:
                 judged = with_money_terms(champion, result.model_config)

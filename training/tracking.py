@@ -44,7 +44,7 @@ def connect(uri: str) -> MlflowClient:
     """Point MLflow at `uri` (the embedded SQLite store's directory is created)."""
     # Progress bars of artifact downloads flood logs and CI output; keep a user's choice.
     os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
-    if uri == default_tracking_uri():
+    if uri.startswith("sqlite:///"):
         Path(uri.removeprefix("sqlite:///")).parent.mkdir(parents=True, exist_ok=True)
     mlflow.set_tracking_uri(uri)
     return MlflowClient(tracking_uri=uri)
@@ -55,7 +55,11 @@ def experiment_id(client: MlflowClient, name: str, uri: str) -> str:
     found = client.get_experiment_by_name(name)
     if found is not None:
         return str(found.experiment_id)
-    location = default_artifact_location() if uri == default_tracking_uri() else None
+    location = None
+    if uri == default_tracking_uri():
+        location = default_artifact_location()
+    elif uri.startswith("sqlite:///"):  # a local store: artifacts beside its database
+        location = (Path(uri.removeprefix("sqlite:///")).parent / "artifacts").resolve().as_uri()
     return str(client.create_experiment(name, artifact_location=location))
 
 

@@ -307,7 +307,11 @@ def evaluate_holdout(
         logged.select("exposure_id", "propensity"), on="exposure_id"
     )
     q_hat = q_table(scored)
-    learned = choose_best(scored.select("exposure_id", "offer_id", "expected_value"))
+    # Every logged decision is judged, also one with no option left (then: nothing).
+    units = logged.select("exposure_id")
+    learned = _every_unit(
+        units, choose_best(scored.select("exposure_id", "offer_id", "expected_value"))
+    )
     ope = off_policy_report(rewards, learned, q_hat)
     m = report.metrics
     m["decisions"] = float(ope.n)
@@ -316,11 +320,17 @@ def evaluate_holdout(
     m["offers_issued_share"] = issued / max(learned.height, 1)
     m["logged_value"] = ope.logged_value
     for name, chosen in baseline_choices(scored, config.seed).items():
+        chosen = _every_unit(units, chosen)
         m[f"baseline_{name}_dr"] = off_policy_report(rewards, chosen, q_hat).dr.value
     m["policy_lift_over_nothing_dr"] = m["policy_value_dr"] - m["baseline_nothing_dr"]
     _value_calibration(rewards, q_hat, report)
     uplift_and_targeting(dataset, rewards, scored, report, config.seed)
     return report
+
+
+def _every_unit(units: pl.DataFrame, choices: pl.DataFrame) -> pl.DataFrame:
+    """One choice per logged decision: decisions without a choice get nothing (null)."""
+    return units.join(choices.select("exposure_id", "offer_id"), on="exposure_id", how="left")
 
 
 def _value_calibration(rewards: pl.DataFrame, q_hat: pl.DataFrame, report: HoldoutReport) -> None:

@@ -1,0 +1,108 @@
+"""The pipeline's stage functions, composed without Ray, and its data helpers."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import polars as pl
+import pytest
+
+from recsys.data.synthetic import SyntheticConfig, generate
+from recsys.models.ranker import PromoRanker, RankerConfig
+from training.config import DataConfig, EvaluationConfig
+from training.pipeline import (
+    evaluate_stage,
+    file_digest,
+    journey_stage,
+    load_stage,
+    mf_stage,
+    prepare_data,
+    response_stage,
+    split_stage,
+    threaded,
+    with_truth_margins,
+)
+from training.run import with_money_terms
+
+
+@pytest.fixture(scope="module")
+def market(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    out = tmp_path_factory.mktemp("pipeline") / "d"
+    generate(SyntheticConfig(buyers=600, seed=3), out)
+    return out
+
+
+def test_stages_compose_to_the_same_ranker_as_fit(market: Path) -> None:
+    """MF and journey fitted apart (as parallel tasks) then finished == one fit call."""
+    dataset, info = load_stage(str(market))
+    config = RankerConfig()
+    split = split_stage(dataset, 2)
+    assert split is not None
+    mf = mf_stage(config, dataset, split)
+    journey = journey_stage(config, dataset, split)
+    staged = response_stage(config, dataset, split, mf, journey)
+    whole = PromoRanker(config).fit(dataset.before(split.start), as_of=split.start)
+    pairs = pl.read_parquet(market / "truth" / "offers.parquet").select("buyer_id", "offer_id")
+    pairs = pairs.head(500)
+    assert staged.score(pairs).equals(whole.score(pairs))
+    assert info.rows["events"] == dataset.events.height
+    report = evaluate_stage(staged, dataset, split, EvaluationConfig())
+    assert report.metrics["decisions"] == split.decisions
+
+
+def test_full_fit_stages_use_all_data(market: Path) -> None:
+    dataset, _ = load_stage(str(market))
+    config = RankerConfig()
+    staged = response_stage(
+        config, dataset, None, mf_stage(config, dataset, None), journey_stage(config, dataset, None)
+    )
+    assert staged.report_.as_of == PromoRanker(config).fit(dataset).report_.as_of
+
+
+def test_digest_changes_with_the_data_and_ignores_truth(market: Path, tmp_path: Path) -> None:
+    copy = tmp_path / "d"
+    copy.mkdir()
+    for file in market.glob("*.parquet"):
+        (copy / file.name).write_bytes(file.read_bytes())
+    assert file_digest(copy) == file_digest(market)  # truth/ is not part of the data
+    events = pl.read_parquet(copy / "events.parquet")
+    events.head(events.height - 1).write_parquet(copy / "events.parquet")
+    assert file_digest(copy) != file_digest(market)
+
+
+def test_prepare_data_generates_once_and_names_a_missing_path(tmp_path: Path) -> None:
+    config = DataConfig.from_dict(
+        {"synthetic": {"buyers": 50, "seed": 2}, "synthetic_dir": str(tmp_path / "s")}
+    )
+    said: list[str] = []
+    first = prepare_data(config, said.append)
+    assert (first / "events.parquet").exists() and "generating" in said[0]
+    assert prepare_data(config, said.append) == first and "reusing" in said[-1]
+    with pytest.raises(FileNotFoundError, match=r"data\.path"):
+        prepare_data(DataConfig.from_dict({"path": str(tmp_path / "nope")}), said.append)
+
+
+def test_truth_margins_fill_only_an_empty_config(market: Path) -> None:
+    data = DataConfig()
+    filled, notes = with_truth_margins(RankerConfig(), market, data)
+    sellers = pl.read_parquet(market / "truth" / "sellers.parquet")
+    assert filled.seller_margins == dict(zip(sellers["seller_id"], sellers["margin"], strict=True))
+    assert notes
+    given = RankerConfig(seller_margins={"s000": 0.5})
+    assert with_truth_margins(given, market, data)[0].seller_margins == {"s000": 0.5}
+    off = DataConfig(margins_from_truth=False)
+    assert with_truth_margins(RankerConfig(), market, off)[0].seller_margins == {}
+
+
+def test_threaded_sets_every_model_and_money_terms_copy_only_money() -> None:
+    config = threaded(RankerConfig(), 3)
+    assert (config.mf.num_threads, config.journey.model.num_threads) == (3, 3)
+    assert config.response.num_threads == 3
+    champion = RankerConfig.from_dict({"mf": {"factors": 8}, "policy": {"send_cost": 1.0}})
+    current = RankerConfig.from_dict(
+        {"seller_margins": {"s": 0.4}, "policy": {"send_cost": 0.1, "margin_default": 0.2}}
+    )
+    judged = with_money_terms(champion, current)
+    assert judged.mf.factors == 8  # the champion's own model
+    assert judged.seller_margins == {"s": 0.4}
+    assert (judged.policy.send_cost, judged.policy.margin_default) == (0.1, 0.2)
