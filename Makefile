@@ -6,6 +6,8 @@ export UV_PYTHON_DOWNLOADS := never
 export OPENBLAS_NUM_THREADS := 1
 export MKL_NUM_THREADS := 1
 export RAY_USAGE_STATS_ENABLED := 0
+# Ray workers use the synced .venv directly, not `uv run` again (see training/pipeline.py).
+export RAY_ENABLE_UV_RUN_RUNTIME_ENV := 0
 
 # uv from PATH, else the copy `pip install uv` puts in the machine's Python.
 UV := $(shell command -v uv 2>/dev/null || echo "python3 -m uv")

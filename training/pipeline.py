@@ -16,6 +16,7 @@ schedules them, so each is testable without Ray.
 from __future__ import annotations
 
 import hashlib
+import os
 import resource
 import time
 from collections.abc import Callable
@@ -201,8 +202,19 @@ def peak_rss_mb() -> float:
 # ---------------------------------------------------------------------------- Ray
 
 
+def prefer_this_interpreter() -> None:
+    """Ray workers run this process's Python and packages.
+
+    Under `uv run`, Ray would otherwise start workers through `uv run` again (its uv
+    runtime-env hook), which fails for a locked, already-synced environment. Must run
+    before `ray` is first imported; a user's explicit setting wins.
+    """
+    os.environ.setdefault("RAY_ENABLE_UV_RUN_RUNTIME_ENV", "0")
+
+
 def init_ray(config: TrainConfig, echo: Echo) -> None:
     """Connect to the configured cluster, or start a local Ray sized to this machine."""
+    prefer_this_interpreter()
     import ray
 
     if ray.is_initialized():

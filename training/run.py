@@ -16,6 +16,7 @@ from training.pipeline import (
     evaluate_config,
     init_ray,
     peak_rss_mb,
+    prefer_this_interpreter,
     prepare_data,
     run_pipeline,
     threaded,
@@ -76,6 +77,7 @@ def with_money_terms(model: RankerConfig, source: RankerConfig) -> RankerConfig:
 
 def train(config: TrainConfig, echo: Echo = print) -> TrainOutcome:
     """Run the whole training job; see the README's "Training" section."""
+    prefer_this_interpreter()
     import ray
 
     began = time.perf_counter()

@@ -105,14 +105,14 @@ class HoldoutReport:
         if "policy_value_dr" in m:
             out.append(
                 f"policy value per decision on {m['decisions']:,.0f} held-out decisions "
-                "(doubly robust; the same estimator for every row):"
+                "(doubly robust, +- one standard error; the same estimator for every row):"
             )
-            rows = [("learned policy", "policy_value_dr")] + [
-                (name.removeprefix("baseline_").removesuffix("_dr"), name)
-                for name in sorted(k for k in m if k.startswith("baseline_"))
+            rows = [("learned policy", "policy_value_dr", "ope_dr_std_error")] + [
+                (name.removeprefix("baseline_").removesuffix("_dr"), name, f"{name}_se")
+                for name in sorted(k for k in m if k.startswith("baseline_") and k.endswith("_dr"))
             ]
-            for label, key in rows:
-                out.append(f"  {label:<26} {m[key]:10.4f}")
+            for label, key, se in rows:
+                out.append(f"  {label:<26} {m[key]:10.4f} +- {m.get(se, float('nan')):.4f}")
             out.append(
                 f"  (IPS {m['policy_value_ips']:.4f}, SNIPS {m['policy_value_snips']:.4f}, "
                 f"DR std error {m['ope_dr_std_error']:.4f}, ESS {m['ope_dr_ess']:,.0f})"
@@ -321,7 +321,9 @@ def evaluate_holdout(
     m["logged_value"] = ope.logged_value
     for name, chosen in baseline_choices(scored, config.seed).items():
         chosen = _every_unit(units, chosen)
-        m[f"baseline_{name}_dr"] = off_policy_report(rewards, chosen, q_hat).dr.value
+        estimate = off_policy_report(rewards, chosen, q_hat).dr
+        m[f"baseline_{name}_dr"] = estimate.value
+        m[f"baseline_{name}_dr_se"] = estimate.std_error
     m["policy_lift_over_nothing_dr"] = m["policy_value_dr"] - m["baseline_nothing_dr"]
     _value_calibration(rewards, q_hat, report)
     uplift_and_targeting(dataset, rewards, scored, report, config.seed)
