@@ -14,7 +14,7 @@ from typing import Any, Literal, get_args, get_origin
 import yaml
 from pydantic import Field, model_validator
 
-from recsys.config import ConfigError, StrictConfig
+from recsys.config import ConfigError, StrictConfig, read_yaml_mapping
 from recsys.data.synthetic import SyntheticConfig
 from recsys.evaluation.holdout import HoldoutConfig
 from recsys.models.ranker import RankerConfig
@@ -238,13 +238,7 @@ def load_config(
     raw: dict[str, Any] = {}
     source = "config"
     if path is not None:
-        path = Path(path)
-        if not path.is_file():
-            raise ConfigError(f"config file {path} does not exist")
-        loaded = yaml.safe_load(path.read_text()) or {}
-        if not isinstance(loaded, dict):
-            raise ConfigError(f"{path}: the top level must be a mapping of keys to values")
-        raw, source = loaded, str(path)
+        raw, source = read_yaml_mapping(path), str(path)
     raw = apply_overrides(raw, list(overrides or []))
     if data is not None:
         section = raw.setdefault("data", {})

@@ -279,6 +279,48 @@ class _Tracker:
                 self.echo(f"[{self.elapsed():6.1f}s] finished {label} ({seconds:.1f}s)")
 
 
+class _Stages:
+    """Submits the pipeline's stages as Ray tasks on one dataset and tracks them."""
+
+    def __init__(self, path: Path, cpus: int, echo: Echo) -> None:
+        import ray
+
+        self.cpus = cpus
+        self.tracker = _Tracker(echo)
+        self.dataset, self.info, stats = _remote(load_stage, cpus, returns=2).remote(str(path))
+        self.tracker.started("load and validate", stats)
+        self._ray = ray
+
+    def split(self, waves: int) -> HoldoutSplit | None:
+        task = self._ray.remote(split_stage).options(num_cpus=0)
+        return self._ray.get(task.remote(self.dataset, waves))
+
+    def fit(self, model: RankerConfig, split: HoldoutSplit | None) -> Any:
+        """MF and journey side by side, then response and uplift: the ranker's ref."""
+        which = "held-out fit" if split is not None else "full fit"
+        mf, s1 = _remote(mf_stage, self.cpus).remote(model, self.dataset, split)
+        self.tracker.started(f"matrix factorization ({which})", s1)
+        journey, s2 = _remote(journey_stage, self.cpus).remote(model, self.dataset, split)
+        self.tracker.started(f"purchase journey ({which})", s2)
+        ranker, s3 = _remote(response_stage, self.cpus).remote(
+            model, self.dataset, split, mf, journey
+        )
+        self.tracker.started(f"response and uplift ({which})", s3)
+        return ranker
+
+    def evaluate(self, ranker: Any, split: HoldoutSplit, config: HoldoutConfig) -> Any:
+        report, stats = _remote(evaluate_stage, self.cpus).remote(
+            ranker, self.dataset, split, config
+        )
+        self.tracker.started("evaluation: policy value, uplift, targeting, calibration", stats)
+        return report
+
+    def item_ranking(self, model: RankerConfig, config: HoldoutConfig) -> Any:
+        metrics, stats = _remote(items_stage, self.cpus).remote(self.dataset, model, config)
+        self.tracker.started("item ranking vs baselines", stats)
+        return metrics
+
+
 def run_pipeline(config: TrainConfig, echo: Echo = print) -> PipelineResult:
     """Every stage on Ray; returns the full-data ranker and its held-out evaluation."""
     import ray
@@ -288,18 +330,13 @@ def run_pipeline(config: TrainConfig, echo: Echo = print) -> PipelineResult:
     seconds = {"prepare_data": time.perf_counter() - began}
     init_ray(config, echo)
     cpus = config.ray.cpus_per_task
-    tracker = _Tracker(echo)
-
-    dataset_ref, info_ref, rss = _remote(load_stage, cpus, returns=2).remote(str(path))
-    tracker.started("load and validate", rss)
-    tracker.wait_all()
-    info: DataInfo = ray.get(info_ref)
+    stages = _Stages(path, cpus, echo)
+    stages.tracker.wait_all()
+    info: DataInfo = ray.get(stages.info)
     echo(info.summary)
     model, notes = with_truth_margins(config.model, path, config.data)
     model = threaded(model, cpus)
-    split: HoldoutSplit | None = ray.get(
-        ray.remote(split_stage).options(num_cpus=0).remote(dataset_ref, config.evaluation.waves)
-    )
+    split = stages.split(config.evaluation.waves)
     evaluation_ref = None
     if split is None:
         notes.append(
@@ -311,33 +348,18 @@ def run_pipeline(config: TrainConfig, echo: Echo = print) -> PipelineResult:
             f"held out: {split.waves} wave(s) from {split.start:%Y-%m-%d}, "
             f"{split.decisions:,} logged decisions"
         )
-        mf_h, r1 = _remote(mf_stage, cpus).remote(model, dataset_ref, split)
-        tracker.started("matrix factorization (held-out fit)", r1)
-        jr_h, r2 = _remote(journey_stage, cpus).remote(model, dataset_ref, split)
-        tracker.started("purchase journey (held-out fit)", r2)
-        rk_h, r3 = _remote(response_stage, cpus).remote(model, dataset_ref, split, mf_h, jr_h)
-        tracker.started("response and uplift (held-out fit)", r3)
-        evaluation_ref, r4 = _remote(evaluate_stage, cpus).remote(
-            rk_h, dataset_ref, split, config.evaluation
-        )
-        tracker.started("evaluation: policy value, uplift, targeting, calibration", r4)
-    mf_f, r5 = _remote(mf_stage, cpus).remote(model, dataset_ref, None)
-    tracker.started("matrix factorization (full fit)", r5)
-    jr_f, r6 = _remote(journey_stage, cpus).remote(model, dataset_ref, None)
-    tracker.started("purchase journey (full fit)", r6)
-    rk_f, r7 = _remote(response_stage, cpus).remote(model, dataset_ref, None, mf_f, jr_f)
-    tracker.started("response and uplift (full fit)", r7)
-    items_ref, r8 = _remote(items_stage, cpus).remote(dataset_ref, model, config.evaluation)
-    tracker.started("item ranking vs baselines", r8)
-    tracker.wait_all()
+        evaluation_ref = stages.evaluate(stages.fit(model, split), split, config.evaluation)
+    ranker_ref = stages.fit(model, None)
+    items_ref = stages.item_ranking(model, config.evaluation)
+    stages.tracker.wait_all()
 
     evaluation = ray.get(evaluation_ref) if evaluation_ref is not None else HoldoutReport()
     evaluation.metrics.update(ray.get(items_ref))
     evaluation.notes.extend(notes)
-    ranker: PromoRanker = ray.get(rk_f)
-    seconds.update({f"stage: {k}": v for k, v in tracker.seconds.items()})
+    ranker: PromoRanker = ray.get(ranker_ref)
+    seconds.update({f"stage: {k}": v for k, v in stages.tracker.seconds.items()})
     seconds["pipeline"] = time.perf_counter() - began
-    rss = dict(tracker.rss)
+    rss = dict(stages.tracker.rss)
     rss["driver"] = peak_rss_mb()
     return PipelineResult(
         ranker=ranker,
@@ -357,29 +379,14 @@ def evaluate_config(config: TrainConfig, model: RankerConfig, echo: Echo = print
 
     path = prepare_data(config.data, echo)
     init_ray(config, echo)
-    cpus = config.ray.cpus_per_task
-    tracker = _Tracker(echo)
-    dataset_ref, _info, stats = _remote(load_stage, cpus, returns=2).remote(str(path))
-    tracker.started("load and validate", stats)
-    split = ray.get(
-        ray.remote(split_stage).options(num_cpus=0).remote(dataset_ref, config.evaluation.waves)
-    )
+    stages = _Stages(path, config.ray.cpus_per_task, echo)
+    split = stages.split(config.evaluation.waves)
     if split is None:
         raise ValueError("the data has no randomized waves to judge a model on")
-    model = threaded(model, cpus)
-    mf, s1 = _remote(mf_stage, cpus).remote(model, dataset_ref, split)
-    tracker.started("matrix factorization (held-out fit)", s1)
-    journey, s2 = _remote(journey_stage, cpus).remote(model, dataset_ref, split)
-    tracker.started("purchase journey (held-out fit)", s2)
-    ranker, s3 = _remote(response_stage, cpus).remote(model, dataset_ref, split, mf, journey)
-    tracker.started("response and uplift (held-out fit)", s3)
-    report_ref, s4 = _remote(evaluate_stage, cpus).remote(
-        ranker, dataset_ref, split, config.evaluation
-    )
-    tracker.started("evaluation", s4)
-    items_ref, s5 = _remote(items_stage, cpus).remote(dataset_ref, model, config.evaluation)
-    tracker.started("item ranking", s5)
-    tracker.wait_all()
+    model = threaded(model, config.ray.cpus_per_task)
+    report_ref = stages.evaluate(stages.fit(model, split), split, config.evaluation)
+    items_ref = stages.item_ranking(model, config.evaluation)
+    stages.tracker.wait_all()
     report: HoldoutReport = ray.get(report_ref)
     report.metrics.update(ray.get(items_ref))
     return report
