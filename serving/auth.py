@@ -46,7 +46,8 @@ _HASH_PREFIX = "sha256:"
 _HASH_RE = re.compile(r"sha256:[0-9a-f]{64}")
 _ENV_FORM = (
     f"{ENV_VAR} holds comma-separated key:seller_id pairs, with key:{ADMIN} for an admin key "
-    f"(for example 'k3Yq...:seller-42,Zt9w...:{ADMIN}')"
+    f"(for example 'k3Yq...:seller-42,Zt9w...:{ADMIN}'); make each key with "
+    "serving.auth.generate_key()"
 )
 
 
@@ -136,8 +137,8 @@ def parse_env_keys(text: str) -> list[ApiKeyEntry]:
         problem = _env_entry_problem(key, sep, seller)
         if problem:
             raise ValueError(
-                f"{ENV_VAR}: entry {position} of {len(parts)} {problem} (the entry is not "
-                f"shown because it holds a secret key). Fix: {_ENV_FORM}"
+                f"{ENV_VAR}: entry {position} of {len(parts)} {problem}; the entry is not "
+                f"shown because it holds a secret key. Fix: {_ENV_FORM}"
             )
         entries.append(ApiKeyEntry(key_hash=hash_key(key), seller_id=seller))
     return entries
@@ -154,10 +155,7 @@ def _env_entry_problem(key: str, sep: str, seller: str) -> str:
     if any(c.isspace() for c in key):
         return "has whitespace inside the key"
     if len(key) < MIN_KEY_LENGTH:
-        return (
-            f"has a key shorter than {MIN_KEY_LENGTH} characters, too easy to guess "
-            "(make one with serving.auth.generate_key())"
-        )
+        return f"has a key shorter than {MIN_KEY_LENGTH} characters, which is too easy to guess"
     return ""
 
 

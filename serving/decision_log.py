@@ -1,0 +1,423 @@
+"""The service's log of decisions and outcomes, as the contract's `exposures` and `redemptions`.
+
+Every ranking decision becomes an `exposures` row (`exposure_id` = the decision id, the
+exact propensity, `policy` = the model version, `seller_id` = whose decision) and every
+reported outcome a `redemptions` row, so the next `recsys train` learns from what the
+service did and off-policy evaluation can judge a new policy on it.
+
+The request path only validates rows and puts them in memory (`append_*`); a background
+thread writes them as Parquet parts when `max_rows` rows are waiting or the oldest has
+waited `max_seconds`:
+
+    <directory>/exposures/part-<UTC time>-<pid>-<seq>.parquet
+    <directory>/redemptions/part-<UTC time>-<pid>-<seq>.parquet
+
+Each part is written to a hidden temporary file in the same directory, synced and then
+renamed into place, so a reader never sees half a part and no part is ever overwritten.
+A failed write (disk full, permissions) keeps its rows for the next attempt and is
+recorded (`last_error`, `stats()`), never raised into a request; `close()` raises if
+rows are still unwritten at the end, so nothing accepted is lost silently. Rows accepted
+but not yet written live only in memory: a process killed without `close()` (SIGKILL)
+loses at most one batch; a normal interpreter exit closes every open log.
+
+Pure Python and polars (no Ray, no web framework), so it is tested in seconds.
+"""
+
+from __future__ import annotations
+
+import atexit
+import itertools
+import logging
+import os
+import threading
+import time
+import weakref
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from types import TracebackType
+from typing import Self
+
+import polars as pl
+
+from recsys.data.errors import ContractError
+from recsys.data.loader import conform_table
+from recsys.data.schema import EXPOSURES, REDEMPTIONS, TableSpec
+
+log = logging.getLogger(__name__)
+
+TABLES: tuple[TableSpec, ...] = (EXPOSURES, REDEMPTIONS)
+"""The contract tables the log writes, one subdirectory each."""
+
+PART_GLOB = "part-*.parquet"
+"""Names of finished parts; temporary files start with a dot and end in `.tmp`."""
+
+MAX_RETRY_SECONDS = 30.0
+"""Longest wait between automatic retries of a failing write (the wait doubles each time)."""
+
+_SEQUENCE = itertools.count(1)
+_SEQUENCE_LOCK = threading.Lock()
+
+
+@dataclass(frozen=True)
+class LogStats:
+    """Counters of a `DecisionLog`, for metrics; rows are summed over both tables."""
+
+    rows_accepted: int
+    """Rows that passed validation and were taken into the buffer."""
+    rows_written: int
+    """Rows written to finished parts."""
+    flushes: int
+    """Flush passes that wrote at least one part and failed nowhere."""
+    failed_flushes: int
+    """Flush passes in which at least one table could not be written."""
+    buffered_rows: int
+    """Rows accepted and not yet written."""
+
+
+class DecisionLogError(RuntimeError):
+    """Accepted rows could not be written; they are still in the buffer."""
+
+
+class DecisionLog:
+    """Buffered, thread-safe writer of decision (`exposures`) and outcome (`redemptions`) rows.
+
+    Parameters
+    ----------
+    directory
+        Where the `exposures/` and `redemptions/` parts go; created on the first write.
+    max_rows
+        The background thread writes as soon as this many rows are buffered.
+    max_seconds
+        ... or as soon as the oldest buffered row has waited this long.
+
+    Call `start()` (or use the log as a context manager) to flush in the background;
+    without it, rows are written only by `flush()` and `close()`.
+    """
+
+    def __init__(
+        self, directory: str | Path, max_rows: int = 5000, max_seconds: float = 1.0
+    ) -> None:
+        if max_rows < 1:
+            raise ValueError(f"max_rows must be at least 1 (got {max_rows})")
+        if not max_seconds > 0:
+            raise ValueError(
+                f"max_seconds must be a positive number of seconds (got {max_seconds})"
+            )
+        self.directory = Path(directory)
+        self.max_rows = max_rows
+        self.max_seconds = float(max_seconds)
+        self.last_error: Exception | None = None
+        """The most recent write failure (kept after later successes; see `stats()`)."""
+        self._cond = threading.Condition()  # guards everything below
+        self._flush_lock = threading.Lock()  # one flush pass at a time
+        self._buffers: dict[str, list[pl.DataFrame]] = {spec.name: [] for spec in TABLES}
+        self._buffered = 0
+        self._oldest: float | None = None  # monotonic time the oldest buffered row arrived
+        self._retry_at = 0.0
+        self._retry_delay = 0.0
+        self._accepted = 0
+        self._written = 0
+        self._flushes = 0
+        self._failed_flushes = 0
+        self._closed = False
+        self._thread: threading.Thread | None = None
+
+    # ----------------------------------------------------------------------- lifecycle
+
+    def start(self) -> Self:
+        """Start the background flushing thread (a daemon); calling it again does nothing."""
+        with self._cond:
+            if self._closed:
+                raise RuntimeError("the decision log is closed; create a new DecisionLog")
+            if self._thread is None:
+                self._thread = threading.Thread(
+                    target=self._run, name=f"decision-log:{self.directory}", daemon=True
+                )
+                self._thread.start()
+                _close_at_exit(self)
+        return self
+
+    def close(self) -> None:
+        """Stop the background thread and write every buffered row.
+
+        Safe to call more than once; a later call retries rows an earlier one could not
+        write. Raises `DecisionLogError` if rows remain unwritten, since they would be
+        lost when the process ends.
+        """
+        with self._cond:
+            self._closed = True
+            self._cond.notify_all()
+            thread = self._thread
+        if thread is not None and thread is not threading.current_thread():
+            thread.join()
+        with self._flush_lock:
+            self._flush_pass()
+        with self._cond:
+            left = self._buffered
+        if left:
+            raise DecisionLogError(
+                f"{left} decision-log rows could not be written to {self.directory} "
+                f"({self.last_error!r}); free space or fix the permissions there and call "
+                "close() again, or the rows are lost when the process ends"
+            ) from self.last_error
+
+    def __enter__(self) -> Self:
+        return self.start()
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.close()
+
+    # ----------------------------------------------------------------------- request path
+
+    def append_exposures(self, rows: pl.DataFrame) -> None:
+        """Validate decision rows against the contract's `exposures` table and buffer them."""
+        self._append(EXPOSURES, rows)
+
+    def append_redemptions(self, rows: pl.DataFrame) -> None:
+        """Validate outcome rows against the contract's `redemptions` table and buffer them."""
+        self._append(REDEMPTIONS, rows)
+
+    def _append(self, spec: TableSpec, rows: pl.DataFrame) -> None:
+        """All rows or none: `ContractError` before anything is buffered; no I/O here."""
+        if self._closed:
+            raise RuntimeError("the decision log is closed; rows can no longer be appended")
+        frame = conform_rows(rows, spec)
+        if frame.height == 0:
+            return
+        with self._cond:
+            if self._closed:
+                raise RuntimeError("the decision log is closed; rows can no longer be appended")
+            first = self._buffered == 0
+            self._buffers[spec.name].append(frame)
+            self._buffered += frame.height
+            self._accepted += frame.height
+            if self._oldest is None:
+                self._oldest = time.monotonic()
+            if first or self._buffered >= self.max_rows:
+                self._cond.notify_all()
+
+    # ----------------------------------------------------------------------- writing
+
+    def flush(self) -> int:
+        """Write every row accepted so far, now; returns the number of rows written.
+
+        Raises `DecisionLogError` if a table could not be written; its rows stay
+        buffered for the next flush.
+        """
+        with self._flush_lock:
+            written, error = self._flush_pass()
+        if error is not None:
+            raise DecisionLogError(
+                f"could not write decision-log rows to {self.directory} ({error!r}); they "
+                "are kept and written by the next flush"
+            ) from error
+        return written
+
+    def stats(self) -> LogStats:
+        """A consistent snapshot of the counters."""
+        with self._cond:
+            return LogStats(
+                rows_accepted=self._accepted,
+                rows_written=self._written,
+                flushes=self._flushes,
+                failed_flushes=self._failed_flushes,
+                buffered_rows=self._buffered,
+            )
+
+    def _flush_pass(self) -> tuple[int, Exception | None]:
+        """Take the buffers, write one part per table, put back what failed.
+
+        Caller holds `_flush_lock`. Appends continue meanwhile into fresh buffers; rows
+        that failed go back in front of them, so order within a table is kept.
+        """
+        with self._cond:
+            taken = self._buffers
+            self._buffers = {spec.name: [] for spec in TABLES}
+            oldest = self._oldest
+            self._oldest = None
+        written = 0
+        error: Exception | None = None
+        failed: dict[str, list[pl.DataFrame]] = {}
+        for spec in TABLES:
+            frames = taken[spec.name]
+            if not frames:
+                continue
+            frame = pl.concat(frames, how="vertical")
+            try:
+                _write_part(frame, self.directory / spec.name)
+            except Exception as exc:  # any failure: keep the rows, never lose them
+                log.warning(
+                    "could not write %d %s rows to %s (kept for the next flush): %r",
+                    frame.height,
+                    spec.name,
+                    self.directory,
+                    exc,
+                )
+                error = exc
+                failed[spec.name] = frames
+            else:
+                written += frame.height
+        with self._cond:
+            self._written += written
+            self._buffered -= written
+            for name, frames in failed.items():
+                self._buffers[name] = frames + self._buffers[name]
+            if failed:
+                self._failed_flushes += 1
+                self.last_error = error
+                if oldest is not None:
+                    self._oldest = oldest if self._oldest is None else min(oldest, self._oldest)
+                self._retry_delay = min(
+                    max(2 * self._retry_delay, self.max_seconds), MAX_RETRY_SECONDS
+                )
+                self._retry_at = time.monotonic() + self._retry_delay
+            elif written:
+                self._flushes += 1
+                self._retry_delay = 0.0
+                self._retry_at = 0.0
+        return written, error
+
+    def _run(self) -> None:
+        """Background loop: wait until a flush is due (or the log closes), then flush."""
+        while True:
+            with self._cond:
+                while not self._closed:
+                    due = self._next_flush_at()
+                    now = time.monotonic()
+                    if due is not None and due <= now:
+                        break
+                    self._cond.wait(None if due is None else due - now)
+                if self._closed:
+                    return  # close() writes what is left
+            with self._flush_lock:
+                self._flush_pass()
+
+    def _next_flush_at(self) -> float | None:
+        """Monotonic time of the next automatic flush; None while nothing is buffered."""
+        if self._oldest is None or self._buffered == 0:
+            return None
+        due = 0.0 if self._buffered >= self.max_rows else self._oldest + self.max_seconds
+        return max(due, self._retry_at)
+
+
+# --------------------------------------------------------------------------- validation
+
+
+def conform_rows(rows: pl.DataFrame, spec: TableSpec) -> pl.DataFrame:
+    """`rows` cast to the contract columns of `spec`, in contract order; `ContractError` if bad.
+
+    Absent optional columns become nulls. Columns outside the contract are refused
+    rather than dropped, so the log holds exactly what the service meant to record.
+    """
+    source = f"decision log {spec.name}"
+    extra = [c for c in rows.columns if c not in spec.schema]
+    if extra:
+        raise ContractError(
+            source,
+            f"has columns outside the contract: {', '.join(extra)}",
+            hint=f"the log keeps only the {spec.name} columns "
+            f"{', '.join(spec.schema)}; drop the others",
+        )
+    return conform_table(rows, spec, source).select(list(spec.schema))
+
+
+# --------------------------------------------------------------------------- files
+
+
+def _write_part(frame: pl.DataFrame, directory: Path) -> Path:
+    """Write `frame` as a new part in `directory` atomically; the part's path.
+
+    Temporary file in the same directory, fsync, rename: a crash leaves at most a hidden
+    `.tmp` file, which readers ignore. A name that exists already is never reused.
+    """
+    directory.mkdir(parents=True, exist_ok=True)
+    final = directory / _part_name()
+    while final.exists():
+        final = directory / _part_name()
+    tmp = directory / f".{final.name}.tmp"
+    try:
+        frame.write_parquet(tmp)
+        with tmp.open("rb") as handle:
+            os.fsync(handle.fileno())
+        os.replace(tmp, final)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+    _fsync_directory(directory)
+    return final
+
+
+def _part_name() -> str:
+    """`part-<UTC time to the microsecond>-<pid>-<sequence>.parquet`, unique per host.
+
+    The sequence is shared by every log of the process, so two logs writing to one
+    directory never pick the same name; the pid separates processes. Names sort by time.
+    """
+    with _SEQUENCE_LOCK:
+        seq = next(_SEQUENCE)
+    stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%S%fZ")
+    return f"part-{stamp}-{os.getpid()}-{seq:06d}.parquet"
+
+
+def _fsync_directory(directory: Path) -> None:
+    """Make the rename durable; best effort (not every platform can sync a directory)."""
+    try:
+        fd = os.open(directory, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
+
+
+def read_log(directory: str | Path) -> dict[str, pl.DataFrame]:
+    """Every finished part of each table under `directory`, with the contract's dtypes.
+
+    Keys are `exposures` and `redemptions`; a table with no parts is an empty frame with
+    the contract's columns. Rows come in part-name order (time of writing).
+    """
+    out: dict[str, pl.DataFrame] = {}
+    for spec in TABLES:
+        parts = sorted((Path(directory) / spec.name).glob(PART_GLOB))
+        if not parts:
+            out[spec.name] = pl.DataFrame(schema=spec.schema)
+            continue
+        out[spec.name] = pl.scan_parquet(
+            parts, schema=spec.schema, missing_columns="insert", extra_columns="ignore"
+        ).collect()
+    return out
+
+
+# --------------------------------------------------------------------------- interpreter exit
+
+_OPEN_LOGS: weakref.WeakSet[DecisionLog] = weakref.WeakSet()
+_EXIT_HOOK_LOCK = threading.Lock()
+_exit_hook_registered = False
+
+
+def _close_at_exit(decision_log: DecisionLog) -> None:
+    """Have a normal interpreter exit close `decision_log` (held weakly)."""
+    global _exit_hook_registered
+    with _EXIT_HOOK_LOCK:
+        _OPEN_LOGS.add(decision_log)
+        if not _exit_hook_registered:
+            atexit.register(_close_open_logs)
+            _exit_hook_registered = True
+
+
+def _close_open_logs() -> None:
+    """atexit: write what every started log still buffers; failures are logged."""
+    for decision_log in list(_OPEN_LOGS):
+        try:
+            decision_log.close()
+        except Exception:
+            log.exception("decision log %s lost rows at exit", decision_log.directory)
