@@ -9,6 +9,7 @@ the data and registered.
 
 from __future__ import annotations
 
+import os
 import tempfile
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -83,6 +84,9 @@ def run_sweep(
     echo: Callable[[str], None] = print,
 ) -> SweepResult:
     """Run the trials on Ray Tune; returns every trial and the best by the primary metric."""
+    # Tune's newer console output ignores verbose=0 and prints every metric of every
+    # trial; the classic reporter honours it, and Progress below says what matters.
+    os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")
     import ray
     from ray import tune
     from ray.tune.search.basic_variant import BasicVariantGenerator
@@ -106,6 +110,17 @@ def run_sweep(
         f"sweep: {len(sweep.params)} values searched, {sweep.num_samples} sample(s), "
         f"up to {concurrent} trials at once, optimizing {metric} ({mode})"
     )
+
+    class Progress(tune.Callback):
+        """One line per finished trial (Tune's own tables would print every metric)."""
+
+        def on_trial_complete(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
+            value = (trial.last_result or {}).get(metric, float("nan"))
+            echo(f"  trial {trial.trial_id} finished: {metric} {value:.4f}")
+
+        def on_trial_error(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
+            echo(f"  trial {trial.trial_id} failed")
+
     with tempfile.TemporaryDirectory(prefix="promo-tune-") as storage:
         tuner = tune.Tuner(
             tune.with_resources(tune.with_parameters(trainable, dataset=dataset), {"cpu": cpus}),
@@ -114,10 +129,13 @@ def run_sweep(
                 metric=metric,
                 mode=mode,
                 num_samples=sweep.num_samples,
-                max_concurrent_trials=concurrent,
-                search_alg=BasicVariantGenerator(random_state=sweep.seed),
+                search_alg=BasicVariantGenerator(
+                    random_state=sweep.seed, max_concurrent=concurrent
+                ),
             ),
-            run_config=tune.RunConfig(storage_path=storage, name="sweep", verbose=1),
+            run_config=tune.RunConfig(
+                storage_path=storage, name="sweep", verbose=0, callbacks=[Progress()]
+            ),
         )
         grid = tuner.fit()
         trials = []
