@@ -1,0 +1,281 @@
+"""The Ray Serve application: a thin FastAPI adapter over `serving.service.RankingService`.
+
+- `create_api(holder, keyring, metrics, rank)` builds the FastAPI app (routes, auth,
+  errors, metrics); it knows nothing of Ray, so it is tested with a plain test client.
+- `RankerDeployment` (built by `deployment()`) owns one replica's state: the current
+  service (model), the decision log, the champion poller; `/v1/rank` goes through
+  `@serve.batch`, so concurrent requests are scored together in one vectorized call.
+- `app_builder(args)` is the typed application builder `serve deploy` and `recsys serve`
+  use (import path `serving.app:app_builder`).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from fastapi import FastAPI, Header, Request
+from fastapi.responses import JSONResponse, PlainTextResponse, Response
+
+from serving.auth import AccessError, KeyRing, Principal
+from serving.config import ServeConfig
+from serving.metrics import Metrics
+from serving.schemas import (
+    BatchRankRequest,
+    BatchRankResponse,
+    CampaignsResponse,
+    Health,
+    OutcomesRequest,
+    OutcomesResponse,
+    RankRequest,
+    RankResponse,
+)
+
+log = logging.getLogger(__name__)
+
+Ranker = Callable[[list[RankRequest], list[Principal]], Awaitable[list[RankResponse]]]
+
+
+@dataclass
+class ServiceHolder:
+    """The service currently answering, swapped whole when a new model is loaded."""
+
+    service: Any = None
+    version: str | None = None
+    load_error: str | None = None
+    loaded_at: float = field(default_factory=time.time)
+
+
+def create_api(
+    holder: ServiceHolder, keyring: KeyRing, metrics: Metrics, rank: Ranker | None = None
+) -> FastAPI:
+    """The HTTP API over whatever service `holder` has now (see the module docstring)."""
+    api = FastAPI(
+        title="promo-recsys ranking API",
+        version="1",
+        description="Which offer, if any, to give each buyer; decisions are logged.",
+    )
+
+    async def rank_direct(requests: list[RankRequest], who: list[Principal]) -> list[RankResponse]:
+        service = ready_service()
+        return await asyncio.to_thread(service.rank, requests, who)
+
+    ranker = rank or rank_direct
+
+    def ready_service() -> Any:
+        if holder.service is None:
+            raise NotReadyError(holder.load_error or "the model is still loading")
+        return holder.service
+
+    def principal(authorization: str | None) -> Principal:
+        return keyring.authenticate(authorization)
+
+    @api.middleware("http")
+    async def measure(
+        request: Request, call_next: Callable[[Request], Awaitable[Response]]
+    ) -> Response:
+        began = time.perf_counter()
+        response = await call_next(request)
+        route = request.scope.get("route")
+        path = getattr(route, "path", "other")
+        metrics.observe(path, response.status_code, time.perf_counter() - began)
+        return response
+
+    @api.exception_handler(AccessError)
+    async def access_denied(request: Request, exc: AccessError) -> JSONResponse:
+        return JSONResponse({"detail": exc.message}, status_code=exc.status, headers=exc.headers)
+
+    @api.exception_handler(NotReadyError)
+    async def not_ready(request: Request, exc: NotReadyError) -> JSONResponse:
+        return JSONResponse({"detail": str(exc)}, status_code=503)
+
+    @api.exception_handler(LookupError)
+    async def unknown_ids(request: Request, exc: LookupError) -> JSONResponse:
+        return JSONResponse({"detail": str(exc)}, status_code=422)
+
+    @api.exception_handler(ValueError)
+    async def bad_value(request: Request, exc: ValueError) -> JSONResponse:
+        return JSONResponse({"detail": str(exc)}, status_code=422)
+
+    @api.post("/v1/rank", response_model=RankResponse)
+    async def rank_one(body: RankRequest, authorization: str | None = Header(None)) -> RankResponse:
+        who = principal(authorization)
+        return (await ranker([body], [who]))[0]
+
+    @api.post("/v1/rank/batch", response_model=BatchRankResponse)
+    async def rank_batch(
+        body: BatchRankRequest, authorization: str | None = Header(None)
+    ) -> BatchRankResponse:
+        who = principal(authorization)
+        service = ready_service()
+        responses = await asyncio.to_thread(
+            service.rank, list(body.requests), [who] * len(body.requests)
+        )
+        return BatchRankResponse(responses=responses)
+
+    @api.post("/v1/outcomes", response_model=OutcomesResponse)
+    async def outcomes(
+        body: OutcomesRequest, authorization: str | None = Header(None)
+    ) -> OutcomesResponse:
+        who = principal(authorization)
+        service = ready_service()
+        result: OutcomesResponse = await asyncio.to_thread(
+            service.record_outcomes, list(body.outcomes), who
+        )
+        return result
+
+    @api.get("/v1/sellers/{seller_id}/campaigns", response_model=CampaignsResponse)
+    async def campaigns(
+        seller_id: str, authorization: str | None = Header(None)
+    ) -> CampaignsResponse:
+        who = principal(authorization)
+        keyring.authorize(who, seller_id)
+        service = ready_service()
+        result: CampaignsResponse = await asyncio.to_thread(service.campaigns, seller_id, who)
+        return result
+
+    @api.get("/healthz", response_model=Health)
+    async def healthz() -> Health:
+        return Health(status="ok", model_version=holder.version)
+
+    @api.get("/readyz", response_model=Health)
+    async def readyz() -> Response:
+        if holder.service is None:
+            body = Health(status="loading", detail=holder.load_error)
+            return JSONResponse(body.model_dump(), status_code=503)
+        status = "degraded" if holder.load_error else "ok"
+        body = Health(status=status, model_version=holder.version, detail=holder.load_error)
+        return JSONResponse(body.model_dump(), status_code=200)
+
+    @api.get("/metrics", response_class=PlainTextResponse)
+    async def prometheus() -> str:
+        return metrics.render()
+
+    return api
+
+
+class NotReadyError(RuntimeError):
+    """No model is loaded yet (503)."""
+
+
+def keyring_from(config: ServeConfig) -> KeyRing:
+    """Hashed keys of the config plus raw ones from RECSYS_API_KEYS."""
+    return KeyRing.from_sources(config.api_keys)
+
+
+# ---------------------------------------------------------------------------- Ray Serve
+
+
+def deployment(config: ServeConfig) -> Any:
+    """The Ray Serve deployment class, configured from `config` (built on call, so that
+    importing this module neither needs nor touches Ray)."""
+    from ray import serve
+
+    from serving.decision_log import DecisionLog
+    from serving.model_source import ModelSource
+
+    holder = ServiceHolder()
+    metrics = Metrics()
+    keyring = keyring_from(config)
+    batching = config.batching
+    replica: dict[str, Any] = {}  # this process's deployment instance, for the routes
+
+    class RankerDeployment:
+        """One replica: the current model's service, its decision log, the poller."""
+
+        def __init__(self, config_data: dict[str, Any]) -> None:
+            self.config = ServeConfig.from_dict(config_data)
+            self.source = ModelSource(self.config.model_uri, self.config.tracking_uri)
+            self.log = DecisionLog(self.config.decision_log_dir)
+            self.log.start()
+            replica["self"] = self
+            self._load(self.source.current_version())
+            self._poller = asyncio.get_event_loop().create_task(self._poll())
+
+        def _load(self, version: str) -> None:
+            from serving.service import RankingService
+
+            try:
+                ranker = self.source.load(version)
+                service = RankingService(
+                    ranker, model_version=version, decision_log=self.log, policy=self.config.policy
+                )
+                service.warm_up()
+            except Exception as exc:  # keep serving the old model, say why
+                holder.load_error = f"model version {version} failed to load: {exc!r}"
+                metrics.inc("model_load_failures_total")
+                log.exception("model version %s failed to load", version)
+                return
+            holder.service, holder.version, holder.load_error = service, version, None
+            holder.loaded_at = time.time()
+            metrics.model_version = version
+            metrics.inc("model_swaps_total")
+
+        async def _poll(self) -> None:
+            while True:
+                await asyncio.sleep(self.config.poll_seconds)
+                try:
+                    version = await asyncio.to_thread(self.source.current_version)
+                except Exception as exc:
+                    holder.load_error = f"cannot read {self.config.model_uri}: {exc!r}"
+                    continue
+                if version != holder.version:
+                    await asyncio.to_thread(self._load, version)
+
+        @serve.batch(  # type: ignore[arg-type]
+            max_batch_size=batching.max_batch_size,
+            batch_wait_timeout_s=batching.batch_wait_timeout_s,
+        )
+        async def rank_batched(  # type: ignore[misc]
+            self, requests: list[RankRequest], principals: list[Principal]
+        ) -> list[Any]:
+            service = holder.service
+            if service is None:
+                return [NotReadyError(holder.load_error or "loading")] * len(requests)
+            try:
+                return list(await asyncio.to_thread(service.rank, requests, principals))
+            except Exception:
+                # One bad request must not fail the others batched with it.
+                pairs = zip(requests, principals, strict=True)
+                return [await asyncio.to_thread(_one, service, r, p) for r, p in pairs]
+
+        def __del__(self) -> None:
+            self.log.close()
+
+    async def rank_via(requests: list[RankRequest], who: list[Principal]) -> list[RankResponse]:
+        """Each request joins the replica's dynamic batch; errors come back per request."""
+        instance = replica["self"]
+        answers = await asyncio.gather(
+            *(instance.rank_batched(r, p) for r, p in zip(requests, who, strict=True))
+        )
+        for answer in answers:
+            if isinstance(answer, Exception):
+                raise answer
+        return list(answers)
+
+    api = create_api(holder, keyring, metrics, rank_via)
+    ingress = serve.ingress(api)(RankerDeployment)
+    return serve.deployment(
+        ingress,
+        name="ranker",
+        num_replicas=config.replicas,
+        ray_actor_options={"num_cpus": config.cpus_per_replica},
+    )
+
+
+def _one(service: Any, request: RankRequest, principal: Principal) -> Any:
+    try:
+        return service.rank([request], [principal])[0]
+    except Exception as exc:
+        return exc
+
+
+def app_builder(args: dict[str, Any]) -> Any:
+    """Typed application builder: `serve deploy` (import path `serving.app:app_builder`,
+    args = the serve config) and `recsys serve` both use it."""
+    config = ServeConfig.from_dict(args, source="serve config")
+    return deployment(config).bind(config.to_dict())

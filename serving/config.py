@@ -1,0 +1,46 @@
+"""The serve config (configs/serve.yaml): which model, where decisions go, who may call."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from pydantic import Field
+
+from recsys.config import StrictConfig
+from recsys.policy import PolicyConfig
+from serving.auth import ApiKeyEntry
+
+
+class BatchingConfig(StrictConfig):
+    """Dynamic batching of /v1/rank (Ray Serve's @serve.batch)."""
+
+    max_batch_size: int = Field(32, ge=1, le=1024)
+    batch_wait_timeout_s: float = Field(0.005, ge=0, le=1)
+
+
+class ServeConfig(StrictConfig):
+    """Everything `recsys serve` and `serve deploy` need."""
+
+    model_uri: str = Field(
+        "models:/promo-ranker@champion",
+        description="a registry alias to follow, or a saved model directory (never swapped)",
+    )
+    tracking_uri: str | None = Field(
+        None, description="null: MLFLOW_TRACKING_URI, else the embedded mlruns/ store"
+    )
+    poll_seconds: float = Field(
+        10.0, gt=0, description="how often to check the alias for a new champion"
+    )
+    decision_log_dir: Path = Field(
+        Path("decision_log"), description="exposures/ and redemptions/ parts are written here"
+    )
+    api_keys: list[ApiKeyEntry] = Field(
+        default_factory=list,
+        description="hashed keys (see `recsys keys hash`); RECSYS_API_KEYS adds raw ones",
+    )
+    policy: PolicyConfig | None = Field(
+        None, description="serving policy (exploration, caps); null: the model's own"
+    )
+    batching: BatchingConfig = Field(default_factory=BatchingConfig)
+    replicas: int = Field(1, ge=1)
+    cpus_per_replica: float = Field(1.0, gt=0)

@@ -1,0 +1,137 @@
+"""Request and response models of the ranking API (pydantic; OpenAPI comes from them).
+
+Unknown fields are rejected (422 naming the field), so a client's typo never silently
+changes a decision.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+MAX_BATCH = 500
+"""Most buyers one /v1/rank/batch call may ask for."""
+
+MAX_K = 20
+"""Most offers one answer may list."""
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class RankContext(_Strict):
+    """What the caller knows about the moment of the decision."""
+
+    cart_value: float | None = Field(None, ge=0, description="the buyer's current cart value")
+    channel: str | None = Field(None, max_length=64, description="e.g. email, sms, web, app")
+    page: str | None = Field(None, max_length=128, description="e.g. cart, product, home")
+
+
+class RankRequest(_Strict):
+    """Which offers, if any, to give one buyer now."""
+
+    buyer_id: str = Field(min_length=1, max_length=128)
+    seller_id: str | None = Field(
+        None,
+        max_length=128,
+        description="rank this seller's offers only; a seller's API key implies its seller",
+    )
+    context: RankContext | None = None
+    offer_ids: list[str] | None = Field(
+        None,
+        min_length=1,
+        max_length=200,
+        description="rank only these offers; default: every offer valid now in scope",
+    )
+    k: int = Field(3, ge=1, le=MAX_K, description="most offers to return")
+
+
+class RankedOffer(_Strict):
+    offer_id: str
+    seller_id: str | None
+    tool: str
+    score: float = Field(description="what offers are ranked by (= expected_value)")
+    expected_value: float = Field(description="expected incremental profit of issuing it")
+    p_redeem: float | None = Field(description="P(redeem | issued)")
+    uplift: float | None = Field(description="change in P(purchase) it causes; null: unknown")
+    propensity: float = Field(
+        gt=0, le=1, description="exact probability that this policy gives this offer first"
+    )
+    reasons: list[str] = Field(description="readable reasons, main first")
+    reason_codes: list[str]
+
+
+class BuyerInfo(_Strict):
+    journey_stage: str | None
+    cold_start: bool = Field(description="the buyer is unknown to the model: fallback scores")
+
+
+class RankResponse(_Strict):
+    decision_id: str = Field(description="quote it in /v1/outcomes; the decision log's id")
+    model_version: str
+    buyer: BuyerInfo
+    offers: list[RankedOffer] = Field(description="best first; empty: offer nothing")
+    no_offer_reason: str | None = Field(
+        None, description="why nothing is offered, when `offers` is empty"
+    )
+    explored: bool = Field(False, description="the first offer was an exploration choice")
+
+
+class BatchRankRequest(_Strict):
+    requests: list[RankRequest] = Field(min_length=1, max_length=MAX_BATCH)
+
+
+class BatchRankResponse(_Strict):
+    responses: list[RankResponse]
+
+
+class Outcome(_Strict):
+    """What happened after a decision: a redemption of the offer, or a purchase."""
+
+    decision_id: str = Field(min_length=1, max_length=128)
+    type: Literal["redemption", "purchase"]
+    offer_id: str | None = Field(None, description="required for a redemption")
+    ts: datetime | None = Field(None, description="when; default: when received")
+    order_id: str | None = Field(None, max_length=128)
+    amount: float | None = Field(None, ge=0, description="order value")
+
+
+class OutcomesRequest(_Strict):
+    outcomes: list[Outcome] = Field(min_length=1, max_length=1000)
+
+
+class OutcomesResponse(_Strict):
+    accepted: int
+    unknown_decisions: list[str] = Field(
+        default_factory=list, description="decision ids this service does not know"
+    )
+
+
+class Campaign(_Strict):
+    """One recommended campaign: an offer and the buyers to give it to."""
+
+    offer_id: str
+    tool: str
+    buyers: int = Field(description="buyers the engine would give this offer")
+    expected_incremental_profit: float
+    expected_redemptions: float
+    expected_cost: float
+    top_buyer_ids: list[str] = Field(description="a sample of the targeted buyers, best first")
+
+
+class CampaignsResponse(_Strict):
+    seller_id: str
+    model_version: str
+    campaigns: list[Campaign]
+    not_recommended: list[str] = Field(
+        default_factory=list, description="offers no buyer should get, with the reason"
+    )
+
+
+class Health(_Strict):
+    status: Literal["ok", "loading", "degraded"]
+    model_version: str | None = None
+    detail: str | None = None
