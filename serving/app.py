@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
@@ -21,7 +22,7 @@ from typing import Any
 from fastapi import FastAPI, Header, Request
 from fastapi.responses import JSONResponse, PlainTextResponse, Response
 
-from serving.auth import AccessError, KeyRing, Principal
+from serving.auth import ENV_VAR, AccessError, ApiKeyEntry, KeyRing, Principal, parse_env_keys
 from serving.config import ServeConfig
 from serving.metrics import Metrics
 from serving.schemas import (
@@ -50,10 +51,22 @@ class ServiceHolder:
     loaded_at: float = field(default_factory=time.time)
 
 
-def create_api(
-    holder: ServiceHolder, keyring: KeyRing, metrics: Metrics, rank: Ranker | None = None
-) -> FastAPI:
-    """The HTTP API over whatever service `holder` has now (see the module docstring)."""
+@dataclass
+class ApiState:
+    """What the routes use; one per process (per Serve replica)."""
+
+    holder: ServiceHolder
+    keyring: KeyRing
+    metrics: Metrics
+    rank: Ranker | None = None
+
+
+def create_api(state: Callable[[], ApiState]) -> FastAPI:
+    """The HTTP API over `state()` (see the module docstring).
+
+    `state` is looked up on every request rather than captured, because Ray Serve ships
+    this app to each replica by pickling it: a captured object would be a stale copy.
+    """
     api = FastAPI(
         title="promo-recsys ranking API",
         version="1",
@@ -64,15 +77,14 @@ def create_api(
         service = ready_service()
         return await asyncio.to_thread(service.rank, requests, who)
 
-    ranker = rank or rank_direct
-
     def ready_service() -> Any:
+        holder = state().holder
         if holder.service is None:
             raise NotReadyError(holder.load_error or "the model is still loading")
         return holder.service
 
     def principal(authorization: str | None) -> Principal:
-        return keyring.authenticate(authorization)
+        return state().keyring.authenticate(authorization)
 
     @api.middleware("http")
     async def measure(
@@ -82,6 +94,10 @@ def create_api(
         response = await call_next(request)
         route = request.scope.get("route")
         path = getattr(route, "path", "other")
+        try:
+            metrics = state().metrics
+        except NotReadyError:  # a replica still starting has nothing to count into
+            return response
         metrics.observe(path, response.status_code, time.perf_counter() - began)
         return response
 
@@ -93,10 +109,6 @@ def create_api(
     async def not_ready(request: Request, exc: NotReadyError) -> JSONResponse:
         return JSONResponse({"detail": str(exc)}, status_code=503)
 
-    @api.exception_handler(LookupError)
-    async def unknown_ids(request: Request, exc: LookupError) -> JSONResponse:
-        return JSONResponse({"detail": str(exc)}, status_code=422)
-
     @api.exception_handler(ValueError)
     async def bad_value(request: Request, exc: ValueError) -> JSONResponse:
         return JSONResponse({"detail": str(exc)}, status_code=422)
@@ -104,7 +116,8 @@ def create_api(
     @api.post("/v1/rank", response_model=RankResponse)
     async def rank_one(body: RankRequest, authorization: str | None = Header(None)) -> RankResponse:
         who = principal(authorization)
-        return (await ranker([body], [who]))[0]
+        rank = state().rank or rank_direct
+        return (await rank([body], [who]))[0]
 
     @api.post("/v1/rank/batch", response_model=BatchRankResponse)
     async def rank_batch(
@@ -133,17 +146,18 @@ def create_api(
         seller_id: str, authorization: str | None = Header(None)
     ) -> CampaignsResponse:
         who = principal(authorization)
-        keyring.authorize(who, seller_id)
+        state().keyring.authorize(who, seller_id)
         service = ready_service()
         result: CampaignsResponse = await asyncio.to_thread(service.campaigns, seller_id, who)
         return result
 
     @api.get("/healthz", response_model=Health)
     async def healthz() -> Health:
-        return Health(status="ok", model_version=holder.version)
+        return Health(status="ok", model_version=state().holder.version)
 
     @api.get("/readyz", response_model=Health)
     async def readyz() -> Response:
+        holder = state().holder
         if holder.service is None:
             body = Health(status="loading", detail=holder.load_error)
             return JSONResponse(body.model_dump(), status_code=503)
@@ -153,7 +167,7 @@ def create_api(
 
     @api.get("/metrics", response_class=PlainTextResponse)
     async def prometheus() -> str:
-        return metrics.render()
+        return state().metrics.render()
 
     return api
 
@@ -162,12 +176,27 @@ class NotReadyError(RuntimeError):
     """No model is loaded yet (503)."""
 
 
+def keyring_entries(config: ServeConfig) -> list[ApiKeyEntry]:
+    """Hashed keys of the config plus those of RECSYS_API_KEYS (hashed on reading)."""
+    return [*config.api_keys, *parse_env_keys(os.environ.get(ENV_VAR, ""))]
+
+
 def keyring_from(config: ServeConfig) -> KeyRing:
-    """Hashed keys of the config plus raw ones from RECSYS_API_KEYS."""
-    return KeyRing.from_sources(config.api_keys)
+    """The key ring of the config plus RECSYS_API_KEYS."""
+    return KeyRing(keyring_entries(config))
 
 
 # ---------------------------------------------------------------------------- Ray Serve
+
+
+_REPLICA: list[ApiState] = []
+"""This process's replica state (set by the deployment's constructor)."""
+
+
+def replica_state() -> ApiState:
+    if not _REPLICA:
+        raise NotReadyError("the replica is still starting")
+    return _REPLICA[0]
 
 
 def deployment(config: ServeConfig) -> Any:
@@ -175,34 +204,49 @@ def deployment(config: ServeConfig) -> Any:
     importing this module neither needs nor touches Ray)."""
     from ray import serve
 
-    from serving.decision_log import DecisionLog
-    from serving.model_source import ModelSource
-
-    holder = ServiceHolder()
-    metrics = Metrics()
-    keyring = keyring_from(config)
     batching = config.batching
-    replica: dict[str, Any] = {}  # this process's deployment instance, for the routes
 
     class RankerDeployment:
         """One replica: the current model's service, its decision log, the poller."""
 
         def __init__(self, config_data: dict[str, Any]) -> None:
+            from serving.decision_log import DecisionLog
+            from serving.model_source import ModelSource
+
             self.config = ServeConfig.from_dict(config_data)
+            self.holder = ServiceHolder()
+            self.metrics = Metrics()
             self.source = ModelSource(self.config.model_uri, self.config.tracking_uri)
             self.log = DecisionLog(self.config.decision_log_dir)
             self.log.start()
-            replica["self"] = self
+            # Through the module, not a global name: this class is pickled by value, so
+            # its globals would be copies; the routes read the real module's list.
+            from serving import app as this_module
+
+            this_module._REPLICA[:] = [
+                ApiState(
+                    holder=self.holder,
+                    keyring=KeyRing(self.config.api_keys),
+                    metrics=self.metrics,
+                    rank=self.rank_each,
+                )
+            ]
             self._load(self.source.current_version())
             self._poller = asyncio.get_event_loop().create_task(self._poll())
 
         def _load(self, version: str) -> None:
-            from serving.service import RankingService
+            from serving.service import RankingService, now_utc
 
+            holder, metrics = self.holder, self.metrics
             try:
                 ranker = self.source.load(version)
+                fixed = self.config.as_of
                 service = RankingService(
-                    ranker, model_version=version, decision_log=self.log, policy=self.config.policy
+                    ranker,
+                    model_version=version,
+                    decision_log=self.log,
+                    policy=self.config.policy,
+                    clock=(lambda: fixed) if fixed is not None else now_utc,
                 )
                 service.warm_up()
             except Exception as exc:  # keep serving the old model, say why
@@ -221,10 +265,23 @@ def deployment(config: ServeConfig) -> Any:
                 try:
                     version = await asyncio.to_thread(self.source.current_version)
                 except Exception as exc:
-                    holder.load_error = f"cannot read {self.config.model_uri}: {exc!r}"
+                    self.holder.load_error = f"cannot read {self.config.model_uri}: {exc!r}"
                     continue
-                if version != holder.version:
+                if version != self.holder.version:
                     await asyncio.to_thread(self._load, version)
+
+        async def rank_each(
+            self, requests: list[RankRequest], who: list[Principal]
+        ) -> list[RankResponse]:
+            """Each request joins the dynamic batch; errors come back per request."""
+            batched: Any = self.rank_batched  # type: ignore[misc]  # @serve.batch: per item
+            answers: list[Any] = await asyncio.gather(
+                *(batched(r, p) for r, p in zip(requests, who, strict=True))
+            )
+            for answer in answers:
+                if isinstance(answer, Exception):
+                    raise answer
+            return list(answers)
 
         @serve.batch(  # type: ignore[arg-type]
             max_batch_size=batching.max_batch_size,
@@ -233,9 +290,9 @@ def deployment(config: ServeConfig) -> Any:
         async def rank_batched(  # type: ignore[misc]
             self, requests: list[RankRequest], principals: list[Principal]
         ) -> list[Any]:
-            service = holder.service
+            service = self.holder.service
             if service is None:
-                return [NotReadyError(holder.load_error or "loading")] * len(requests)
+                return [NotReadyError(self.holder.load_error or "loading")] * len(requests)
             try:
                 return list(await asyncio.to_thread(service.rank, requests, principals))
             except Exception:
@@ -246,19 +303,7 @@ def deployment(config: ServeConfig) -> Any:
         def __del__(self) -> None:
             self.log.close()
 
-    async def rank_via(requests: list[RankRequest], who: list[Principal]) -> list[RankResponse]:
-        """Each request joins the replica's dynamic batch; errors come back per request."""
-        instance = replica["self"]
-        answers = await asyncio.gather(
-            *(instance.rank_batched(r, p) for r, p in zip(requests, who, strict=True))
-        )
-        for answer in answers:
-            if isinstance(answer, Exception):
-                raise answer
-        return list(answers)
-
-    api = create_api(holder, keyring, metrics, rank_via)
-    ingress = serve.ingress(api)(RankerDeployment)
+    ingress = serve.ingress(create_api(replica_state))(RankerDeployment)
     return serve.deployment(
         ingress,
         name="ranker",
@@ -276,6 +321,11 @@ def _one(service: Any, request: RankRequest, principal: Principal) -> Any:
 
 def app_builder(args: dict[str, Any]) -> Any:
     """Typed application builder: `serve deploy` (import path `serving.app:app_builder`,
-    args = the serve config) and `recsys serve` both use it."""
+    args = the serve config) and `recsys serve` both use it.
+
+    Raw keys of RECSYS_API_KEYS (in this process's environment) are hashed here and
+    travel to the replicas as hashes only.
+    """
     config = ServeConfig.from_dict(args, source="serve config")
+    config.api_keys = list(keyring_entries(config))
     return deployment(config).bind(config.to_dict())

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from datetime import datetime
 from pathlib import Path
 
 from pydantic import Field
@@ -40,6 +41,11 @@ class ServeConfig(StrictConfig):
     )
     policy: PolicyConfig | None = Field(
         None, description="serving policy (exploration, caps); null: the model's own"
+    )
+    as_of: datetime | None = Field(
+        None,
+        description="decide as if it were this moment (offer validity, decision times): "
+        "for demos and replays on historical data; null: the real clock",
     )
     batching: BatchingConfig = Field(default_factory=BatchingConfig)
     replicas: int = Field(1, ge=1)

@@ -7,7 +7,7 @@ from typing import Any
 import pytest
 from fastapi.testclient import TestClient
 
-from serving.app import ServiceHolder, create_api
+from serving.app import ApiState, ServiceHolder, create_api
 from serving.auth import ApiKeyEntry, ForbiddenError, KeyRing, Principal, hash_key
 from serving.metrics import Metrics
 from serving.schemas import (
@@ -18,6 +18,7 @@ from serving.schemas import (
     RankRequest,
     RankResponse,
 )
+from serving.service import UnknownOffersError
 
 SELLER_KEY = "seller-key-0123456789abcdef"
 OTHER_KEY = "other-key-0123456789abcdefgh"
@@ -40,7 +41,7 @@ class FakeService:
             if principal.seller_id is not None and seller != principal.seller_id:
                 raise ForbiddenError(f"this key may not rank offers of seller {seller}")
             if request.offer_ids and "nope" in request.offer_ids:
-                raise LookupError("unknown offer_ids: nope")
+                raise UnknownOffersError("unknown offer_ids: nope", ["nope"])
             offers = [
                 RankedOffer(
                     offer_id="of1",
@@ -83,7 +84,8 @@ def parts() -> tuple[TestClient, ServiceHolder, Metrics]:
     )
     holder = ServiceHolder(service=FakeService(), version="7")
     metrics = Metrics()
-    return TestClient(create_api(holder, keyring, metrics)), holder, metrics
+    state = ApiState(holder=holder, keyring=keyring, metrics=metrics)
+    return TestClient(create_api(lambda: state)), holder, metrics
 
 
 def auth(key: str) -> dict[str, str]:

@@ -1,0 +1,112 @@
+"""Serving benchmark: the Ray Serve app on loopback, loaded by `benchmarks.loadgen` in a
+separate process. Prints the load generator's JSON line per concurrency level.
+
+    python -m benchmarks.serve_bench [--buyers 2000] [--seconds 20] [--concurrency 1 8 32]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import socket
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+KEY = "bench-admin-key-000000000000000000"
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--buyers", type=int, default=2000)
+    parser.add_argument("--seconds", type=float, default=20.0)
+    parser.add_argument("--concurrency", type=int, nargs="+", default=[1, 8, 32])
+    args = parser.parse_args()
+
+    os.environ.setdefault("RAY_ENABLE_UV_RUN_RUNTIME_ENV", "0")
+    import mlflow
+    import polars as pl
+    import ray
+    from mlflow.tracking import MlflowClient
+    from ray import serve
+
+    from recsys.data import load_dataset
+    from recsys.data.synthetic import SyntheticConfig, generate
+    from recsys.models.ranker import PromoRanker, RankerConfig
+    from serving.app import app_builder
+    from training.pyfunc import RANKER_ARTIFACT, RankerModel, signature
+    from training.registry import CHAMPION, register
+
+    with tempfile.TemporaryDirectory(prefix="promo-serve-bench-") as tmp:
+        root = Path(tmp)
+        generate(SyntheticConfig(buyers=args.buyers, seed=1), root / "market")
+        sellers = pl.read_parquet(root / "market" / "truth" / "sellers.parquet")
+        margins = dict(zip(sellers["seller_id"], sellers["margin"], strict=True))
+        dataset = load_dataset(root / "market")
+        ranker = PromoRanker(RankerConfig(seller_margins=margins)).fit(dataset)
+        uri = f"sqlite:///{root / 'm.db'}"
+        mlflow.set_tracking_uri(uri)
+        client = MlflowClient(tracking_uri=uri)
+        saved = ranker.save(root / RANKER_ARTIFACT)
+        with mlflow.start_run() as run:
+            info = mlflow.pyfunc.log_model(
+                name="model",
+                python_model=RankerModel(),
+                artifacts={RANKER_ARTIFACT: str(saved)},
+                signature=signature(),
+                pip_requirements=["promo-recsys"],
+            )
+        version = register(client, "promo-ranker", str(info.model_uri), run.info.run_id)
+        client.set_registered_model_alias("promo-ranker", CHAMPION, version)
+        buyers_file = root / "buyers.txt"
+        buyers = dataset.events["buyer_id"].unique().sort().to_list()
+        buyers_file.write_text("\n".join([*buyers, "unknown-1", "unknown-2"]))
+
+        os.environ["RECSYS_API_KEYS"] = f"{KEY}:*"
+        port = _free_port()
+        ray.init(address="local", include_dashboard=False)
+        try:
+            serve.start(http_options={"host": "127.0.0.1", "port": port})
+            serve.run(
+                app_builder({"tracking_uri": uri, "decision_log_dir": str(root / "decisions")}),
+                name="bench",
+                route_prefix="/",
+            )
+            for concurrency in args.concurrency:
+                done = subprocess.run(
+                    [
+                        sys.executable,
+                        "-m",
+                        "benchmarks.loadgen",
+                        "--url",
+                        f"http://127.0.0.1:{port}",
+                        "--key",
+                        KEY,
+                        "--buyers",
+                        str(buyers_file),
+                        "--seconds",
+                        str(args.seconds),
+                        "--concurrency",
+                        str(concurrency),
+                    ],
+                    capture_output=True,
+                    text=True,
+                    check=True,
+                )
+                result = json.loads(done.stdout.strip().splitlines()[-1])
+                print(json.dumps({"buyers": args.buyers, **result}), flush=True)
+        finally:
+            serve.shutdown()
+            ray.shutdown()
+
+
+if __name__ == "__main__":
+    main()

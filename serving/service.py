@@ -1,0 +1,945 @@
+"""The ranking service: the pure-Python heart that the Ray Serve app delegates to.
+
+`RankingService` answers the API's questions with a fitted `PromoRanker` and the
+`OfferPolicy`, with no Ray and no web framework, so every rule is tested in seconds:
+
+- `rank`: which offers, if any, to give each buyer of a batch, best first. The batch is
+  scored in one vectorized pass: every (request, offer) pair goes through
+  `PromoRanker.candidates` once (unique pairs only) and `OfferPolicy.decide` once, with
+  the *request* as the decision unit, so two requests for one buyer are two decisions.
+  Per-request eligibility (seller scope, minimum spend against the request's cart) is
+  applied here, row by row, since the policy takes one context per call; validity dates
+  too, so every rejection is explained in one place. Exploration (epsilon-greedy,
+  softmax) and its exact propensities come from the policy.
+- `record_outcomes`: redemptions reported against decision ids become the contract's
+  `redemptions` rows.
+- `campaigns`: a seller's recommended campaigns (one offer per known buyer, budgets
+  applied), cached per seller, model version and set of valid offers.
+
+Every decision becomes one `exposures` row of the decision log (`exposure_id` = the
+decision id, the exact propensity of the action taken, `policy` = the model version), so
+the next training run and off-policy evaluation can use what the service did.
+
+Budgets and frequency caps are batch matters: `rank` applies neither (see
+`OfferPolicy.rank`); `campaigns` applies the budgets of the policy config.
+"""
+
+from __future__ import annotations
+
+import math
+import threading
+import uuid
+from collections import OrderedDict
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
+
+import numpy as np
+import polars as pl
+
+from recsys.data.schema import EXPOSURES, REDEMPTIONS
+from recsys.features.pairs import PLATFORM
+from recsys.models.ranker import PromoRanker
+from recsys.policy import (
+    DESCRIPTIONS,
+    Decisions,
+    OfferPolicy,
+    PolicyConfig,
+    Reason,
+    RequestContext,
+    candidate_reason_text,
+)
+from recsys.policy.eligibility import as_utc
+from recsys.policy.policy import REJECTION_ORDER
+from recsys.policy.reasons import fmt
+from recsys.policy.value import PROFIT_EPS
+from serving.auth import ADMIN_PRINCIPAL, AccessError, ForbiddenError, KeyRing, Principal
+from serving.decision_log import DecisionLog
+from serving.schemas import (
+    BuyerInfo,
+    Campaign,
+    CampaignsResponse,
+    Outcome,
+    OutcomesResponse,
+    RankedOffer,
+    RankRequest,
+    RankResponse,
+)
+
+SMALLEST_PROPENSITY = math.ulp(0.0)
+"""Stands in for an exact propensity of 0, which `RankedOffer.propensity` (gt=0) refuses.
+
+A listed offer that the policy never puts first (any offer after the first under a
+greedy policy) has probability 0 of being first; the API reports the smallest positive
+float (5e-324) instead. Only listed offers are affected: the decision log always holds
+the exact, positive propensity of the action taken.
+"""
+
+CAMPAIGN_CACHE_SIZE = 64
+"""Campaign answers kept (one per seller, model version, buyer limit and offer set)."""
+
+_UNIT = "_unit"
+_WARM_UP_BUYER = "__warm_up__"
+_TS_FORMAT = "%Y-%m-%d %H:%M"
+
+
+def now_utc() -> datetime:
+    """The current time, timezone-aware UTC (the service's default clock)."""
+    return datetime.now(UTC)
+
+
+class UnknownOffersError(ValueError):
+    """A request named offer ids the served model does not know (HTTP 422)."""
+
+    def __init__(self, message: str, offer_ids: Sequence[str]) -> None:
+        super().__init__(message)
+        self.offer_ids = list(offer_ids)
+
+
+@dataclass(frozen=True)
+class Decision:
+    """What the service remembers of a decision, to accept its outcomes."""
+
+    decision_id: str
+    buyer_id: str
+    offer_id: str | None
+    seller_id: str | None
+    ts: datetime
+
+
+@dataclass(frozen=True)
+class _Plan:
+    """One checked request: its seller scope and its explicit offers (None: all valid)."""
+
+    request: RankRequest
+    scope: str | None
+    offer_ids: tuple[str, ...] | None
+
+
+@dataclass(frozen=True)
+class _Batch:
+    """The answers of one batch and the decision-log rows that record them."""
+
+    responses: list[RankResponse]
+    exposures: pl.DataFrame
+
+
+class RankingService:
+    """Ranks offers for buyers, records outcomes and plans campaigns (see module doc).
+
+    Parameters
+    ----------
+    ranker
+        A fitted ranker whose feature store holds the offers table.
+    model_version
+        Written into every answer and decision-log row (`policy` column).
+    decision_log
+        Where decisions and outcomes go; None: not logged (tests, dry runs).
+    policy
+        The serving policy (exploration, budgets, ...); None: the ranker's own.
+    clock
+        The decision time (offer validity, log timestamps); tests pass a fixed one.
+    seed
+        Seed of the exploration draws; None: fresh OS entropy, so a restarted replica
+        does not replay the random choices of the previous one.
+    max_remembered_decisions
+        Decisions kept for `record_outcomes` (oldest forgotten first).
+    """
+
+    def __init__(
+        self,
+        ranker: PromoRanker,
+        model_version: str,
+        decision_log: DecisionLog | None = None,
+        policy: PolicyConfig | None = None,
+        clock: Callable[[], datetime] = now_utc,
+        seed: int | None = None,
+        max_remembered_decisions: int = 1_000_000,
+    ) -> None:
+        ranker.check_is_fitted("RankingService")
+        if ranker.store_ is None:
+            raise ValueError(
+                "the ranker was fitted without an offers table, so it has no offers to "
+                "rank; train it on a dataset with offers (see DATA_CONTRACT.md)"
+            )
+        if max_remembered_decisions < 1:
+            raise ValueError(
+                f"max_remembered_decisions must be at least 1 (got {max_remembered_decisions})"
+            )
+        self.ranker = ranker
+        self.model_version = model_version
+        self.decision_log = decision_log
+        self.policy = policy if policy is not None else ranker.config.policy
+        self.clock = clock
+        self.max_remembered_decisions = max_remembered_decisions
+        # One decision per request: budgets are a batch matter (OfferPolicy.rank).
+        self._rank_policy = OfferPolicy(
+            self.policy.model_copy(update={"budgets": None, "one_offer_per": "buyer"})
+        )
+        # A campaign plan is the exploit choice, for which budgets hold exactly.
+        self._campaign_policy = OfferPolicy(self.policy.model_copy(update={"exploration": "none"}))
+        store = ranker.store_
+        self._offers = store.offers.select(
+            "offer_id",
+            pl.when(pl.col("seller_key") == PLATFORM)
+            .then(None)
+            .otherwise(pl.col("seller_key"))
+            .alias("seller_id"),
+            pl.col("tool").fill_null("unknown"),
+            "start_ts",
+            "end_ts",
+        )
+        self._offer_seller: dict[str, str | None] = dict(
+            zip(self._offers["offer_id"], self._offers["seller_id"], strict=True)
+        )
+        self._known_buyers = _known_buyers(ranker).sort("buyer_id")
+        self._lock = threading.Lock()
+        self._seeds = np.random.SeedSequence(seed)
+        self._decisions: OrderedDict[str, Decision] = OrderedDict()
+        self._campaign_cache: OrderedDict[tuple[object, ...], CampaignsResponse] = OrderedDict()
+        self._purchases_not_logged = 0
+
+    # ----------------------------------------------------------------------- small helpers
+
+    def buyer_known(self, buyer_id: str) -> bool:
+        """Whether the model knows `buyer_id` (else its answers are cold-start fallbacks)."""
+        ids = self._known_buyers["buyer_id"]
+        at = int(ids.search_sorted(buyer_id))
+        return at < len(ids) and ids[at] == buyer_id
+
+    @property
+    def remembered_decisions(self) -> int:
+        """Decisions currently kept for `record_outcomes`."""
+        with self._lock:
+            return len(self._decisions)
+
+    @property
+    def purchases_not_logged(self) -> int:
+        """Purchase outcomes accepted without an offer, hence only counted (see
+        `record_outcomes`)."""
+        with self._lock:
+            return self._purchases_not_logged
+
+    def decision(self, decision_id: str) -> Decision | None:
+        """The remembered decision `decision_id`, or None."""
+        with self._lock:
+            return self._decisions.get(decision_id)
+
+    def warm_up(self) -> None:
+        """Rank one dummy request (not logged, not remembered): the first real one is fast."""
+        now = self._now()
+        plan = self._plan(RankRequest(buyer_id=_WARM_UP_BUYER), ADMIN_PRINCIPAL, None)
+        self._decide([plan], now)
+        if self._valid_offers(now).height == 0 and self._offers.height:
+            # Nothing is valid now: still load the models' code paths.
+            offer = self._offers["offer_id"][0]
+            self.ranker.candidates(
+                pl.DataFrame({"buyer_id": [_WARM_UP_BUYER], "offer_id": [offer]})
+            )
+
+    def _now(self) -> datetime:
+        return as_utc(self.clock())
+
+    # ----------------------------------------------------------------------- ranking
+
+    def check_request(self, request: RankRequest, principal: Principal) -> None:
+        """Raise what `rank` would raise for this request alone, and do nothing else.
+
+        `ForbiddenError` (403) for another seller's scope or offers, `UnknownOffersError`
+        (422) for offer ids the model does not know. The app calls it before dynamic
+        batching, so one caller's bad request never fails the others of its batch.
+        """
+        self._plan(request, principal, None)
+
+    def rank(
+        self, requests: Sequence[RankRequest], principals: Sequence[Principal]
+    ) -> list[RankResponse]:
+        """Answer a batch of requests, in order; `principals[i]` is who asked `requests[i]`.
+
+        Every request is checked before anything is decided: the first bad one raises
+        (`ForbiddenError`, `UnknownOffersError`) and nothing is logged. One `exposures`
+        row per answer goes to the decision log, in one append.
+        """
+        if len(requests) != len(principals):
+            raise ValueError(
+                f"rank needs one principal per request (got {len(requests)} requests and "
+                f"{len(principals)} principals)"
+            )
+        many = len(requests) > 1
+        plans = [
+            self._plan(r, p, i if many else None)
+            for i, (r, p) in enumerate(zip(requests, principals, strict=True))
+        ]
+        if not plans:
+            return []
+        batch = self._decide(plans, self._now())
+        self._record(batch)
+        return batch.responses
+
+    def rank_each(
+        self, requests: Sequence[RankRequest], principals: Sequence[Principal]
+    ) -> list[RankResponse | AccessError | UnknownOffersError]:
+        """Like `rank`, but a bad request gets its error in its place instead of failing
+        the batch; the good ones are answered (and logged) in one pass.
+
+        For a dynamically batched endpoint, where one batch holds many callers' requests.
+        """
+        if len(requests) != len(principals):
+            raise ValueError(
+                f"rank_each needs one principal per request (got {len(requests)} requests "
+                f"and {len(principals)} principals)"
+            )
+        out: list[RankResponse | AccessError | UnknownOffersError | None] = []
+        plans: list[_Plan] = []
+        slots: list[int] = []
+        for request, principal in zip(requests, principals, strict=True):
+            try:
+                plans.append(self._plan(request, principal, None))
+            except (AccessError, UnknownOffersError) as exc:
+                out.append(exc)
+            else:
+                slots.append(len(out))
+                out.append(None)  # answered below
+        if plans:
+            batch = self._decide(plans, self._now())
+            self._record(batch)
+            for slot, response in zip(slots, batch.responses, strict=True):
+                out[slot] = response
+        return [answer for answer in out if answer is not None]
+
+    def _plan(self, request: RankRequest, principal: Principal, position: int | None) -> _Plan:
+        """Check one request's scope and offers; its plan, or the error to answer with."""
+        where = f"request {position}: " if position is not None else ""
+        if principal.admin:
+            scope = request.seller_id
+        else:
+            if request.seller_id is not None and request.seller_id != principal.seller_id:
+                try:
+                    KeyRing.authorize(principal, request.seller_id)
+                except ForbiddenError as exc:
+                    raise ForbiddenError(where + exc.message) from None
+            scope = principal.seller_id
+        if request.offer_ids is None:
+            return _Plan(request=request, scope=scope, offer_ids=None)
+        offer_ids = tuple(dict.fromkeys(request.offer_ids))
+        unknown = [o for o in offer_ids if o not in self._offer_seller]
+        foreign = [
+            o
+            for o in offer_ids
+            if o in self._offer_seller and not principal.may_access(self._offer_seller[o])
+        ]
+        if foreign:
+            raise ForbiddenError(
+                f"{where}this API key belongs to seller {principal.seller_id!r} and may rank "
+                f"only that seller's offers, not {_quote(foreign)} (another seller's or "
+                "platform-wide); remove them from offer_ids or use an admin key"
+            )
+        if unknown:
+            raise UnknownOffersError(
+                f"{where}unknown offer ids {_quote(unknown)}: the served model "
+                f"({self.model_version}) knows {len(self._offer_seller)} offers; pass offer "
+                "ids from its catalog, or omit offer_ids to rank every offer valid now",
+                unknown,
+            )
+        return _Plan(request=request, scope=scope, offer_ids=offer_ids)
+
+    def _valid_offers(self, now: datetime) -> pl.DataFrame:
+        """Offers valid at `now`: start_ts <= now < end_ts, a null bound being open."""
+        at = pl.lit(now, dtype=pl.Datetime("us", "UTC"))
+        return self._offers.filter(
+            (pl.col("start_ts").is_null() | (pl.col("start_ts") <= at))
+            & (pl.col("end_ts").is_null() | (at < pl.col("end_ts")))
+        )
+
+    def _decide(self, plans: Sequence[_Plan], now: datetime) -> _Batch:
+        """Decide every planned request in one vectorized pass (no side effects)."""
+        units = pl.DataFrame(
+            {
+                _UNIT: [f"{i:07d}" for i in range(len(plans))],
+                "buyer_id": [p.request.buyer_id for p in plans],
+                "scope": [p.scope for p in plans],
+                "cart_value": [
+                    p.request.context.cart_value if p.request.context else None for p in plans
+                ],
+                "k": [p.request.k for p in plans],
+            },
+            schema={
+                _UNIT: pl.String,
+                "buyer_id": pl.String,
+                "scope": pl.String,
+                "cart_value": pl.Float64,
+                "k": pl.Int64,
+            },
+        )
+        pairs = self._pairs(plans, units, now)
+        rows, rejected = self._eligible(pairs, units, now)
+        decisions = None
+        if rows.height:
+            rng = self._rng()
+            decisions = self._rank_policy.decide(rows, now, rng=rng)
+        listed, nothing = _answers(decisions, units, self._rank_policy.config)
+        return self._responses(plans, units, pairs, rejected, listed, nothing, now)
+
+    def _rng(self) -> np.random.Generator:
+        with self._lock:
+            (child,) = self._seeds.spawn(1)
+        return np.random.default_rng(child)
+
+    def _pairs(self, plans: Sequence[_Plan], units: pl.DataFrame, now: datetime) -> pl.DataFrame:
+        """(unit, buyer_id, offer_id) of every request: its offers, or all valid in scope."""
+        schema: dict[str, pl.DataType] = {
+            _UNIT: pl.String(),
+            "buyer_id": pl.String(),
+            "offer_id": pl.String(),
+        }
+        explicit = pl.DataFrame(
+            {
+                _UNIT: [u for u, p in zip(units[_UNIT], plans, strict=True) if p.offer_ids],
+                "offer_id": [list(p.offer_ids) for p in plans if p.offer_ids],
+            },
+            schema={_UNIT: pl.String, "offer_id": pl.List(pl.String)},
+        ).explode("offer_id")
+        explicit = explicit.join(units.select(_UNIT, "buyer_id"), on=_UNIT, how="left")
+        default = units.filter(pl.Series([p.offer_ids is None for p in plans]))
+        valid = self._valid_offers(now).select("offer_id", "seller_id")
+        scoped = default.filter(pl.col("scope").is_not_null()).join(
+            valid, left_on="scope", right_on="seller_id", how="inner"
+        )
+        everything = default.filter(pl.col("scope").is_null()).join(valid, how="cross")
+        return pl.concat(
+            [
+                frame.select(pl.col(name).cast(dtype) for name, dtype in schema.items())
+                for frame in (explicit, scoped, everything)
+            ],
+            how="vertical",
+        )
+
+    def _eligible(
+        self, pairs: pl.DataFrame, units: pl.DataFrame, now: datetime
+    ) -> tuple[pl.DataFrame, pl.DataFrame]:
+        """Candidates of the eligible pairs (the unit as `buyer_id`), and rejected pairs.
+
+        The checks of `recsys.policy.eligibility` that depend on the request (seller
+        scope, minimum spend against its cart), with validity, in the same order and
+        words. A verified minimum spend is cleared so the policy does not flag it
+        MIN_SPEND_UNVERIFIED.
+        """
+        if pairs.height == 0:
+            return pairs, pairs.with_columns(
+                pl.lit(None, pl.String).alias("reason_code"),
+                pl.lit(None, pl.String).alias("reason_text"),
+            )
+        unique = pairs.select("buyer_id", "offer_id").unique(maintain_order=True)
+        scored = self.ranker.candidates(unique)
+        frame = pairs.join(units.select(_UNIT, "scope", "cart_value"), on=_UNIT, how="left").join(
+            scored, on=["buyer_id", "offer_id"], how="left"
+        )
+        at = pl.lit(now, dtype=pl.Datetime("us", "UTC"))
+        valid = (pl.col("start_ts").is_null() | (pl.col("start_ts") <= at)) & (
+            pl.col("end_ts").is_null() | (at < pl.col("end_ts"))
+        )
+        in_scope = (
+            pl.col("scope").is_null()
+            | pl.col("seller_id").is_null()
+            | (pl.col("seller_id") == pl.col("scope"))
+        )
+        below_min = (
+            pl.col("cart_value").is_not_null()
+            & (pl.col("min_spend").fill_null(0.0) > 0)
+            & (pl.col("cart_value") < pl.col("min_spend"))
+        ).fill_null(False)
+        code = (
+            pl.when(~valid)
+            .then(pl.lit(Reason.OUTSIDE_VALIDITY.value))
+            .when(~in_scope)
+            .then(pl.lit(Reason.OUT_OF_SELLER_SCOPE.value))
+            .when(below_min)
+            .then(pl.lit(Reason.NOT_ELIGIBLE_MIN_SPEND.value))
+        )
+        frame = frame.with_columns(code.alias("reason_code"))
+        rejected = frame.filter(pl.col("reason_code").is_not_null())
+        if rejected.height:
+            rejected = rejected.with_columns(_rejection_text(now).alias("reason_text"))
+        else:
+            rejected = rejected.with_columns(pl.lit(None, pl.String).alias("reason_text"))
+        rows = (
+            frame.filter(pl.col("reason_code").is_null())
+            .with_columns(
+                pl.col(_UNIT).alias("buyer_id"),
+                pl.when(pl.col("cart_value").is_null())
+                .then(pl.col("min_spend"))
+                .alias("min_spend"),
+            )
+            .drop(_UNIT, "scope", "cart_value", "reason_code")
+        )
+        return rows, rejected.select(_UNIT, "offer_id", "reason_code", "reason_text")
+
+    def _responses(
+        self,
+        plans: Sequence[_Plan],
+        units: pl.DataFrame,
+        pairs: pl.DataFrame,
+        rejected: pl.DataFrame,
+        listed: pl.DataFrame,
+        nothing: pl.DataFrame,
+        now: datetime,
+    ) -> _Batch:
+        """Turn the decided frames into `RankResponse`s and their exposure rows."""
+        stages = units.select(_UNIT, "buyer_id").join(self._known_buyers, on="buyer_id", how="left")
+        stage_of = dict(zip(stages[_UNIT], stages["journey_stage"], strict=True))
+        known_of = dict(zip(stages[_UNIT], stages["known"].fill_null(False), strict=True))
+        offers_of: dict[str, list[RankedOffer]] = {}
+        for row in listed.iter_rows(named=True):
+            offers_of.setdefault(row[_UNIT], []).append(
+                RankedOffer(
+                    offer_id=row["offer_id"],
+                    seller_id=row["seller_id"],
+                    tool=row["tool"],
+                    score=row["expected_value"],
+                    expected_value=row["expected_value"],
+                    p_redeem=row["p_redeem"],
+                    uplift=row["uplift"],
+                    propensity=max(row["propensity"], SMALLEST_PROPENSITY),
+                    reasons=row["reason_text"].split("; ") if row["reason_text"] else [],
+                    reason_codes=row["reason_codes"],
+                )
+            )
+        chosen = {row[_UNIT]: row for row in nothing.iter_rows(named=True)}
+        rejection = _rejection_summary(rejected)
+        has_pairs = set(pairs[_UNIT].unique().to_list())
+        responses: list[RankResponse] = []
+        exposure: dict[str, list[object]] = {name: [] for name in EXPOSURES.schema}
+        for unit, plan in zip(units[_UNIT], plans, strict=True):
+            offers = offers_of.get(unit, [])
+            reason: str | None = None
+            explored = False
+            propensity = 1.0
+            if offers:
+                first = offers[0]
+                explored = bool(chosen[unit]["explored"])
+                propensity = float(chosen[unit]["propensity"])
+                seller = first.seller_id
+            else:
+                seller = plan.scope
+                if unit in chosen:  # the policy chose nothing
+                    reason = chosen[unit]["reason_text"]
+                    explored = bool(chosen[unit]["explored"])
+                    propensity = float(chosen[unit]["propensity"])
+                elif unit in rejection:
+                    reason = rejection[unit]
+                elif unit not in has_pairs:
+                    reason = _nothing_valid_text(plan, now)
+                else:  # cannot happen: every pair is either decided or rejected
+                    reason = DESCRIPTIONS[Reason.NO_ELIGIBLE_OFFER]
+            decision_id = uuid.uuid4().hex
+            responses.append(
+                RankResponse(
+                    decision_id=decision_id,
+                    model_version=self.model_version,
+                    buyer=BuyerInfo(journey_stage=stage_of[unit], cold_start=not known_of[unit]),
+                    offers=offers,
+                    no_offer_reason=reason,
+                    explored=explored,
+                )
+            )
+            for name, value in (
+                ("exposure_id", decision_id),
+                ("buyer_id", plan.request.buyer_id),
+                ("offer_id", offers[0].offer_id if offers else None),
+                ("ts", now),
+                ("propensity", propensity),
+                ("policy", self.model_version),
+                ("seller_id", seller),
+            ):
+                exposure[name].append(value)
+        return _Batch(responses, pl.DataFrame(exposure, schema=EXPOSURES.schema))
+
+    def _record(self, batch: _Batch) -> None:
+        """Log the batch's decisions (one append) and remember them for outcomes."""
+        if self.decision_log is not None:
+            self.decision_log.append_exposures(batch.exposures)
+        remembered = [
+            Decision(
+                decision_id=row["exposure_id"],
+                buyer_id=row["buyer_id"],
+                offer_id=row["offer_id"],
+                seller_id=row["seller_id"],
+                ts=row["ts"],
+            )
+            for row in batch.exposures.iter_rows(named=True)
+        ]
+        with self._lock:
+            for decision in remembered:
+                self._decisions[decision.decision_id] = decision
+            while len(self._decisions) > self.max_remembered_decisions:
+                self._decisions.popitem(last=False)
+
+    # ----------------------------------------------------------------------- outcomes
+
+    def record_outcomes(
+        self, outcomes: Sequence[Outcome], principal: Principal
+    ) -> OutcomesResponse:
+        """Record what happened after decisions; all accepted or none (on an error).
+
+        A redemption becomes a `redemptions` row: its offer is the one given, else the
+        decision's; `exposure_id` is the decision id when the redeemed offer is the
+        decision's own (the contract's "exposure redeemed"), else null, so a redemption
+        of another offer never marks the decision's offer as redeemed. A purchase naming
+        an offer is a redemption of it; a purchase without one cannot be a contract row
+        (an `events` purchase needs its item, and the seller's event export holds it
+        anyway), so it is accepted and only counted (`purchases_not_logged`).
+
+        Unknown (or forgotten) decision ids are returned, not accepted. Raises
+        `ForbiddenError` when a seller key reports on another seller's decision or offer,
+        `ValueError` for a redemption of a "nothing" decision without an offer id, and
+        `UnknownOffersError` for an offer id the model does not know.
+        """
+        now = self._now()
+        with self._lock:
+            known = {o.decision_id: self._decisions.get(o.decision_id) for o in outcomes}
+        unknown: list[str] = []
+        rows: list[dict[str, object]] = []
+        purchases_only = 0
+        for outcome in outcomes:
+            decision = known[outcome.decision_id]
+            if decision is None:
+                if outcome.decision_id not in unknown:
+                    unknown.append(outcome.decision_id)
+                continue
+            if not principal.may_access(decision.seller_id):
+                raise ForbiddenError(
+                    f"this API key belongs to seller {principal.seller_id!r} and may not "
+                    f"report outcomes of decision {decision.decision_id!r}, which was made "
+                    + (
+                        f"for seller {decision.seller_id!r}"
+                        if decision.seller_id is not None
+                        else "without a seller (platform-wide); use an admin key"
+                    )
+                )
+            if outcome.type == "purchase" and outcome.offer_id is None:
+                purchases_only += 1
+                continue
+            offer_id = outcome.offer_id or decision.offer_id
+            if offer_id is None:
+                raise ValueError(
+                    f"decision {decision.decision_id!r} offered nothing, so its redemption "
+                    "needs the offer_id that was redeemed"
+                )
+            self._check_outcome_offer(offer_id, principal)
+            rows.append(
+                {
+                    "buyer_id": decision.buyer_id,
+                    "offer_id": offer_id,
+                    "ts": as_utc(outcome.ts) if outcome.ts is not None else now,
+                    "exposure_id": decision.decision_id if offer_id == decision.offer_id else None,
+                    "order_id": outcome.order_id,
+                    "amount": outcome.amount,
+                }
+            )
+        if rows and self.decision_log is not None:
+            self.decision_log.append_redemptions(pl.DataFrame(rows, schema=REDEMPTIONS.schema))
+        with self._lock:
+            self._purchases_not_logged += purchases_only
+        return OutcomesResponse(accepted=len(rows) + purchases_only, unknown_decisions=unknown)
+
+    def _check_outcome_offer(self, offer_id: str, principal: Principal) -> None:
+        if offer_id not in self._offer_seller:
+            raise UnknownOffersError(
+                f"unknown offer id {offer_id!r} in an outcome: the served model "
+                f"({self.model_version}) knows {len(self._offer_seller)} offers",
+                [offer_id],
+            )
+        seller = self._offer_seller[offer_id]
+        if not principal.may_access(seller):
+            raise ForbiddenError(
+                f"this API key belongs to seller {principal.seller_id!r} and may not report "
+                f"redemptions of offer {offer_id!r}, which is not that seller's"
+            )
+
+    # ----------------------------------------------------------------------- campaigns
+
+    def campaigns(
+        self, seller_id: str, principal: Principal, limit_buyers: int = 10
+    ) -> CampaignsResponse:
+        """The seller's recommended campaigns: which of its valid offers to give whom.
+
+        The seller's known buyers (any history with it in the feature store; every buyer
+        when it has none) are scored against its offers valid now; `OfferPolicy.decide`
+        picks at most one offer per buyer under the config's budgets, without exploration.
+        Cached per seller, model version, `limit_buyers` and set of valid offers, so an
+        offer starting or ending refreshes the answer.
+        """
+        KeyRing.authorize(principal, seller_id)
+        if limit_buyers < 0:
+            raise ValueError(f"limit_buyers must be >= 0 (got {limit_buyers})")
+        now = self._now()
+        offers = self._valid_offers(now).filter(pl.col("seller_id") == seller_id).sort("offer_id")
+        key = (seller_id, self.model_version, limit_buyers, tuple(offers["offer_id"]))
+        with self._lock:
+            cached = self._campaign_cache.get(key)
+            if cached is not None:
+                self._campaign_cache.move_to_end(key)
+                return cached
+        answer = self._plan_campaigns(seller_id, offers, limit_buyers, now)
+        with self._lock:
+            self._campaign_cache[key] = answer
+            while len(self._campaign_cache) > CAMPAIGN_CACHE_SIZE:
+                self._campaign_cache.popitem(last=False)
+        return answer
+
+    def campaign_buyers(self, seller_id: str) -> pl.Series:
+        """Buyers a campaign of `seller_id` is planned for: those with history at the
+        seller, or every known buyer when it has none (sorted ids)."""
+        store = self.ranker.store_
+        assert store is not None  # checked in __init__
+        at_seller = store.buyer_seller.filter(pl.col("seller_key") == seller_id)["buyer_id"]
+        if at_seller.len():
+            return at_seller.unique().sort()
+        everyone = store.buyers["buyer_id"] if store.buyers is not None else None
+        if everyone is None or everyone.len() == 0:
+            everyone = store.buyer_seller["buyer_id"]
+        return everyone.unique().sort()
+
+    def _plan_campaigns(
+        self, seller_id: str, offers: pl.DataFrame, limit_buyers: int, now: datetime
+    ) -> CampaignsResponse:
+        buyers = self.campaign_buyers(seller_id)
+        empty = CampaignsResponse(
+            seller_id=seller_id, model_version=self.model_version, campaigns=[]
+        )
+        if offers.height == 0 or buyers.len() == 0:
+            return empty
+        pairs = buyers.to_frame("buyer_id").join(offers.select("offer_id"), how="cross")
+        decisions = self._campaign_policy.decide(
+            self.ranker.candidates(pairs), now, context=RequestContext(seller_id=seller_id)
+        )
+        picked = decisions.chosen.filter(pl.col("offer_id").is_not_null()).join(
+            decisions.ranked.select("buyer_id", "offer_id", "p_redeem", "redemption_cost"),
+            on=["buyer_id", "offer_id"],
+            how="left",
+        )
+        per_offer = picked.group_by("offer_id").agg(
+            pl.len().alias("buyers"),
+            pl.col("expected_value").sum().alias("profit"),
+            pl.col("p_redeem").sum().alias("redemptions"),
+            (pl.col("p_redeem") * pl.col("redemption_cost")).sum().alias("cost"),
+            pl.col("buyer_id")
+            .sort_by(["expected_value", "buyer_id"], descending=[True, False])
+            .head(limit_buyers)
+            .alias("top"),
+        )
+        per_offer = per_offer.join(offers.select("offer_id", "tool"), on="offer_id").sort(
+            ["profit", "offer_id"], descending=[True, False]
+        )
+        campaigns = [
+            Campaign(
+                offer_id=row["offer_id"],
+                tool=row["tool"],
+                buyers=row["buyers"],
+                expected_incremental_profit=row["profit"],
+                expected_redemptions=row["redemptions"],
+                expected_cost=row["cost"],
+                top_buyer_ids=row["top"],
+            )
+            for row in per_offer.iter_rows(named=True)
+        ]
+        return CampaignsResponse(
+            seller_id=seller_id,
+            model_version=self.model_version,
+            campaigns=campaigns,
+            not_recommended=_not_recommended(decisions, offers, per_offer, seller_id),
+        )
+
+
+# --------------------------------------------------------------------------- frame helpers
+
+
+def _known_buyers(ranker: PromoRanker) -> pl.DataFrame:
+    """(buyer_id, journey_stage, known) of every buyer the model knows, as
+    `PromoRanker.candidates` decides it: a journey stage, else orders in the store."""
+    store = ranker.store_
+    assert store is not None
+    if store.buyers is not None and "journey_stage" in store.buyers.columns:
+        known = store.buyers.filter(pl.col("journey_stage").is_not_null()).select(
+            "buyer_id", "journey_stage"
+        )
+    else:
+        known = (
+            store.buyer_seller.filter(pl.col("bs_orders") > 0)
+            .select("buyer_id")
+            .unique()
+            .with_columns(pl.lit(None, pl.String).alias("journey_stage"))
+        )
+    return known.unique("buyer_id", keep="first").with_columns(pl.lit(True).alias("known"))
+
+
+def _rejection_text(now: datetime) -> pl.Expr:
+    """The eligibility sentence of a rejected pair (as `recsys.policy.eligibility` words it)."""
+    return (
+        pl.when(pl.col("reason_code") == Reason.OUTSIDE_VALIDITY.value)
+        .then(
+            pl.format(
+                "the offer is valid from {} until {}, not at {}",
+                pl.col("start_ts").dt.to_string(_TS_FORMAT).fill_null("the start"),
+                pl.col("end_ts").dt.to_string(_TS_FORMAT).fill_null("further notice"),
+                pl.lit(now.strftime(_TS_FORMAT)),
+            )
+        )
+        .when(pl.col("reason_code") == Reason.OUT_OF_SELLER_SCOPE.value)
+        .then(
+            pl.format(
+                "the offer belongs to seller {}, the request is for seller {}",
+                pl.col("seller_id"),
+                pl.col("scope"),
+            )
+        )
+        .otherwise(
+            pl.format(
+                "the cart of {} is below the offer's minimum spend of {}",
+                fmt(pl.col("cart_value")),
+                fmt(pl.col("min_spend")),
+            )
+        )
+    )
+
+
+def _rejection_summary(rejected: pl.DataFrame) -> dict[str, str]:
+    """Per unit: why it has no eligible offer, the check it got furthest in first
+    (`recsys.policy.policy.REJECTION_ORDER`), naming the offer."""
+    if rejected.height == 0:
+        return {}
+    order = [r.value for r in REJECTION_ORDER]
+    first = (
+        rejected.with_columns(
+            pl.col("reason_code")
+            .replace_strict(order, list(range(len(order))), default=len(order))
+            .alias("_order")
+        )
+        .sort([_UNIT, "_order", "offer_id"])
+        .group_by(_UNIT, maintain_order=True)
+        .agg(pl.format("{}: {}", "offer_id", "reason_text").first().alias("text"))
+    )
+    return dict(zip(first[_UNIT], first["text"], strict=True))
+
+
+def _answers(
+    decisions: Decisions | None, units: pl.DataFrame, config: PolicyConfig
+) -> tuple[pl.DataFrame, pl.DataFrame]:
+    """The listed offers of every unit (first = the chosen action) and every unit's choice.
+
+    `listed`: unit, position, offer columns, propensity (exact probability that the offer
+    is first), reason codes and text; only units whose action is an offer have rows.
+    `chosen`: one row per decided unit with the action's propensity, `explored`, and the
+    reason text of a "nothing".
+    """
+    listed_schema: dict[str, pl.DataType] = {
+        _UNIT: pl.String(),
+        "offer_id": pl.String(),
+        "seller_id": pl.String(),
+        "tool": pl.String(),
+        "expected_value": pl.Float64(),
+        "p_redeem": pl.Float64(),
+        "uplift": pl.Float64(),
+        "propensity": pl.Float64(),
+        "reason_codes": pl.List(pl.String),
+        "reason_text": pl.String(),
+    }
+    if decisions is None:
+        return (
+            pl.DataFrame(schema=listed_schema),
+            pl.DataFrame(
+                schema={
+                    _UNIT: pl.String,
+                    "offer_id": pl.String,
+                    "propensity": pl.Float64,
+                    "explored": pl.Boolean,
+                    "reason_text": pl.String,
+                }
+            ),
+        )
+    chosen = decisions.chosen.rename({"buyer_id": _UNIT})
+    ranked = decisions.ranked.rename({"buyer_id": _UNIT})
+    offer_cols = [_UNIT, "offer_id", "seller_id", "tool", "expected_value", "p_redeem", "uplift"]
+    first = (
+        chosen.filter(pl.col("offer_id").is_not_null())
+        .select(_UNIT, "offer_id", "propensity", "reason_codes", "reason_text")
+        .join(ranked.select(offer_cols), on=[_UNIT, "offer_id"], how="left")
+        .with_columns(pl.lit(0, pl.Int64).alias("position"))
+    )
+    k = units.select(_UNIT, "k")
+    rest = (
+        ranked.filter(pl.col("expected_value") > PROFIT_EPS)
+        .join(first.select(_UNIT), on=_UNIT, how="semi")
+        .join(first.select(_UNIT, "offer_id"), on=[_UNIT, "offer_id"], how="anti")
+        .join(k, on=_UNIT, how="left")
+        .sort(_UNIT, "rank")
+        .with_columns(pl.int_range(1, pl.len() + 1, dtype=pl.Int64).over(_UNIT).alias("position"))
+        .filter(pl.col("position") < pl.col("k"))
+    )
+    rest = candidate_reason_text(rest, assumed_share=config.assumed_incremental_share)
+    if decisions.probabilities is None:  # greedy: only the chosen offer is ever first
+        rest = rest.with_columns(pl.lit(0.0).alias("propensity"))
+    else:
+        probabilities = decisions.probabilities.select(
+            pl.col("buyer_id").alias(_UNIT), "offer_id", "probability"
+        )
+        rest = rest.join(probabilities, on=[_UNIT, "offer_id"], how="left").rename(
+            {"probability": "propensity"}
+        )
+    listed = (
+        pl.concat(
+            [
+                first.select(*listed_schema, "position"),
+                rest.select(*listed_schema, "position"),
+            ],
+            how="vertical_relaxed",
+        )
+        .sort(_UNIT, "position")
+        .select(list(listed_schema))
+    )
+    return listed, chosen.select(_UNIT, "offer_id", "propensity", "explored", "reason_text")
+
+
+def _not_recommended(
+    decisions: Decisions, offers: pl.DataFrame, per_offer: pl.DataFrame, seller_id: str
+) -> list[str]:
+    """`"<offer_id>: <reason>"` for every valid offer the campaign gives nobody."""
+    unused = offers.join(per_offer.select("offer_id"), on="offer_id", how="anti")["offer_id"]
+    if unused.len() == 0:
+        return []
+    best = dict(
+        decisions.ranked.group_by("offer_id").agg(pl.col("expected_value").max()).iter_rows()
+    )
+    budgets = decisions.budgets.filter(pl.col("budget_key") == seller_id)
+    price = float(budgets["shadow_price"][0]) if budgets.height else 0.0
+    out = []
+    for offer_id in unused:
+        value = best.get(offer_id)
+        if value is None:
+            reason = "no buyer is eligible for it"
+        elif value <= PROFIT_EPS:
+            reason = (
+                f"no buyer is expected to bring more profit with it than without "
+                f"(best expected {value:+.2f})"
+            )
+        elif price > 0:
+            reason = f"{DESCRIPTIONS[Reason.OVER_BUDGET]} (best expected {value:+.2f})"
+        else:
+            reason = (
+                "another offer is worth more to every buyer it would pay for "
+                f"(best expected {value:+.2f})"
+            )
+        out.append(f"{offer_id}: {reason}")
+    return out
+
+
+def _nothing_valid_text(plan: _Plan, now: datetime) -> str:
+    when = now.strftime(_TS_FORMAT) + " UTC"
+    if plan.scope is None:
+        return f"no offer is valid at {when}"
+    return f"seller {plan.scope!r} has no offer valid at {when}"
+
+
+def _quote(ids: Sequence[str], limit: int = 10) -> str:
+    shown = ", ".join(repr(i) for i in ids[:limit])
+    return shown + (f" and {len(ids) - limit} more" if len(ids) > limit else "")

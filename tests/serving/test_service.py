@@ -1,0 +1,481 @@
+"""The ranking service on a small fitted marketplace: scope, propensities, log, outcomes.
+
+One synthetic marketplace (300 buyers, 10 weeks) is fitted per module; the clock is set
+inside the validity window of its newest offers, so every seller has offers to rank.
+"""
+
+from __future__ import annotations
+
+import copy
+import dataclasses
+import math
+import re
+from datetime import datetime, timedelta
+from pathlib import Path
+
+import polars as pl
+import pytest
+
+from recsys.data import load_dataset
+from recsys.data.synthetic import SyntheticConfig, generate
+from recsys.models.ranker import PromoRanker, RankerConfig
+from recsys.policy import PolicyConfig
+from serving.auth import ADMIN_PRINCIPAL, ForbiddenError, Principal
+from serving.decision_log import DecisionLog, read_log
+from serving.schemas import Outcome, RankContext, RankRequest, RankResponse
+from serving.service import RankingService, UnknownOffersError
+
+VERSION = "promo-ranker/7"
+SELLER = "s001"
+OTHER = "s002"
+NEW_BUYER = "never-seen-buyer"
+
+
+@pytest.fixture(scope="module")
+def ranker(tmp_path_factory: pytest.TempPathFactory) -> PromoRanker:
+    out = tmp_path_factory.mktemp("service") / "market"
+    generate(SyntheticConfig(buyers=300, weeks=10, seed=3), out)
+    return PromoRanker(RankerConfig()).fit(load_dataset(out))
+
+
+@pytest.fixture(scope="module")
+def now(ranker: PromoRanker) -> datetime:
+    """An hour after the newest offers start: they are valid, the older ones have ended."""
+    assert ranker.store_ is not None
+    start = ranker.store_.offers["start_ts"].max()
+    assert isinstance(start, datetime)
+    return start + timedelta(hours=1)
+
+
+@pytest.fixture(scope="module")
+def valid(ranker: PromoRanker, now: datetime) -> pl.DataFrame:
+    """(offer_id, seller_id) of the offers valid at `now`."""
+    assert ranker.store_ is not None
+    offers = ranker.store_.offers.filter(
+        (pl.col("start_ts") <= now) & (now < pl.col("end_ts"))
+    ).select("offer_id", pl.col("seller_key").alias("seller_id"))
+    assert set(offers["seller_id"]) >= {SELLER, OTHER}
+    return offers
+
+
+@pytest.fixture(scope="module")
+def values(ranker: PromoRanker, valid: pl.DataFrame) -> pl.DataFrame:
+    """Expected value of every known buyer x valid offer, as `PromoRanker.score` says."""
+    assert ranker.store_ is not None and ranker.store_.buyers is not None
+    pairs = ranker.store_.buyers.select("buyer_id").join(valid.select("offer_id"), how="cross")
+    return (
+        ranker.score(pairs)
+        .join(valid, on="offer_id")
+        .select("buyer_id", "offer_id", "seller_id", "expected_value")
+    )
+
+
+def positive(values: pl.DataFrame, buyer: str, seller: str | None = None) -> pl.DataFrame:
+    """The buyer's offers worth more than nothing, best first."""
+    rows = values.filter((pl.col("buyer_id") == buyer) & (pl.col("expected_value") > 1e-9))
+    if seller is not None:
+        rows = rows.filter(pl.col("seller_id") == seller)
+    return rows.sort(["expected_value", "offer_id"], descending=[True, False])
+
+
+def generous_buyer(values: pl.DataFrame, seller: str | None = None, least: int = 3) -> str:
+    """A buyer with at least `least` positive offers (of `seller`)."""
+    rows = values.filter(pl.col("expected_value") > 1e-9)
+    if seller is not None:
+        rows = rows.filter(pl.col("seller_id") == seller)
+    counts = rows.group_by("buyer_id").len().filter(pl.col("len") >= least).sort("buyer_id")
+    assert counts.height, f"no buyer has {least} positive offers in the fixture marketplace"
+    return str(counts["buyer_id"][0])
+
+
+def service(
+    ranker: PromoRanker,
+    now: datetime,
+    log: DecisionLog | None = None,
+    policy: PolicyConfig | None = None,
+    max_remembered_decisions: int = 1000,
+) -> RankingService:
+    return RankingService(
+        ranker,
+        VERSION,
+        decision_log=log,
+        policy=policy,
+        clock=lambda: now,
+        seed=11,
+        max_remembered_decisions=max_remembered_decisions,
+    )
+
+
+def seller_key(seller: str = SELLER) -> Principal:
+    return Principal(seller_id=seller, admin=False)
+
+
+def admins(n: int) -> list[Principal]:
+    return [ADMIN_PRINCIPAL] * n
+
+
+# --------------------------------------------------------------------------- rank
+
+
+def test_batch_of_known_and_unknown_buyers_is_answered_in_order(
+    ranker: PromoRanker, now: datetime, values: pl.DataFrame
+) -> None:
+    buyer = generous_buyer(values)
+    quiet = generous_buyer(values, SELLER, least=1)
+    requests = [
+        RankRequest(buyer_id=buyer, k=3),
+        RankRequest(buyer_id=NEW_BUYER, k=3),
+        RankRequest(buyer_id=quiet, seller_id=SELLER, k=2),
+        RankRequest(buyer_id=buyer, k=3),  # the same buyer again: a decision of its own
+    ]
+    answers = service(ranker, now).rank(requests, admins(4))
+
+    assert len(answers) == 4
+    assert len({a.decision_id for a in answers}) == 4
+    for request, answer in zip(requests, answers, strict=True):
+        assert re.fullmatch(r"[0-9a-f]{32}", answer.decision_id)
+        assert answer.model_version == VERSION
+        assert len(answer.offers) <= request.k
+        assert (answer.no_offer_reason is None) == bool(answer.offers)
+        for offer in answer.offers:
+            assert 0 < offer.propensity <= 1
+            assert offer.score == offer.expected_value
+            assert offer.reasons and offer.reason_codes
+        scores = [o.score for o in answer.offers]
+        assert scores == sorted(scores, reverse=True)  # greedy: best first
+
+    # Known answer: the best offers by the ranker's own scores, in order.
+    assert [o.offer_id for o in answers[0].offers] == positive(values, buyer)["offer_id"].head(
+        3
+    ).to_list()
+    assert answers[3].offers == answers[0].offers
+    assert [o.offer_id for o in answers[2].offers] == positive(values, quiet, SELLER)[
+        "offer_id"
+    ].head(2).to_list()
+    assert {o.seller_id for o in answers[2].offers} == {SELLER}
+
+    assert answers[0].buyer.cold_start is False and answers[0].buyer.journey_stage is not None
+    assert answers[1].buyer.cold_start is True  # a fallback answer, not an error
+    assert answers[1].buyer.journey_stage is None
+
+
+def test_greedy_policy_gives_the_first_offer_propensity_one(
+    ranker: PromoRanker, now: datetime, values: pl.DataFrame
+) -> None:
+    buyer = generous_buyer(values)
+    (answer,) = service(ranker, now).rank([RankRequest(buyer_id=buyer, k=3)], admins(1))
+    assert answer.offers[0].propensity == 1.0
+    assert answer.explored is False
+    # The others are never first; the schema has no room for 0, so they get its floor.
+    assert all(o.propensity < 1e-300 for o in answer.offers[1:])
+
+
+def test_k_is_respected_and_the_shorter_list_is_a_prefix(
+    ranker: PromoRanker, now: datetime, values: pl.DataFrame
+) -> None:
+    buyer = generous_buyer(values, least=5)
+    svc = service(ranker, now)
+    short, long = svc.rank(
+        [RankRequest(buyer_id=buyer, k=1), RankRequest(buyer_id=buyer, k=5)], admins(2)
+    )
+    assert len(short.offers) == 1 and len(long.offers) == 5
+    assert short.offers[0] == long.offers[0]
+
+
+def test_epsilon_greedy_propensities_are_exact_and_sum_to_one(
+    ranker: PromoRanker, now: datetime, values: pl.DataFrame
+) -> None:
+    """Ranking only the buyer's positive offers lists every alternative but "nothing"."""
+    epsilon = 0.5
+    buyer = generous_buyer(values, least=3)
+    good = positive(values, buyer)["offer_id"].to_list()
+    n = len(good) + 1  # the offers and nothing
+    svc = service(ranker, now, policy=PolicyConfig(exploration="epsilon", epsilon=epsilon))
+    request = RankRequest(buyer_id=buyer, offer_ids=good, k=20)
+    answers = svc.rank([request] * 400, admins(400))
+
+    exploit, other = 1 - epsilon + epsilon / n, epsilon / n
+    firsts = []
+    for answer in answers:
+        if not answer.offers:  # exploration chose nothing
+            assert answer.explored and answer.no_offer_reason
+            firsts.append(None)
+            continue
+        listed = {o.offer_id: o.propensity for o in answer.offers}
+        assert set(listed) == set(good)
+        assert listed == pytest.approx({o: exploit if o == good[0] else other for o in good})
+        assert sum(listed.values()) + other == pytest.approx(1.0)  # + nothing
+        first = answer.offers[0]
+        assert answer.explored == (first.offer_id != good[0])
+        if answer.explored:
+            assert first.reason_codes[0] == "EXPLORATION"
+        firsts.append(first.offer_id)
+    # The draws follow the stated probabilities (4 standard errors).
+    share = firsts.count(good[0]) / len(firsts)
+    assert abs(share - exploit) < 4 * math.sqrt(exploit * (1 - exploit) / len(firsts))
+    assert firsts.count(None) > 0
+
+
+def test_softmax_propensities_include_nothing(
+    ranker: PromoRanker, now: datetime, values: pl.DataFrame
+) -> None:
+    temperature = 0.5
+    buyer = generous_buyer(values, least=2)
+    good = positive(values, buyer)
+    svc = service(ranker, now, policy=PolicyConfig(exploration="softmax", temperature=temperature))
+    (answer,) = svc.rank(
+        [RankRequest(buyer_id=buyer, offer_ids=good["offer_id"].to_list(), k=20)], admins(1)
+    )
+    weights = {
+        o: math.exp(v / temperature)
+        for o, v in good.select("offer_id", "expected_value").iter_rows()
+    }
+    total = sum(weights.values()) + 1.0  # nothing is worth 0: exp(0) = 1
+    for offer in answer.offers:
+        assert offer.propensity == pytest.approx(weights[offer.offer_id] / total)
+
+
+def test_decisions_are_logged_once_per_answer_with_exact_propensity(
+    ranker: PromoRanker, now: datetime, values: pl.DataFrame, tmp_path: Path
+) -> None:
+    log = DecisionLog(tmp_path)
+    svc = service(ranker, now, log, policy=PolicyConfig(exploration="epsilon", epsilon=0.2))
+    buyers = [generous_buyer(values), NEW_BUYER, "b0000001"]
+    requests = [RankRequest(buyer_id=b, seller_id=SELLER) for b in buyers]
+    answers = svc.rank(requests, admins(3))
+    assert log.stats().rows_accepted == 3
+    log.flush()
+    exposures = read_log(tmp_path)["exposures"]
+
+    assert exposures["exposure_id"].to_list() == [a.decision_id for a in answers]
+    assert exposures["buyer_id"].to_list() == buyers
+    assert exposures["offer_id"].to_list() == [
+        a.offers[0].offer_id if a.offers else None for a in answers
+    ]
+    assert exposures["policy"].to_list() == [VERSION] * 3
+    assert exposures["seller_id"].to_list() == [SELLER] * 3
+    assert exposures["ts"].to_list() == [now] * 3
+    n = values.filter(pl.col("seller_id") == SELLER)["offer_id"].n_unique() + 1
+    for answer, logged in zip(answers, exposures["propensity"], strict=True):
+        if answer.offers:
+            assert logged == answer.offers[0].propensity
+        else:  # nothing: the exploit action, or nothing drawn by exploration
+            assert logged == pytest.approx(0.2 / n if answer.explored else 0.8 + 0.2 / n)
+
+
+def test_a_seller_key_ranks_only_its_own_offers(
+    ranker: PromoRanker, now: datetime, valid: pl.DataFrame, values: pl.DataFrame, tmp_path: Path
+) -> None:
+    log = DecisionLog(tmp_path)
+    svc = service(ranker, now, log)
+    key = seller_key()
+    other_offer = valid.filter(pl.col("seller_id") == OTHER)["offer_id"][0]
+    own_offer = valid.filter(pl.col("seller_id") == SELLER)["offer_id"][0]
+
+    with pytest.raises(ForbiddenError, match=OTHER):
+        svc.rank([RankRequest(buyer_id="b0000002", seller_id=OTHER)], [key])
+    with pytest.raises(ForbiddenError, match=other_offer) as info:
+        svc.rank([RankRequest(buyer_id="b0000002", offer_ids=[own_offer, other_offer])], [key])
+    assert info.value.status == 403
+    assert log.stats().rows_accepted == 0  # a refused batch decides nothing
+
+    # Without a seller id the key's own seller is the scope.
+    buyer = generous_buyer(values, least=3)
+    (answer,) = svc.rank([RankRequest(buyer_id=buyer, k=20)], [key])
+    assert [o.offer_id for o in answer.offers] == positive(values, buyer, SELLER)[
+        "offer_id"
+    ].to_list()
+    # The admin may rank the other seller's offer.
+    svc.rank([RankRequest(buyer_id="b0000002", offer_ids=[other_offer])], [ADMIN_PRINCIPAL])
+
+
+def test_unknown_offer_ids_are_named(ranker: PromoRanker, now: datetime) -> None:
+    svc = service(ranker, now)
+    requests = [
+        RankRequest(buyer_id="b0000002"),
+        RankRequest(buyer_id="b0000002", offer_ids=["no-such-offer", "nor-this"]),
+    ]
+    with pytest.raises(UnknownOffersError, match=r"request 1: .*'no-such-offer', 'nor-this'") as e:
+        svc.rank(requests, admins(2))
+    assert e.value.offer_ids == ["no-such-offer", "nor-this"]
+
+
+def test_rank_each_isolates_a_bad_request(ranker: PromoRanker, now: datetime) -> None:
+    svc = service(ranker, now)
+    answers = svc.rank_each(
+        [
+            RankRequest(buyer_id="b0000002"),
+            RankRequest(buyer_id="b0000002", seller_id=OTHER),
+            RankRequest(buyer_id="b0000003", offer_ids=["no-such-offer"]),
+        ],
+        [ADMIN_PRINCIPAL, seller_key(), ADMIN_PRINCIPAL],
+    )
+    assert isinstance(answers[0], RankResponse)
+    assert isinstance(answers[1], ForbiddenError)
+    assert isinstance(answers[2], UnknownOffersError)
+    assert svc.remembered_decisions == 1
+
+
+def test_no_valid_offer_is_an_answer_not_an_error(ranker: PromoRanker, now: datetime) -> None:
+    later = service(ranker, now + timedelta(days=400))
+    scoped, everything = later.rank(
+        [RankRequest(buyer_id="b0000002", seller_id=SELLER), RankRequest(buyer_id="b0000002")],
+        admins(2),
+    )
+    assert scoped.offers == [] and f"seller '{SELLER}' has no offer valid" in str(
+        scoped.no_offer_reason
+    )
+    assert everything.offers == [] and "no offer is valid" in str(everything.no_offer_reason)
+    # An expired offer asked for by id is rejected with the eligibility rule's words.
+    (expired,) = service(ranker, now).rank(
+        [RankRequest(buyer_id="b0000002", offer_ids=["of00000"])], admins(1)
+    )
+    assert expired.offers == [] and "of00000: the offer is valid from" in str(
+        expired.no_offer_reason
+    )
+
+
+def test_minimum_spend_is_checked_against_each_request_cart(
+    ranker: PromoRanker, now: datetime, values: pl.DataFrame
+) -> None:
+    """Every valid offer of SELLER needs 50; three carts in one batch, three answers."""
+    assert ranker.store_ is not None
+    store = ranker.store_
+    offers = store.offers.with_columns(
+        pl.when(pl.col("seller_key") == SELLER)
+        .then(50.0)
+        .otherwise(pl.col("offer_min_spend"))
+        .alias("offer_min_spend")
+    )
+    with_min = copy.copy(ranker)
+    with_min.store_ = dataclasses.replace(store, offers=offers)
+    buyer = generous_buyer(values, SELLER, least=1)
+    small, big, unknown = service(with_min, now).rank(
+        [
+            RankRequest(buyer_id=buyer, seller_id=SELLER, context=RankContext(cart_value=10)),
+            RankRequest(buyer_id=buyer, seller_id=SELLER, context=RankContext(cart_value=80)),
+            RankRequest(buyer_id=buyer, seller_id=SELLER),
+        ],
+        admins(3),
+    )
+    assert small.offers == []
+    assert "the cart of 10.0 is below the offer's minimum spend of 50.0" in str(
+        small.no_offer_reason
+    )
+    assert big.offers and all("MIN_SPEND_UNVERIFIED" not in o.reason_codes for o in big.offers)
+    assert unknown.offers and all("MIN_SPEND_UNVERIFIED" in o.reason_codes for o in unknown.offers)
+    assert [o.offer_id for o in big.offers] == [o.offer_id for o in unknown.offers]
+
+
+def test_warm_up_neither_logs_nor_remembers(
+    ranker: PromoRanker, now: datetime, tmp_path: Path
+) -> None:
+    log = DecisionLog(tmp_path)
+    svc = service(ranker, now, log)
+    svc.warm_up()
+    assert log.stats().rows_accepted == 0 and svc.remembered_decisions == 0
+    assert svc.buyer_known("b0000003") and not svc.buyer_known(NEW_BUYER)
+
+
+# --------------------------------------------------------------------------- outcomes
+
+
+def test_outcomes_become_redemption_rows(
+    ranker: PromoRanker, now: datetime, values: pl.DataFrame, tmp_path: Path
+) -> None:
+    log = DecisionLog(tmp_path)
+    svc = service(ranker, now, log)
+    buyer = generous_buyer(values, SELLER, least=2)
+    offered, nothing = svc.rank(
+        [
+            RankRequest(buyer_id=buyer, seller_id=SELLER),
+            RankRequest(buyer_id=buyer, seller_id="no-such-seller"),
+        ],
+        admins(2),
+    )
+    second = offered.offers[1].offer_id
+    paid = datetime(2026, 3, 18, 9, 30, tzinfo=now.tzinfo)
+    result = svc.record_outcomes(
+        [
+            Outcome(decision_id=offered.decision_id, type="redemption", order_id="o1", amount=30),
+            Outcome(decision_id=offered.decision_id, type="redemption", offer_id=second, ts=paid),
+            Outcome(decision_id=offered.decision_id, type="purchase"),  # counted only
+            Outcome(decision_id="forgotten-or-made-up", type="redemption"),
+        ],
+        seller_key(),
+    )
+    assert result.accepted == 3
+    assert result.unknown_decisions == ["forgotten-or-made-up"]
+    assert svc.purchases_not_logged == 1
+    log.flush()
+    rows = read_log(tmp_path)["redemptions"]
+    assert rows.select("buyer_id", "offer_id", "exposure_id", "order_id", "amount").rows() == [
+        (buyer, offered.offers[0].offer_id, offered.decision_id, "o1", 30.0),
+        (buyer, second, None, None, None),  # another offer than the one decided: not linked
+    ]
+    assert rows["ts"].to_list() == [now, paid]
+
+    with pytest.raises(ValueError, match=nothing.decision_id):
+        svc.record_outcomes(
+            [Outcome(decision_id=nothing.decision_id, type="redemption")], ADMIN_PRINCIPAL
+        )
+    with pytest.raises(ForbiddenError):
+        svc.record_outcomes(
+            [Outcome(decision_id=offered.decision_id, type="redemption")], seller_key(OTHER)
+        )
+
+
+def test_old_decisions_are_forgotten_first(ranker: PromoRanker, now: datetime) -> None:
+    svc = service(ranker, now, max_remembered_decisions=2)
+    answers = svc.rank([RankRequest(buyer_id=f"b000000{i}") for i in range(1, 4)], admins(3))
+    assert svc.remembered_decisions == 2
+    result = svc.record_outcomes(
+        [Outcome(decision_id=a.decision_id, type="purchase") for a in answers], ADMIN_PRINCIPAL
+    )
+    assert result.unknown_decisions == [answers[0].decision_id]
+    assert result.accepted == 2
+
+
+# --------------------------------------------------------------------------- campaigns
+
+
+def test_campaigns_are_consistent_cached_and_scoped(
+    ranker: PromoRanker, now: datetime, valid: pl.DataFrame
+) -> None:
+    svc = service(ranker, now)
+    plan = svc.campaigns(SELLER, seller_key(), limit_buyers=5)
+    scored = svc.campaign_buyers(SELLER)
+
+    assert plan.seller_id == SELLER and plan.model_version == VERSION
+    assert plan.campaigns, "the fixture marketplace should have something worth sending"
+    assert sum(c.buyers for c in plan.campaigns) <= scored.len()
+    tops = [b for c in plan.campaigns for b in c.top_buyer_ids]
+    assert len(tops) == len(set(tops))  # one offer per buyer
+    assert set(tops) <= set(scored)
+    for c in plan.campaigns:
+        assert 0 < len(c.top_buyer_ids) <= min(5, c.buyers)
+        assert 0 <= c.expected_redemptions <= c.buyers
+        assert c.expected_cost >= 0
+    profits = [c.expected_incremental_profit for c in plan.campaigns]
+    assert profits == sorted(profits, reverse=True) and profits[-1] > 0
+    # Every valid offer of the seller is either a campaign or not recommended, with a reason.
+    skipped = {line.split(":")[0] for line in plan.not_recommended}
+    assert {c.offer_id for c in plan.campaigns} | skipped == set(
+        valid.filter(pl.col("seller_id") == SELLER)["offer_id"]
+    )
+    assert not {c.offer_id for c in plan.campaigns} & skipped
+
+    assert svc.campaigns(SELLER, ADMIN_PRINCIPAL, limit_buyers=5) is plan  # cached
+    with pytest.raises(ForbiddenError):
+        svc.campaigns(OTHER, seller_key())
+
+
+def test_campaign_budget_limits_expected_cost(ranker: PromoRanker, now: datetime) -> None:
+    free = service(ranker, now).campaigns(SELLER, ADMIN_PRINCIPAL)
+    cost = sum(c.expected_cost for c in free.campaigns)
+    budget = cost / 4
+    tight = service(ranker, now, policy=PolicyConfig(budgets={SELLER: budget})).campaigns(
+        SELLER, ADMIN_PRINCIPAL
+    )
+    assert sum(c.expected_cost for c in tight.campaigns) <= budget * (1 + 1e-6)
+    assert sum(c.buyers for c in tight.campaigns) <= sum(c.buyers for c in free.campaigns)
