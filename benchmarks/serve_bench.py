@@ -13,6 +13,7 @@ import socket
 import subprocess
 import sys
 import tempfile
+from datetime import timedelta
 from pathlib import Path
 
 KEY = "bench-admin-key-000000000000000000"
@@ -29,9 +30,11 @@ def main() -> None:
     parser.add_argument("--buyers", type=int, default=2000)
     parser.add_argument("--seconds", type=float, default=20.0)
     parser.add_argument("--concurrency", type=int, nargs="+", default=[1, 8, 32])
+    parser.add_argument("--batch-wait", type=float, default=0.005, help="seconds a batch waits")
     args = parser.parse_args()
 
     os.environ.setdefault("RAY_ENABLE_UV_RUN_RUNTIME_ENV", "0")
+    import httpx
     import mlflow
     import polars as pl
     import ray
@@ -66,6 +69,8 @@ def main() -> None:
             )
         version = register(client, "promo-ranker", str(info.model_uri), run.info.run_id)
         client.set_registered_model_alias("promo-ranker", CHAMPION, version)
+        assert dataset.offers is not None
+        last_start = dataset.offers["start_ts"].max()
         buyers_file = root / "buyers.txt"
         buyers = dataset.events["buyer_id"].unique().sort().to_list()
         buyers_file.write_text("\n".join([*buyers, "unknown-1", "unknown-2"]))
@@ -76,7 +81,16 @@ def main() -> None:
         try:
             serve.start(http_options={"host": "127.0.0.1", "port": port})
             serve.run(
-                app_builder({"tracking_uri": uri, "decision_log_dir": str(root / "decisions")}),
+                app_builder(
+                    {
+                        "tracking_uri": uri,
+                        "decision_log_dir": str(root / "decisions"),
+                        # The synthetic offers have ended by the real clock: decide at
+                        # the last campaign, so every request ranks real offers.
+                        "as_of": (last_start + timedelta(hours=1)).isoformat(),
+                        "batching": {"batch_wait_timeout_s": args.batch_wait},
+                    }
+                ),
                 name="bench",
                 route_prefix="/",
             )
@@ -103,6 +117,8 @@ def main() -> None:
                 )
                 result = json.loads(done.stdout.strip().splitlines()[-1])
                 print(json.dumps({"buyers": args.buyers, **result}), flush=True)
+            metrics = httpx.get(f"http://127.0.0.1:{port}/metrics", timeout=30).text
+            print("\n".join(line for line in metrics.splitlines() if "rank_batch" in line))
         finally:
             serve.shutdown()
             ray.shutdown()

@@ -291,11 +291,14 @@ def deployment(config: ServeConfig) -> Any:
             self, requests: list[RankRequest], principals: list[Principal]
         ) -> list[Any]:
             service = self.holder.service
+            self.metrics.inc("rank_batches_total")
+            self.metrics.inc("rank_batched_requests_total", len(requests))
             if service is None:
                 return [NotReadyError(self.holder.load_error or "loading")] * len(requests)
             try:
                 return list(await asyncio.to_thread(service.rank, requests, principals))
             except Exception:
+                self.metrics.inc("rank_batch_fallbacks_total")
                 # One bad request must not fail the others batched with it.
                 pairs = zip(requests, principals, strict=True)
                 return [await asyncio.to_thread(_one, service, r, p) for r, p in pairs]
@@ -309,6 +312,8 @@ def deployment(config: ServeConfig) -> Any:
         name="ranker",
         num_replicas=config.replicas,
         ray_actor_options={"num_cpus": config.cpus_per_replica},
+        # Enough requests in flight per replica to fill a batch (Serve's default is 5).
+        max_ongoing_requests=max(2 * config.batching.max_batch_size, 8),
     )
 
 
