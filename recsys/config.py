@@ -90,5 +90,14 @@ def _describe_validation_error(model: type[BaseModel], exc: ValidationError, sou
             hint = f"; allowed keys here: {', '.join(allowed)}" if allowed else ""
             lines.append(f"  unknown key '{key}'{hint}")
         else:
-            lines.append(f"  '{key}': {err['msg']} (got {err.get('input')!r})")
+            shown = "hidden" if _secret(key) else repr(err.get("input"))
+            lines.append(f"  '{key}': {err['msg']} (got {shown})")
     return "\n".join(lines)
+
+
+SECRET_WORDS = ("key", "secret", "token", "password")
+
+
+def _secret(dotted: str) -> bool:
+    """A value that may be a credential is never echoed in an error message."""
+    return any(word in dotted.rsplit(".", 1)[-1].lower() for word in SECRET_WORDS)
