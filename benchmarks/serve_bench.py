@@ -45,8 +45,8 @@ def main() -> None:
     from recsys.data.synthetic import SyntheticConfig, generate
     from recsys.models.ranker import PromoRanker, RankerConfig
     from serving.app import app_builder
-    from training.pyfunc import RANKER_ARTIFACT, RankerModel, signature
     from training.registry import CHAMPION, register
+    from training.tracking import log_ranker_model
 
     with tempfile.TemporaryDirectory(prefix="promo-serve-bench-") as tmp:
         root = Path(tmp)
@@ -58,16 +58,9 @@ def main() -> None:
         uri = f"sqlite:///{root / 'm.db'}"
         mlflow.set_tracking_uri(uri)
         client = MlflowClient(tracking_uri=uri)
-        saved = ranker.save(root / RANKER_ARTIFACT)
         with mlflow.start_run() as run:
-            info = mlflow.pyfunc.log_model(
-                name="model",
-                python_model=RankerModel(),
-                artifacts={RANKER_ARTIFACT: str(saved)},
-                signature=signature(),
-                pip_requirements=["promo-recsys"],
-            )
-        version = register(client, "promo-ranker", str(info.model_uri), run.info.run_id)
+            model_uri = log_ranker_model(ranker)
+        version = register(client, "promo-ranker", model_uri, run.info.run_id)
         client.set_registered_model_alias("promo-ranker", CHAMPION, version)
         assert dataset.offers is not None
         last_start = dataset.offers["start_ts"].max()

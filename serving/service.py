@@ -38,7 +38,7 @@ import numpy as np
 import polars as pl
 
 from recsys.data.schema import EXPOSURES, REDEMPTIONS
-from recsys.features.pairs import PLATFORM
+from recsys.features.pairs import seller_id_of_key
 from recsys.models.ranker import PromoRanker
 from recsys.policy import (
     DESCRIPTIONS,
@@ -181,10 +181,7 @@ class RankingService:
         store = ranker.store_
         self._offers = store.offers.select(
             "offer_id",
-            pl.when(pl.col("seller_key") == PLATFORM)
-            .then(None)
-            .otherwise(pl.col("seller_key"))
-            .alias("seller_id"),
+            seller_id_of_key(pl.col("seller_key")).alias("seller_id"),
             pl.col("tool").fill_null("unknown"),
             "start_ts",
             "end_ts",

@@ -14,6 +14,7 @@ import os
 import tempfile
 import warnings
 from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -22,6 +23,7 @@ import mlflow.pyfunc
 import yaml
 from mlflow.tracking import MlflowClient
 
+from recsys.models.ranker import PromoRanker
 from training.config import TrainConfig, default_artifact_location, default_tracking_uri
 from training.pipeline import PipelineResult
 from training.plots import evaluation_figures
@@ -149,7 +151,7 @@ def log_pipeline_run(
         mlflow.log_text(result.data.summary, "data_summary.txt")
         for name, figure in evaluation_figures(result.evaluation.curves).items():
             mlflow.log_figure(figure, f"evaluation/{name}")
-        model_uri = _log_model(result)
+        model_uri = log_ranker_model(result.ranker)
         return run.info.run_id, model_uri
 
 
@@ -158,16 +160,10 @@ def _metric_key(label: str) -> str:
     return "".join(c if c.isalnum() or c in "_-./ " else "_" for c in label).strip()
 
 
-def _log_model(result: PipelineResult) -> str:
-    with tempfile.TemporaryDirectory() as tmp, warnings.catch_warnings():
-        # The model is a class of this package with a signature; MLflow's advice to log
-        # from code or pass an input example (which would load and run it) is noise here.
-        warnings.simplefilter("ignore", UserWarning)
-        quiet = [logging.getLogger(n) for n in ("mlflow.pyfunc", "mlflow.utils.environment")]
-        levels = [q.level for q in quiet]
-        for q in quiet:
-            q.setLevel(logging.ERROR)
-        saved = result.ranker.save(Path(tmp) / RANKER_ARTIFACT)
+def log_ranker_model(ranker: PromoRanker) -> str:
+    """Log `ranker` as the active run's pyfunc model (`runs:/<id>/model`); its model URI."""
+    with tempfile.TemporaryDirectory() as tmp, _quiet_model_logging():
+        saved = ranker.save(Path(tmp) / RANKER_ARTIFACT)
         info = mlflow.pyfunc.log_model(
             name=MODEL_NAME_IN_RUN,
             python_model=RankerModel(),
@@ -175,9 +171,24 @@ def _log_model(result: PipelineResult) -> str:
             signature=signature(),
             pip_requirements=_requirements(),
         )
-        for q, level in zip(quiet, levels, strict=True):
-            q.setLevel(level)
     return str(info.model_uri)
+
+
+@contextmanager
+def _quiet_model_logging() -> Iterator[None]:
+    """The model is a class of this package with a signature; MLflow's advice to log from
+    code or pass an input example (which would load and run it) is noise here."""
+    quiet = [logging.getLogger(n) for n in ("mlflow.pyfunc", "mlflow.utils.environment")]
+    levels = [q.level for q in quiet]
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", UserWarning)
+        for q in quiet:
+            q.setLevel(logging.ERROR)
+        try:
+            yield
+        finally:
+            for q, level in zip(quiet, levels, strict=True):
+                q.setLevel(level)
 
 
 def _requirements() -> list[str]:

@@ -22,6 +22,12 @@ from recsys.features.money import MICROS, to_micros
 PLATFORM = "__platform__"
 """Seller key of platform-wide offers (offers.seller_id null)."""
 
+
+def seller_id_of_key(key: pl.Expr) -> pl.Expr:
+    """The contract's seller_id of a seller key: null for platform-wide offers."""
+    return pl.when(key == PLATFORM).then(None).otherwise(key)
+
+
 OFFER_FEATURES: tuple[str, ...] = (
     "offer_value",
     "offer_min_spend",

@@ -29,7 +29,7 @@ from recsys.data.dataset import Dataset
 from recsys.data.schema import SCORES_SCHEMA
 from recsys.features.buyer import buyer_features
 from recsys.features.interactions import OfferItems, build_offer_items
-from recsys.features.pairs import PLATFORM, FeatureStore
+from recsys.features.pairs import PLATFORM, FeatureStore, seller_id_of_key
 from recsys.models.base import Estimator
 from recsys.models.journey import JourneyConfig, JourneyModel
 from recsys.models.mf import MatrixFactorization, MFConfig
@@ -273,10 +273,7 @@ class PromoRanker(Estimator[RankerConfig]):
         return out.select(
             "buyer_id",
             "offer_id",
-            pl.when(pl.col("seller_key") == PLATFORM)
-            .then(None)
-            .otherwise(pl.col("seller_key"))
-            .alias("seller_id"),
+            seller_id_of_key(pl.col("seller_key")).alias("seller_id"),
             pl.col("tool").fill_null("unknown"),
             pl.col("p_redeem").fill_null(0.0),
             pl.when(pl.col("offer_known")).then(pl.col("uplift")).alias("uplift"),

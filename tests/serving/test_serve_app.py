@@ -21,8 +21,8 @@ from recsys.data import load_dataset
 from recsys.data.synthetic import SyntheticConfig, generate
 from recsys.models.ranker import PromoRanker, RankerConfig
 from serving.decision_log import read_log
-from training.pyfunc import RANKER_ARTIFACT, RankerModel, signature
 from training.registry import CHAMPION, register
+from training.tracking import log_ranker_model
 
 pytestmark = pytest.mark.slow
 
@@ -39,16 +39,9 @@ def _free_port() -> int:
 
 def _register(client: MlflowClient, experiment: str, ranker: PromoRanker, tmp: Path) -> str:
     """Log `ranker` as the pyfunc model of a new run and register it; its version."""
-    saved = ranker.save(tmp / RANKER_ARTIFACT)
     with mlflow.start_run(experiment_id=experiment) as run:
-        info = mlflow.pyfunc.log_model(
-            name="model",
-            python_model=RankerModel(),
-            artifacts={RANKER_ARTIFACT: str(saved)},
-            signature=signature(),
-            pip_requirements=["promo-recsys"],
-        )
-    return register(client, MODEL, str(info.model_uri), run.info.run_id)
+        model_uri = log_ranker_model(ranker)
+    return register(client, MODEL, model_uri, run.info.run_id)
 
 
 class App:
