@@ -55,12 +55,12 @@ from pydantic import Field
 from sklearn.calibration import CalibratedClassifierCV
 from sklearn.ensemble import HistGradientBoostingClassifier
 from sklearn.metrics import brier_score_loss, log_loss, roc_auc_score
-from threadpoolctl import threadpool_limits
 
 from recsys.config import StrictConfig
 from recsys.data.schema import JOURNEY_STAGES
 from recsys.features.buyer import BUYER_FEATURES, as_utc, buyer_features, time_scale_days
 from recsys.models.base import Estimator
+from recsys.models.threads import limit_threads
 
 log = logging.getLogger(__name__)
 
@@ -425,7 +425,7 @@ class JourneyModel(Estimator[JourneyConfig]):
         classifier = CalibratedClassifierCV(
             booster, method=settings.calibration, cv=settings.calibration_folds
         )
-        with threadpool_limits(settings.num_threads, user_api="openmp"):
+        with limit_threads(settings.num_threads, "openmp"):
             classifier.fit(X, y)
         self.classifier_ = classifier
         self.base_rate_ = float(y.mean())
@@ -498,7 +498,7 @@ class JourneyModel(Estimator[JourneyConfig]):
     def _score(self, frame: pl.DataFrame) -> np.ndarray:
         if frame.height == 0:
             return np.zeros(0, dtype=np.float64)
-        with threadpool_limits(self.config.model.num_threads, user_api="openmp"):
+        with limit_threads(self.config.model.num_threads, "openmp"):
             proba = self.classifier_.predict_proba(self._matrix(frame))
         return np.asarray(proba[:, 1], dtype=np.float64)
 

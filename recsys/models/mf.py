@@ -36,7 +36,6 @@ import scipy.sparse as sp
 from pydantic import Field
 from scipy.optimize import minimize
 from scipy.special import expit
-from threadpoolctl import ThreadpoolController
 
 from recsys.config import StrictConfig
 from recsys.features.interactions import (
@@ -49,6 +48,7 @@ from recsys.features.interactions import (
     build_interactions,
 )
 from recsys.models.base import Estimator
+from recsys.models.threads import limit_threads
 
 log = logging.getLogger(__name__)
 
@@ -566,19 +566,13 @@ class MatrixFactorization(Estimator[MFConfig]):
         return self._popular_order
 
 
-_controller: ThreadpoolController | None = None
-
-
 def _single_threaded_blas() -> AbstractContextManager[Any]:
     """Context limiting BLAS to one thread (implicit's own threads do the parallel work).
 
     The controller is created on first use, not at import, and reused: building one scans
     the loaded libraries (milliseconds), which matters for per-request `recommend` calls.
     """
-    global _controller
-    if _controller is None:
-        _controller = ThreadpoolController()
-    return _controller.limit(limits=1, user_api="blas")
+    return limit_threads(1, "blas")
 
 
 def _as_float32(factors: Any) -> np.ndarray:

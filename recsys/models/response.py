@@ -32,7 +32,6 @@ import numpy as np
 import polars as pl
 from pydantic import Field
 from sklearn.ensemble import HistGradientBoostingClassifier
-from threadpoolctl import threadpool_limits
 
 from recsys.config import StrictConfig
 from recsys.data.dataset import Dataset
@@ -47,6 +46,7 @@ from recsys.features.pairs import (
     seller_affinity,
 )
 from recsys.models.base import Estimator
+from recsys.models.threads import limit_threads
 
 BuyerTable = Callable[[datetime], pl.DataFrame]
 """Per-buyer features (buyer_id + numeric columns, optional `journey_stage`) as of a time."""
@@ -155,7 +155,7 @@ class ResponseUpliftModel(Estimator[ResponseConfig]):
     def _fit(
         self, dataset: Dataset, buyer_table: BuyerTable | None, pair_extra: PairExtra | None
     ) -> None:
-        with threadpool_limits(self.config.num_threads, user_api="openmp"):
+        with limit_threads(self.config.num_threads, "openmp"):
             self._fit_pinned(dataset, buyer_table, pair_extra)
 
     def _fit_pinned(
@@ -347,7 +347,7 @@ class ResponseUpliftModel(Estimator[ResponseConfig]):
         self, name: str, model: HistGradientBoostingClassifier, features: pl.DataFrame
     ) -> np.ndarray:
         x = self._matrix(features, self.columns_[name])
-        with threadpool_limits(self.threads_, user_api="openmp"):
+        with limit_threads(self.threads_, "openmp"):
             return np.asarray(model.predict_proba(x)[:, 1])
 
     # ------------------------------------------------------------------ predict

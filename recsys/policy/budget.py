@@ -127,9 +127,12 @@ def allocate(valued: pl.DataFrame, config: PolicyConfig) -> Allocation:
     )
     if caps:
         picks = _within_allowance(picks)
-    picks = _repair(picks, budgets)
-    picks = _greedy_fill(work, picks, budgets, caps)
-    picks = _repair(picks, budgets)
+    if budgets or caps:
+        # Without budgets or caps every unit already has its best action: nothing to
+        # repair or fill (a served request, where each frame operation counts).
+        picks = _repair(picks, budgets)
+        picks = _greedy_fill(work, picks, budgets, caps)
+        picks = _repair(picks, budgets)
     sellers = _seller_summary(picks, budgets, lam_frame)
     chosen_rows = picks.select("_row", "_bkey").join(lam_frame, on="_bkey", how="left")
     out = (
@@ -331,6 +334,14 @@ def _seller_summary(
     used = picks.group_by("_bkey").agg(
         pl.col("spend").sum(), pl.len().cast(pl.Int64).alias("n_picks")
     )
+    if not budgets:  # every row is an unbudgeted seller's: no budget, no price
+        return used.select(
+            pl.col("_bkey").alias("budget_key"),
+            pl.lit(None, pl.Float64).alias("budget"),
+            "spend",
+            "n_picks",
+            pl.lit(0.0).alias("shadow_price"),
+        ).sort("budget_key")
     keys = pl.concat([budget_frame.select("budget_key"), used.select(budget_key="_bkey")]).unique()
     return (
         keys.join(budget_frame, on="budget_key", how="left")

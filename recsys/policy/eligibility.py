@@ -195,8 +195,6 @@ def _with_cap_allowance(
     config: PolicyConfig,
 ) -> pl.DataFrame:
     """Add ``offers_left``/``tool_left`` (Int64, null = no cap) and the counts behind them."""
-    counts_b = pl.DataFrame(schema={"buyer_id": pl.String, "_n_buyer": pl.Int64})
-    counts_bt = pl.DataFrame(schema={"buyer_id": pl.String, "tool": pl.String, "_n_tool": pl.Int64})
     if history is not None and history.height:
         recent = _recent_exposures(candidates, history, now, config.cap_window_days)
         counts_b = recent.group_by("buyer_id").agg(pl.len().cast(pl.Int64).alias("_n_buyer"))
@@ -205,10 +203,14 @@ def _with_cap_allowance(
             .group_by("buyer_id", "tool")
             .agg(pl.len().cast(pl.Int64).alias("_n_tool"))
         )
-    out = candidates.join(counts_b, on="buyer_id", how="left").join(
-        counts_bt, on=["buyer_id", "tool"], how="left", nulls_equal=False
-    )
-    out = out.with_columns(pl.col("_n_buyer", "_n_tool").fill_null(0))
+        out = candidates.join(counts_b, on="buyer_id", how="left").join(
+            counts_bt, on=["buyer_id", "tool"], how="left", nulls_equal=False
+        )
+        out = out.with_columns(pl.col("_n_buyer", "_n_tool").fill_null(0))
+    else:  # no history: nothing counted yet (and no joins to pay for)
+        out = candidates.with_columns(
+            pl.lit(0, pl.Int64).alias("_n_buyer"), pl.lit(0, pl.Int64).alias("_n_tool")
+        )
     max_b, max_t = config.max_offers_per_buyer, config.max_per_tool
     return out.with_columns(
         (pl.lit(max_b, dtype=pl.Int64) - pl.col("_n_buyer")).alias("offers_left"),

@@ -391,7 +391,17 @@ def _explain(
     ).select(cols)
     offers = candidate_reason_text(offers, assumed_share=assumed_share)
     best = valued.filter(pl.int_range(pl.len()).over(keys) == 0).select(*keys, *cols[1:])
-    best = candidate_reason_text(best, assumed_share=assumed_share).select(
+    # Only a "nothing" quotes its best offer's sentences: word those alone.
+    best_text = candidate_reason_text(
+        best.join(
+            chosen.filter(pl.col("offer_id").is_null()).select(keys),
+            on=keys,
+            how="semi",
+            nulls_equal=True,
+        ),
+        assumed_share=assumed_share,
+    ).select(*keys, "reason_text")
+    best = best.join(best_text, on=keys, how="left", nulls_equal=True).select(
         *keys,
         pl.col("expected_value").alias("_best_value"),
         pl.col("spend").alias("_best_spend"),
@@ -399,17 +409,22 @@ def _explain(
         pl.col("reason_codes").alias("_best_codes"),
         pl.col("reason_text").alias("_best_text"),
     )
-    out = (
-        chosen.join(offers, on=["buyer_id", "offer_id"], how="left", maintain_order="left")
-        .join(best, on=keys, how="left", nulls_equal=True, maintain_order="left")
-        .join(
+    out = chosen.join(offers, on=["buyer_id", "offer_id"], how="left", maintain_order="left").join(
+        best, on=keys, how="left", nulls_equal=True, maintain_order="left"
+    )
+    if rejected.height:
+        out = out.join(
             _rejection_summary(rejected, keys),
             on=keys,
             how="left",
             nulls_equal=True,
             maintain_order="left",
         )
-    )
+    else:
+        out = out.with_columns(
+            pl.lit(None, pl.List(pl.String)).alias("_rej_codes"),
+            pl.lit(None, pl.String).alias("_rej_text"),
+        )
     nothing = pl.col("offer_id").is_null()
     explored = pl.col("explored")
     has_best = pl.col("_best_value").is_not_null()

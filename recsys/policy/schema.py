@@ -128,9 +128,48 @@ def _cast(frame: pl.DataFrame, col: CandidateColumn) -> pl.Expr:
 
 
 def _check_values(frame: pl.DataFrame) -> None:
-    """Nulls in required columns, out-of-range numbers and duplicate pairs."""
+    """Nulls in required columns, out-of-range numbers and duplicate pairs.
+
+    One pass counts the bad rows of every rule (a served request checks a few rows, where
+    a filter per column would cost more than the scoring); only a broken rule is looked
+    at again, for its example rows.
+    """
+    rules = _value_rules()
+    counts = frame.select(
+        *[bad.fill_null(False).sum().alias(name) for name, (bad, _) in rules.items()],
+        (pl.len().over("buyer_id", "offer_id") > 1).sum().alias("_duplicates"),
+    ).row(0, named=True)
+    if not any(counts.values()):
+        return
     problems: list[str] = []
     with_row = frame.with_row_index("_row")
+    for name, (bad, rule) in rules.items():
+        if not counts[name]:
+            continue
+        rows = with_row.filter(bad.fill_null(False))
+        examples = [
+            f"row {r}: {v!r}" for r, v in rows.select("_row", name).head(MAX_EXAMPLES).iter_rows()
+        ]
+        problems.append(f"column '{name}': {rows.height} rows have {rule}; first rows: {examples}")
+    if counts["_duplicates"]:
+        dup = with_row.filter(pl.len().over("buyer_id", "offer_id") > 1)
+        examples = [
+            f"row {r}: ({b!r}, {o!r})"
+            for r, b, o in dup.select("_row", "buyer_id", "offer_id").head(MAX_EXAMPLES).iter_rows()
+        ]
+        problems.append(
+            f"{dup.height} rows repeat a (buyer_id, offer_id) pair; first rows: {examples}"
+        )
+    if problems:
+        raise CandidatesError(
+            "candidates: " + "; ".join(problems) + ". Fix: the upstream scorer must give one "
+            "row per (buyer, offer) with probabilities in [0, 1] and non-negative money."
+        )
+
+
+def _value_rules() -> dict[str, tuple[pl.Expr, str]]:
+    """Per checked column: the expression flagging a bad value, and the rule in words."""
+    rules: dict[str, tuple[pl.Expr, str]] = {}
     for col in CANDIDATE_COLUMNS:
         bad = pl.lit(False)
         rule = ""
@@ -149,26 +188,5 @@ def _check_values(frame: pl.DataFrame) -> None:
         if col.dtype == pl.Float64():
             bad = bad | pl.col(col.name).is_nan()
             rule += " or NaN"
-        rows = with_row.filter(bad.fill_null(False))
-        if rows.height:
-            examples = [
-                f"row {r}: {v!r}"
-                for r, v in rows.select("_row", col.name).head(MAX_EXAMPLES).iter_rows()
-            ]
-            problems.append(
-                f"column '{col.name}': {rows.height} rows have {rule}; first rows: {examples}"
-            )
-    dup = with_row.filter(pl.len().over("buyer_id", "offer_id") > 1)
-    if dup.height:
-        examples = [
-            f"row {r}: ({b!r}, {o!r})"
-            for r, b, o in dup.select("_row", "buyer_id", "offer_id").head(MAX_EXAMPLES).iter_rows()
-        ]
-        problems.append(
-            f"{dup.height} rows repeat a (buyer_id, offer_id) pair; first rows: {examples}"
-        )
-    if problems:
-        raise CandidatesError(
-            "candidates: " + "; ".join(problems) + ". Fix: the upstream scorer must give one "
-            "row per (buyer, offer) with probabilities in [0, 1] and non-negative money."
-        )
+        rules[col.name] = (bad, rule)
+    return rules
