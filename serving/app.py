@@ -245,7 +245,8 @@ def deployment(config: ServeConfig) -> Any:
                     ranker,
                     model_version=version,
                     decision_log=self.log,
-                    policy=self.config.policy,
+                    policy=self.config.serving_policy(ranker.config.policy),
+                    score_cache_rows=self.config.score_cache_rows,
                     clock=(lambda: fixed) if fixed is not None else now_utc,
                 )
                 service.warm_up()

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from datetime import datetime
 from pathlib import Path
+from typing import Literal
 
 from pydantic import Field
 
@@ -17,6 +18,21 @@ class BatchingConfig(StrictConfig):
 
     max_batch_size: int = Field(32, ge=1, le=1024)
     batch_wait_timeout_s: float = Field(0.005, ge=0, le=1)
+
+
+class ExplorationConfig(StrictConfig):
+    """How the API explores: it is what makes every listed offer's propensity exact and
+    positive, and the decision log fit for off-policy evaluation and retraining.
+
+    Applied on top of the serving policy (the model's own, or `policy`). With `none`, the
+    policy is greedy: the first offer has propensity 1 and later ones 0 (never taken).
+    """
+
+    mode: Literal["none", "epsilon", "softmax"] = Field(
+        "epsilon", description="epsilon: a uniformly random eligible action with prob. epsilon"
+    )
+    epsilon: float = Field(0.05, ge=0, le=1, description="share of decisions explored")
+    temperature: float = Field(1.0, gt=0, description="softmax temperature, in money")
 
 
 class ServeConfig(StrictConfig):
@@ -42,6 +58,10 @@ class ServeConfig(StrictConfig):
     policy: PolicyConfig | None = Field(
         None, description="serving policy (exploration, caps); null: the model's own"
     )
+    exploration: ExplorationConfig = Field(default_factory=ExplorationConfig)
+    score_cache_rows: int = Field(
+        1_000_000, ge=0, description="model outputs kept for reuse (0: score every request)"
+    )
     as_of: datetime | None = Field(
         None,
         description="decide as if it were this moment (offer validity, decision times): "
@@ -50,3 +70,15 @@ class ServeConfig(StrictConfig):
     batching: BatchingConfig = Field(default_factory=BatchingConfig)
     replicas: int = Field(1, ge=1)
     cpus_per_replica: float = Field(1.0, gt=0)
+
+    def serving_policy(self, model_policy: PolicyConfig) -> PolicyConfig:
+        """The policy the API decides with: `policy` (else the model's), explored as
+        `exploration` says."""
+        base = self.policy if self.policy is not None else model_policy
+        return base.model_copy(
+            update={
+                "exploration": self.exploration.mode,
+                "epsilon": self.exploration.epsilon,
+                "temperature": self.exploration.temperature,
+            }
+        )

@@ -58,7 +58,11 @@ class RankedOffer(_Strict):
     p_redeem: float | None = Field(description="P(redeem | issued)")
     uplift: float | None = Field(description="change in P(purchase) it causes; null: unknown")
     propensity: float = Field(
-        gt=0, le=1, description="exact probability that this policy gives this offer first"
+        ge=0,
+        le=1,
+        description="exact probability that the policy takes this offer as its action for "
+        "this request; positive for every listed offer when the API explores (the "
+        "default), 0 for the offers after the first under a greedy policy",
     )
     reasons: list[str] = Field(description="readable reasons, main first")
     reason_codes: list[str]

@@ -26,7 +26,6 @@ Budgets and frequency caps are batch matters: `rank` applies neither (see
 
 from __future__ import annotations
 
-import math
 import threading
 import uuid
 from collections import OrderedDict
@@ -65,15 +64,10 @@ from serving.schemas import (
     RankRequest,
     RankResponse,
 )
+from serving.score_cache import ScoreCache
 
-SMALLEST_PROPENSITY = math.ulp(0.0)
-"""Stands in for an exact propensity of 0, which `RankedOffer.propensity` (gt=0) refuses.
-
-A listed offer that the policy never puts first (any offer after the first under a
-greedy policy) has probability 0 of being first; the API reports the smallest positive
-float (5e-324) instead. Only listed offers are affected: the decision log always holds
-the exact, positive propensity of the action taken.
-"""
+DEFAULT_SCORE_CACHE_ROWS = 1_000_000
+"""Candidate rows kept by the score cache (about 0.3 KB each)."""
 
 CAMPAIGN_CACHE_SIZE = 64
 """Campaign answers kept (one per seller, model version, buyer limit and offer set)."""
@@ -144,6 +138,8 @@ class RankingService:
         does not replay the random choices of the previous one.
     max_remembered_decisions
         Decisions kept for `record_outcomes` (oldest forgotten first).
+    score_cache_rows
+        Model outputs kept for reuse (`serving.score_cache`; 0: score every request).
     """
 
     def __init__(
@@ -155,6 +151,7 @@ class RankingService:
         clock: Callable[[], datetime] = now_utc,
         seed: int | None = None,
         max_remembered_decisions: int = 1_000_000,
+        score_cache_rows: int = DEFAULT_SCORE_CACHE_ROWS,
     ) -> None:
         ranker.check_is_fitted("RankingService")
         if ranker.store_ is None:
@@ -195,6 +192,7 @@ class RankingService:
         self._decisions: OrderedDict[str, Decision] = OrderedDict()
         self._campaign_cache: OrderedDict[tuple[object, ...], CampaignsResponse] = OrderedDict()
         self._purchases_not_logged = 0
+        self._scores = ScoreCache(self.ranker.candidates, max_rows=score_cache_rows)
 
     # ----------------------------------------------------------------------- small helpers
 
@@ -368,8 +366,10 @@ class RankingService:
                 "k": pl.Int64,
             },
         )
-        pairs = self._pairs(plans, units, now)
-        rows, rejected = self._eligible(pairs, units, now)
+        valid = self._valid_offers(now)
+        pairs = self._pairs(plans, units, valid)
+        scored = self._scored(plans, pairs, valid)
+        rows, rejected = self._eligible(pairs, scored, units, now)
         decisions = None
         if rows.height:
             rng = self._rng()
@@ -382,7 +382,9 @@ class RankingService:
             (child,) = self._seeds.spawn(1)
         return np.random.default_rng(child)
 
-    def _pairs(self, plans: Sequence[_Plan], units: pl.DataFrame, now: datetime) -> pl.DataFrame:
+    def _pairs(
+        self, plans: Sequence[_Plan], units: pl.DataFrame, valid: pl.DataFrame
+    ) -> pl.DataFrame:
         """(unit, buyer_id, offer_id) of every request: its offers, or all valid in scope."""
         schema: dict[str, pl.DataType] = {
             _UNIT: pl.String(),
@@ -398,7 +400,7 @@ class RankingService:
         ).explode("offer_id")
         explicit = explicit.join(units.select(_UNIT, "buyer_id"), on=_UNIT, how="left")
         default = units.filter(pl.Series([p.offer_ids is None for p in plans]))
-        valid = self._valid_offers(now).select("offer_id", "seller_id")
+        valid = valid.select("offer_id", "seller_id")
         scoped = default.filter(pl.col("scope").is_not_null()).join(
             valid, left_on="scope", right_on="seller_id", how="inner"
         )
@@ -411,8 +413,36 @@ class RankingService:
             how="vertical",
         )
 
+    def _scored(
+        self, plans: Sequence[_Plan], pairs: pl.DataFrame, valid: pl.DataFrame
+    ) -> pl.DataFrame:
+        """The model's candidate rows of every pair: a request for the offers valid in
+        its scope from the score cache, one naming its offers scored afresh."""
+        if pairs.height == 0:
+            return self.ranker.candidates(pairs.select("buyer_id", "offer_id"))
+        parts: list[pl.DataFrame] = []
+        default = [(p.request.buyer_id, p.scope) for p in plans if p.offer_ids is None]
+        if default:
+            ids = valid["offer_id"].to_list()
+            sellers = valid["seller_id"].to_list()
+            offers_of: dict[str | None, tuple[str, ...]] = {None: tuple(ids)}
+            for scope in {scope for _, scope in default if scope is not None}:
+                offers_of[scope] = tuple(o for o, s in zip(ids, sellers, strict=True) if s == scope)
+            parts.append(self._scores.candidates(default, offers_of))
+        explicit = [(p.request.buyer_id, o) for p in plans if p.offer_ids for o in p.offer_ids]
+        if explicit:
+            asked = pl.DataFrame(
+                {"buyer_id": [b for b, _ in explicit], "offer_id": [o for _, o in explicit]},
+                schema={"buyer_id": pl.String, "offer_id": pl.String},
+            )
+            parts.append(self.ranker.candidates(asked.unique(maintain_order=True)))
+        scored = parts[0] if len(parts) == 1 else pl.concat(parts, how="vertical_relaxed")
+        if len(parts) > 1 or len({scope for _, scope in default}) > 1:
+            scored = scored.unique(["buyer_id", "offer_id"], keep="first", maintain_order=True)
+        return scored
+
     def _eligible(
-        self, pairs: pl.DataFrame, units: pl.DataFrame, now: datetime
+        self, pairs: pl.DataFrame, scored: pl.DataFrame, units: pl.DataFrame, now: datetime
     ) -> tuple[pl.DataFrame, pl.DataFrame]:
         """Candidates of the eligible pairs (the unit as `buyer_id`), and rejected pairs.
 
@@ -426,8 +456,6 @@ class RankingService:
                 pl.lit(None, pl.String).alias("reason_code"),
                 pl.lit(None, pl.String).alias("reason_text"),
             )
-        unique = pairs.select("buyer_id", "offer_id").unique(maintain_order=True)
-        scored = self.ranker.candidates(unique)
         frame = pairs.join(units.select(_UNIT, "scope", "cart_value"), on=_UNIT, how="left").join(
             scored, on=["buyer_id", "offer_id"], how="left"
         )
@@ -496,7 +524,7 @@ class RankingService:
                     expected_value=row["expected_value"],
                     p_redeem=row["p_redeem"],
                     uplift=row["uplift"],
-                    propensity=max(row["propensity"], SMALLEST_PROPENSITY),
+                    propensity=row["propensity"],
                     reasons=row["reason_text"].split("; ") if row["reason_text"] else [],
                     reason_codes=row["reason_codes"],
                 )
