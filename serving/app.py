@@ -211,6 +211,7 @@ def deployment(config: ServeConfig) -> Any:
 
         def __init__(self, config_data: dict[str, Any]) -> None:
             from serving.decision_log import DecisionLog
+            from serving.history import ExposureHistory
             from serving.model_source import ModelSource
 
             self.config = ServeConfig.from_dict(config_data)
@@ -231,11 +232,13 @@ def deployment(config: ServeConfig) -> Any:
                     rank=self.rank_each,
                 )
             ]
+            self.history = ExposureHistory()
             self._load(self.source.current_version())
+            self._seed_history()
             self._poller = asyncio.get_event_loop().create_task(self._poll())
 
         def _load(self, version: str) -> None:
-            from serving.service import RankingService, now_utc
+            from serving.service import RankingService, clock_from, now_utc
 
             holder, metrics = self.holder, self.metrics
             try:
@@ -247,7 +250,8 @@ def deployment(config: ServeConfig) -> Any:
                     decision_log=self.log,
                     policy=self.config.serving_policy(ranker.config.policy),
                     score_cache_rows=self.config.score_cache_rows,
-                    clock=(lambda: fixed) if fixed is not None else now_utc,
+                    history=self.history,
+                    clock=clock_from(fixed) if fixed is not None else now_utc,
                 )
                 service.warm_up()
             except Exception as exc:  # keep serving the old model, say why
@@ -259,6 +263,20 @@ def deployment(config: ServeConfig) -> Any:
             holder.loaded_at = time.time()
             metrics.model_version = version
             metrics.inc("model_swaps_total")
+
+        def _seed_history(self) -> None:
+            """Frequency caps survive a restart: remember the logged recent offers."""
+            from serving.decision_log import read_log
+
+            service = self.holder.service
+            if service is None:
+                return
+            try:
+                seeded = service.seed_history(read_log(self.config.decision_log_dir)["exposures"])
+            except Exception:  # caps start empty rather than the replica failing
+                log.exception("could not read the decision log for frequency caps")
+                return
+            log.info("frequency caps: %d recent offers read from the decision log", seeded)
 
         async def _poll(self) -> None:
             while True:

@@ -64,8 +64,9 @@ class ServeConfig(StrictConfig):
     )
     as_of: datetime | None = Field(
         None,
-        description="decide as if it were this moment (offer validity, decision times): "
-        "for demos and replays on historical data; null: the real clock",
+        description="decide as if the service started at this moment (its clock then runs "
+        "at the real pace, so decision times and frequency caps advance): for demos and "
+        "replays on historical data; null: the real clock",
     )
     batching: BatchingConfig = Field(default_factory=BatchingConfig)
     replicas: int = Field(1, ge=1)

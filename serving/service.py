@@ -20,18 +20,21 @@ Every decision becomes one `exposures` row of the decision log (`exposure_id` = 
 decision id, the exact propensity of the action taken, `policy` = the model version), so
 the next training run and off-policy evaluation can use what the service did.
 
-Budgets and frequency caps are batch matters: `rank` applies neither (see
-`OfferPolicy.rank`); `campaigns` applies the budgets of the policy config.
+Frequency caps hold across requests: the offers the service gives are remembered
+(`serving.history`) and each request is decided with its buyer's recent ones. Two
+requests for one buyer in the same batch are decided independently. Budgets are a batch
+matter: `rank` does not apply them; `campaigns` applies the budgets of the policy config.
 """
 
 from __future__ import annotations
 
 import threading
+import time
 import uuid
 from collections import OrderedDict
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 
 import numpy as np
 import polars as pl
@@ -54,6 +57,7 @@ from recsys.policy.reasons import fmt
 from recsys.policy.value import PROFIT_EPS
 from serving.auth import ADMIN_PRINCIPAL, AccessError, ForbiddenError, KeyRing, Principal
 from serving.decision_log import DecisionLog
+from serving.history import ExposureHistory
 from serving.schemas import (
     BuyerInfo,
     Campaign,
@@ -80,6 +84,13 @@ _TS_FORMAT = "%Y-%m-%d %H:%M"
 def now_utc() -> datetime:
     """The current time, timezone-aware UTC (the service's default clock)."""
     return datetime.now(UTC)
+
+
+def clock_from(start: datetime) -> Callable[[], datetime]:
+    """A clock that reads `start` now and runs at the real pace from there (`as_of`)."""
+    began = time.monotonic()
+    start = as_utc(start)
+    return lambda: start + timedelta(seconds=time.monotonic() - began)
 
 
 class UnknownOffersError(ValueError):
@@ -140,6 +151,9 @@ class RankingService:
         Decisions kept for `record_outcomes` (oldest forgotten first).
     score_cache_rows
         Model outputs kept for reuse (`serving.score_cache`; 0: score every request).
+    history
+        The offers given lately, for the policy's frequency caps across requests; pass
+        the replica's own so it outlives a model swap. None: a fresh one.
     """
 
     def __init__(
@@ -152,6 +166,7 @@ class RankingService:
         seed: int | None = None,
         max_remembered_decisions: int = 1_000_000,
         score_cache_rows: int = DEFAULT_SCORE_CACHE_ROWS,
+        history: ExposureHistory | None = None,
     ) -> None:
         ranker.check_is_fitted("RankingService")
         if ranker.store_ is None:
@@ -193,6 +208,13 @@ class RankingService:
         self._campaign_cache: OrderedDict[tuple[object, ...], CampaignsResponse] = OrderedDict()
         self._purchases_not_logged = 0
         self._scores = ScoreCache(self.ranker.candidates, max_rows=score_cache_rows)
+        self.history = history if history is not None else ExposureHistory()
+        self._tool_of: dict[str, str] = dict(
+            zip(self._offers["offer_id"], self._offers["tool"], strict=True)
+        )
+        self._capped = (
+            self.policy.max_offers_per_buyer is not None or self.policy.max_per_tool is not None
+        )
 
     # ----------------------------------------------------------------------- small helpers
 
@@ -231,6 +253,11 @@ class RankingService:
             self.ranker.candidates(
                 pl.DataFrame({"buyer_id": [_WARM_UP_BUYER], "offer_id": [offer]})
             )
+
+    def seed_history(self, exposures: pl.DataFrame) -> int:
+        """Remember the recent offers of a decision log's `exposures` for the frequency
+        caps (a restarted replica keeps its buyers' caps); how many were recent."""
+        return self.history.seed(exposures, self._tool_of, self._now())
 
     def _now(self) -> datetime:
         return as_utc(self.clock())
@@ -372,8 +399,12 @@ class RankingService:
         rows, rejected = self._eligible(pairs, scored, units, now)
         decisions = None
         if rows.height:
-            rng = self._rng()
-            decisions = self._rank_policy.decide(rows, now, rng=rng)
+            history = None
+            if self._capped:
+                history = self.history.frame_for(
+                    list(zip(units[_UNIT], units["buyer_id"], strict=True)), now
+                )
+            decisions = self._rank_policy.decide(rows, now, history=history, rng=self._rng())
         listed, nothing = _answers(decisions, units, self._rank_policy.config)
         return self._responses(plans, units, pairs, rejected, listed, nothing, now)
 
@@ -593,6 +624,11 @@ class RankingService:
             )
             for row in batch.exposures.iter_rows(named=True)
         ]
+        self.history.add(
+            (d.buyer_id, d.offer_id, self._tool_of.get(d.offer_id), d.ts)
+            for d in remembered
+            if d.offer_id is not None
+        )
         with self._lock:
             for decision in remembered:
                 self._decisions[decision.decision_id] = decision

@@ -497,3 +497,31 @@ def test_campaign_budget_limits_expected_cost(ranker: PromoRanker, now: datetime
     )
     assert sum(c.expected_cost for c in tight.campaigns) <= budget * (1 + 1e-6)
     assert sum(c.buyers for c in tight.campaigns) <= sum(c.buyers for c in free.campaigns)
+
+
+def test_frequency_caps_hold_across_requests_and_restarts(
+    ranker: PromoRanker, now: datetime, values: pl.DataFrame, tmp_path: Path
+) -> None:
+    buyer = generous_buyer(values, least=3)
+    ticks = iter(now + timedelta(minutes=i) for i in range(100))
+    policy = PolicyConfig(max_offers_per_buyer=2, max_per_tool=None, cap_window_days=7)
+    log = DecisionLog(tmp_path / "log")
+    first = RankingService(
+        ranker, VERSION, decision_log=log, policy=policy, clock=lambda: next(ticks), seed=1
+    )
+    request = RankRequest(buyer_id=buyer, k=1)
+    answers = [first.rank([request], admins(1))[0] for _ in range(3)]
+    assert [bool(a.offers) for a in answers] == [True, True, False]
+    assert answers[2].no_offer_reason is not None
+    assert "already received 2 offers" in answers[2].no_offer_reason
+    # Another buyer is not capped by this one's offers.
+    other = generous_buyer(values.filter(pl.col("buyer_id") != buyer), least=1)
+    assert first.rank([RankRequest(buyer_id=other, k=1)], admins(1))[0].offers
+    log.close()
+
+    # A restarted service that reads the log keeps the cap; one that does not, does not.
+    restarted = RankingService(ranker, VERSION, policy=policy, clock=lambda: next(ticks))
+    assert restarted.seed_history(read_log(tmp_path / "log")["exposures"]) == 3
+    assert not restarted.rank([request], admins(1))[0].offers
+    fresh = RankingService(ranker, VERSION, policy=policy, clock=lambda: next(ticks))
+    assert fresh.rank([request], admins(1))[0].offers
