@@ -49,12 +49,10 @@ from recsys.policy import (
     PolicyConfig,
     Reason,
     RequestContext,
-    candidate_reason_text,
 )
 from recsys.policy.eligibility import as_utc
-from recsys.policy.policy import REJECTION_ORDER
-from recsys.policy.reasons import fmt
 from recsys.policy.value import PROFIT_EPS
+from serving.answers import TS_FORMAT, UNIT, listed_answers, rejection_summary, rejection_text
 from serving.auth import ADMIN_PRINCIPAL, AccessError, ForbiddenError, KeyRing, Principal
 from serving.decision_log import DecisionLog
 from serving.history import ExposureHistory
@@ -76,9 +74,7 @@ DEFAULT_SCORE_CACHE_ROWS = 1_000_000
 CAMPAIGN_CACHE_SIZE = 64
 """Campaign answers kept (one per seller, model version, buyer limit and offer set)."""
 
-_UNIT = "_unit"
 _WARM_UP_BUYER = "__warm_up__"
-_TS_FORMAT = "%Y-%m-%d %H:%M"
 
 
 def now_utc() -> datetime:
@@ -377,7 +373,7 @@ class RankingService:
         """Decide every planned request in one vectorized pass (no side effects)."""
         units = pl.DataFrame(
             {
-                _UNIT: [f"{i:07d}" for i in range(len(plans))],
+                UNIT: [f"{i:07d}" for i in range(len(plans))],
                 "buyer_id": [p.request.buyer_id for p in plans],
                 "scope": [p.scope for p in plans],
                 "cart_value": [
@@ -386,7 +382,7 @@ class RankingService:
                 "k": [p.request.k for p in plans],
             },
             schema={
-                _UNIT: pl.String,
+                UNIT: pl.String,
                 "buyer_id": pl.String,
                 "scope": pl.String,
                 "cart_value": pl.Float64,
@@ -402,10 +398,10 @@ class RankingService:
             history = None
             if self._capped:
                 history = self.history.frame_for(
-                    list(zip(units[_UNIT], units["buyer_id"], strict=True)), now
+                    list(zip(units[UNIT], units["buyer_id"], strict=True)), now
                 )
             decisions = self._rank_policy.decide(rows, now, history=history, rng=self._rng())
-        listed, nothing = _answers(decisions, units, self._rank_policy.config)
+        listed, nothing = listed_answers(decisions, units, self._rank_policy.config)
         return self._responses(plans, units, pairs, rejected, listed, nothing, now)
 
     def _rng(self) -> np.random.Generator:
@@ -418,18 +414,18 @@ class RankingService:
     ) -> pl.DataFrame:
         """(unit, buyer_id, offer_id) of every request: its offers, or all valid in scope."""
         schema: dict[str, pl.DataType] = {
-            _UNIT: pl.String(),
+            UNIT: pl.String(),
             "buyer_id": pl.String(),
             "offer_id": pl.String(),
         }
         explicit = pl.DataFrame(
             {
-                _UNIT: [u for u, p in zip(units[_UNIT], plans, strict=True) if p.offer_ids],
+                UNIT: [u for u, p in zip(units[UNIT], plans, strict=True) if p.offer_ids],
                 "offer_id": [list(p.offer_ids) for p in plans if p.offer_ids],
             },
-            schema={_UNIT: pl.String, "offer_id": pl.List(pl.String)},
+            schema={UNIT: pl.String, "offer_id": pl.List(pl.String)},
         ).explode("offer_id")
-        explicit = explicit.join(units.select(_UNIT, "buyer_id"), on=_UNIT, how="left")
+        explicit = explicit.join(units.select(UNIT, "buyer_id"), on=UNIT, how="left")
         default = units.filter(pl.Series([p.offer_ids is None for p in plans]))
         valid = valid.select("offer_id", "seller_id")
         scoped = default.filter(pl.col("scope").is_not_null()).join(
@@ -487,7 +483,7 @@ class RankingService:
                 pl.lit(None, pl.String).alias("reason_code"),
                 pl.lit(None, pl.String).alias("reason_text"),
             )
-        frame = pairs.join(units.select(_UNIT, "scope", "cart_value"), on=_UNIT, how="left").join(
+        frame = pairs.join(units.select(UNIT, "scope", "cart_value"), on=UNIT, how="left").join(
             scored, on=["buyer_id", "offer_id"], how="left"
         )
         at = pl.lit(now, dtype=pl.Datetime("us", "UTC"))
@@ -515,20 +511,20 @@ class RankingService:
         frame = frame.with_columns(code.alias("reason_code"))
         rejected = frame.filter(pl.col("reason_code").is_not_null())
         if rejected.height:
-            rejected = rejected.with_columns(_rejection_text(now).alias("reason_text"))
+            rejected = rejected.with_columns(rejection_text(now).alias("reason_text"))
         else:
             rejected = rejected.with_columns(pl.lit(None, pl.String).alias("reason_text"))
         rows = (
             frame.filter(pl.col("reason_code").is_null())
             .with_columns(
-                pl.col(_UNIT).alias("buyer_id"),
+                pl.col(UNIT).alias("buyer_id"),
                 pl.when(pl.col("cart_value").is_null())
                 .then(pl.col("min_spend"))
                 .alias("min_spend"),
             )
-            .drop(_UNIT, "scope", "cart_value", "reason_code")
+            .drop(UNIT, "scope", "cart_value", "reason_code")
         )
-        return rows, rejected.select(_UNIT, "offer_id", "reason_code", "reason_text")
+        return rows, rejected.select(UNIT, "offer_id", "reason_code", "reason_text")
 
     def _responses(
         self,
@@ -541,12 +537,12 @@ class RankingService:
         now: datetime,
     ) -> _Batch:
         """Turn the decided frames into `RankResponse`s and their exposure rows."""
-        stages = units.select(_UNIT, "buyer_id").join(self._known_buyers, on="buyer_id", how="left")
-        stage_of = dict(zip(stages[_UNIT], stages["journey_stage"], strict=True))
-        known_of = dict(zip(stages[_UNIT], stages["known"].fill_null(False), strict=True))
+        stages = units.select(UNIT, "buyer_id").join(self._known_buyers, on="buyer_id", how="left")
+        stage_of = dict(zip(stages[UNIT], stages["journey_stage"], strict=True))
+        known_of = dict(zip(stages[UNIT], stages["known"].fill_null(False), strict=True))
         offers_of: dict[str, list[RankedOffer]] = {}
         for row in listed.iter_rows(named=True):
-            offers_of.setdefault(row[_UNIT], []).append(
+            offers_of.setdefault(row[UNIT], []).append(
                 RankedOffer(
                     offer_id=row["offer_id"],
                     seller_id=row["seller_id"],
@@ -560,12 +556,12 @@ class RankingService:
                     reason_codes=row["reason_codes"],
                 )
             )
-        chosen = {row[_UNIT]: row for row in nothing.iter_rows(named=True)}
-        rejection = _rejection_summary(rejected)
-        has_pairs = set(pairs[_UNIT].unique().to_list())
+        chosen = {row[UNIT]: row for row in nothing.iter_rows(named=True)}
+        rejection = rejection_summary(rejected)
+        has_pairs = set(pairs[UNIT].unique().to_list())
         responses: list[RankResponse] = []
         exposure: dict[str, list[object]] = {name: [] for name in EXPOSURES.schema}
-        for unit, plan in zip(units[_UNIT], plans, strict=True):
+        for unit, plan in zip(units[UNIT], plans, strict=True):
             offers = offers_of.get(unit, [])
             reason: str | None = None
             explored = False
@@ -834,133 +830,6 @@ def _known_buyers(ranker: PromoRanker) -> pl.DataFrame:
     return known.unique("buyer_id", keep="first").with_columns(pl.lit(True).alias("known"))
 
 
-def _rejection_text(now: datetime) -> pl.Expr:
-    """The eligibility sentence of a rejected pair (as `recsys.policy.eligibility` words it)."""
-    return (
-        pl.when(pl.col("reason_code") == Reason.OUTSIDE_VALIDITY.value)
-        .then(
-            pl.format(
-                "the offer is valid from {} until {}, not at {}",
-                pl.col("start_ts").dt.to_string(_TS_FORMAT).fill_null("the start"),
-                pl.col("end_ts").dt.to_string(_TS_FORMAT).fill_null("further notice"),
-                pl.lit(now.strftime(_TS_FORMAT)),
-            )
-        )
-        .when(pl.col("reason_code") == Reason.OUT_OF_SELLER_SCOPE.value)
-        .then(
-            pl.format(
-                "the offer belongs to seller {}, the request is for seller {}",
-                pl.col("seller_id"),
-                pl.col("scope"),
-            )
-        )
-        .otherwise(
-            pl.format(
-                "the cart of {} is below the offer's minimum spend of {}",
-                fmt(pl.col("cart_value")),
-                fmt(pl.col("min_spend")),
-            )
-        )
-    )
-
-
-def _rejection_summary(rejected: pl.DataFrame) -> dict[str, str]:
-    """Per unit: why it has no eligible offer, the check it got furthest in first
-    (`recsys.policy.policy.REJECTION_ORDER`), naming the offer."""
-    if rejected.height == 0:
-        return {}
-    order = [r.value for r in REJECTION_ORDER]
-    first = (
-        rejected.with_columns(
-            pl.col("reason_code")
-            .replace_strict(order, list(range(len(order))), default=len(order))
-            .alias("_order")
-        )
-        .sort([_UNIT, "_order", "offer_id"])
-        .group_by(_UNIT, maintain_order=True)
-        .agg(pl.format("{}: {}", "offer_id", "reason_text").first().alias("text"))
-    )
-    return dict(zip(first[_UNIT], first["text"], strict=True))
-
-
-def _answers(
-    decisions: Decisions | None, units: pl.DataFrame, config: PolicyConfig
-) -> tuple[pl.DataFrame, pl.DataFrame]:
-    """The listed offers of every unit (first = the chosen action) and every unit's choice.
-
-    `listed`: unit, position, offer columns, propensity (exact probability that the offer
-    is first), reason codes and text; only units whose action is an offer have rows.
-    `chosen`: one row per decided unit with the action's propensity, `explored`, and the
-    reason text of a "nothing".
-    """
-    listed_schema: dict[str, pl.DataType] = {
-        _UNIT: pl.String(),
-        "offer_id": pl.String(),
-        "seller_id": pl.String(),
-        "tool": pl.String(),
-        "expected_value": pl.Float64(),
-        "p_redeem": pl.Float64(),
-        "uplift": pl.Float64(),
-        "propensity": pl.Float64(),
-        "reason_codes": pl.List(pl.String),
-        "reason_text": pl.String(),
-    }
-    if decisions is None:
-        return (
-            pl.DataFrame(schema=listed_schema),
-            pl.DataFrame(
-                schema={
-                    _UNIT: pl.String,
-                    "offer_id": pl.String,
-                    "propensity": pl.Float64,
-                    "explored": pl.Boolean,
-                    "reason_text": pl.String,
-                }
-            ),
-        )
-    chosen = decisions.chosen.rename({"buyer_id": _UNIT})
-    ranked = decisions.ranked.rename({"buyer_id": _UNIT})
-    offer_cols = [_UNIT, "offer_id", "seller_id", "tool", "expected_value", "p_redeem", "uplift"]
-    first = (
-        chosen.filter(pl.col("offer_id").is_not_null())
-        .select(_UNIT, "offer_id", "propensity", "reason_codes", "reason_text")
-        .join(ranked.select(offer_cols), on=[_UNIT, "offer_id"], how="left")
-        .with_columns(pl.lit(0, pl.Int64).alias("position"))
-    )
-    k = units.select(_UNIT, "k")
-    rest = (
-        ranked.filter(pl.col("expected_value") > PROFIT_EPS)
-        .join(first.select(_UNIT), on=_UNIT, how="semi")
-        .join(first.select(_UNIT, "offer_id"), on=[_UNIT, "offer_id"], how="anti")
-        .join(k, on=_UNIT, how="left")
-        .sort(_UNIT, "rank")
-        .with_columns(pl.int_range(1, pl.len() + 1, dtype=pl.Int64).over(_UNIT).alias("position"))
-        .filter(pl.col("position") < pl.col("k"))
-    )
-    rest = candidate_reason_text(rest, assumed_share=config.assumed_incremental_share)
-    if decisions.probabilities is None:  # greedy: only the chosen offer is ever first
-        rest = rest.with_columns(pl.lit(0.0).alias("propensity"))
-    else:
-        probabilities = decisions.probabilities.select(
-            pl.col("buyer_id").alias(_UNIT), "offer_id", "probability"
-        )
-        rest = rest.join(probabilities, on=[_UNIT, "offer_id"], how="left").rename(
-            {"probability": "propensity"}
-        )
-    listed = (
-        pl.concat(
-            [
-                first.select(*listed_schema, "position"),
-                rest.select(*listed_schema, "position"),
-            ],
-            how="vertical_relaxed",
-        )
-        .sort(_UNIT, "position")
-        .select(list(listed_schema))
-    )
-    return listed, chosen.select(_UNIT, "offer_id", "propensity", "explored", "reason_text")
-
-
 def _not_recommended(
     decisions: Decisions, offers: pl.DataFrame, per_offer: pl.DataFrame, seller_id: str
 ) -> list[str]:
@@ -995,7 +864,7 @@ def _not_recommended(
 
 
 def _nothing_valid_text(plan: _Plan, now: datetime) -> str:
-    when = now.strftime(_TS_FORMAT) + " UTC"
+    when = now.strftime(TS_FORMAT) + " UTC"
     if plan.scope is None:
         return f"no offer is valid at {when}"
     return f"seller {plan.scope!r} has no offer valid at {when}"

@@ -1,0 +1,150 @@
+"""Turning the policy's decision frames into what a ranking request is answered with.
+
+Pure frame functions used by `serving.service.RankingService`: the eligibility sentence
+of a pair the request itself rules out (validity, seller scope, minimum spend), the
+summary of why a request has no eligible offer, and the listed offers of each request
+(first = the action taken) with their exact propensities.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+import polars as pl
+
+from recsys.policy import Decisions, PolicyConfig, Reason, candidate_reason_text
+from recsys.policy.policy import REJECTION_ORDER
+from recsys.policy.reasons import fmt
+from recsys.policy.value import PROFIT_EPS
+
+UNIT = "_unit"
+"""The column naming a request within a batch (the policy's decision unit)."""
+
+TS_FORMAT = "%Y-%m-%d %H:%M"
+
+
+def rejection_text(now: datetime) -> pl.Expr:
+    """The eligibility sentence of a rejected pair (as `recsys.policy.eligibility` words it)."""
+    return (
+        pl.when(pl.col("reason_code") == Reason.OUTSIDE_VALIDITY.value)
+        .then(
+            pl.format(
+                "the offer is valid from {} until {}, not at {}",
+                pl.col("start_ts").dt.to_string(TS_FORMAT).fill_null("the start"),
+                pl.col("end_ts").dt.to_string(TS_FORMAT).fill_null("further notice"),
+                pl.lit(now.strftime(TS_FORMAT)),
+            )
+        )
+        .when(pl.col("reason_code") == Reason.OUT_OF_SELLER_SCOPE.value)
+        .then(
+            pl.format(
+                "the offer belongs to seller {}, the request is for seller {}",
+                pl.col("seller_id"),
+                pl.col("scope"),
+            )
+        )
+        .otherwise(
+            pl.format(
+                "the cart of {} is below the offer's minimum spend of {}",
+                fmt(pl.col("cart_value")),
+                fmt(pl.col("min_spend")),
+            )
+        )
+    )
+
+
+def rejection_summary(rejected: pl.DataFrame) -> dict[str, str]:
+    """Per unit: why it has no eligible offer, the check it got furthest in first
+    (`recsys.policy.policy.REJECTION_ORDER`), naming the offer."""
+    if rejected.height == 0:
+        return {}
+    order = [r.value for r in REJECTION_ORDER]
+    first = (
+        rejected.with_columns(
+            pl.col("reason_code")
+            .replace_strict(order, list(range(len(order))), default=len(order))
+            .alias("_order")
+        )
+        .sort([UNIT, "_order", "offer_id"])
+        .group_by(UNIT, maintain_order=True)
+        .agg(pl.format("{}: {}", "offer_id", "reason_text").first().alias("text"))
+    )
+    return dict(zip(first[UNIT], first["text"], strict=True))
+
+
+def listed_answers(
+    decisions: Decisions | None, units: pl.DataFrame, config: PolicyConfig
+) -> tuple[pl.DataFrame, pl.DataFrame]:
+    """The listed offers of every unit (first = the chosen action) and every unit's choice.
+
+    `listed`: unit, position, offer columns, propensity (exact probability that the offer
+    is first), reason codes and text; only units whose action is an offer have rows.
+    `chosen`: one row per decided unit with the action's propensity, `explored`, and the
+    reason text of a "nothing".
+    """
+    listed_schema: dict[str, pl.DataType] = {
+        UNIT: pl.String(),
+        "offer_id": pl.String(),
+        "seller_id": pl.String(),
+        "tool": pl.String(),
+        "expected_value": pl.Float64(),
+        "p_redeem": pl.Float64(),
+        "uplift": pl.Float64(),
+        "propensity": pl.Float64(),
+        "reason_codes": pl.List(pl.String),
+        "reason_text": pl.String(),
+    }
+    if decisions is None:
+        return (
+            pl.DataFrame(schema=listed_schema),
+            pl.DataFrame(
+                schema={
+                    UNIT: pl.String,
+                    "offer_id": pl.String,
+                    "propensity": pl.Float64,
+                    "explored": pl.Boolean,
+                    "reason_text": pl.String,
+                }
+            ),
+        )
+    chosen = decisions.chosen.rename({"buyer_id": UNIT})
+    ranked = decisions.ranked.rename({"buyer_id": UNIT})
+    offer_cols = [UNIT, "offer_id", "seller_id", "tool", "expected_value", "p_redeem", "uplift"]
+    first = (
+        chosen.filter(pl.col("offer_id").is_not_null())
+        .select(UNIT, "offer_id", "propensity", "reason_codes", "reason_text")
+        .join(ranked.select(offer_cols), on=[UNIT, "offer_id"], how="left")
+        .with_columns(pl.lit(0, pl.Int64).alias("position"))
+    )
+    k = units.select(UNIT, "k")
+    rest = (
+        ranked.filter(pl.col("expected_value") > PROFIT_EPS)
+        .join(first.select(UNIT), on=UNIT, how="semi")
+        .join(first.select(UNIT, "offer_id"), on=[UNIT, "offer_id"], how="anti")
+        .join(k, on=UNIT, how="left")
+        .sort(UNIT, "rank")
+        .with_columns(pl.int_range(1, pl.len() + 1, dtype=pl.Int64).over(UNIT).alias("position"))
+        .filter(pl.col("position") < pl.col("k"))
+    )
+    rest = candidate_reason_text(rest, assumed_share=config.assumed_incremental_share)
+    if decisions.probabilities is None:  # greedy: only the chosen offer is ever first
+        rest = rest.with_columns(pl.lit(0.0).alias("propensity"))
+    else:
+        probabilities = decisions.probabilities.select(
+            pl.col("buyer_id").alias(UNIT), "offer_id", "probability"
+        )
+        rest = rest.join(probabilities, on=[UNIT, "offer_id"], how="left").rename(
+            {"probability": "propensity"}
+        )
+    listed = (
+        pl.concat(
+            [
+                first.select(*listed_schema, "position"),
+                rest.select(*listed_schema, "position"),
+            ],
+            how="vertical_relaxed",
+        )
+        .sort(UNIT, "position")
+        .select(list(listed_schema))
+    )
+    return listed, chosen.select(UNIT, "offer_id", "propensity", "explored", "reason_text")
