@@ -222,11 +222,10 @@ def realized_rewards(dataset: Dataset, logged: pl.DataFrame, config: RankerConfi
 
 def score_options(ranker: PromoRanker, options: pl.DataFrame, config: RankerConfig) -> pl.DataFrame:
     """Options with the model's expected value and q, its expected reward of each action."""
-    cand = ranker.candidates(options.select("buyer_id", "offer_id"))
-    valued = expected_incremental_profit(cand, config.policy)
-    # candidates() answers unique pairs in order; options may repeat a pair across
-    # exposures, so join back by pair.
-    per_pair = valued.unique(["buyer_id", "offer_id"], keep="first", maintain_order=True)
+    # Options repeat a pair when a buyer was decided twice in the held-out days (live
+    # decision logs do): score each pair once, then join back by pair.
+    pairs = options.select("buyer_id", "offer_id").unique(maintain_order=True)
+    per_pair = expected_incremental_profit(ranker.candidates(pairs), config.policy)
     scored = options.join(per_pair, on=["buyer_id", "offer_id"], how="left")
     base = pl.col("margin") * pl.col("order_value")
     return scored.with_columns(

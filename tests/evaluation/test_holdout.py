@@ -17,7 +17,10 @@ from recsys.evaluation.holdout import (
     holdout_split,
     logged_decisions,
     q_table,
+    score_options,
 )
+from recsys.models.ranker import RankerConfig
+from recsys.policy.schema import validate_candidates
 
 
 def _ts(day: int, hour: int = 0) -> datetime:
@@ -329,3 +332,41 @@ def test_q_table_has_every_option_and_nothing_per_decision() -> None:
         ("x3", "o6", 5.0),
         ("x3", None, 0.0),
     ]
+
+
+class _PairScorer:
+    """Stands in for `PromoRanker.candidates`: the same checks (a repeated pair is an
+    error), a known answer per pair."""
+
+    def candidates(self, pairs: pl.DataFrame) -> pl.DataFrame:
+        return validate_candidates(
+            pairs.with_columns(
+                pl.lit("percent_off").alias("tool"),
+                pl.lit(0.5).alias("p_redeem"),
+                pl.lit(0.2).alias("p_purchase"),
+                pl.lit(0.1).alias("uplift"),
+                pl.lit(40.0).alias("order_value"),
+                pl.lit(0.3).alias("margin"),
+                pl.lit(4.0).alias("offer_value"),
+            )
+        )
+
+
+def test_options_repeating_a_pair_are_scored_once_and_answered_each_time() -> None:
+    # A live decision log decides a buyer more than once in the held-out days.
+    options = pl.DataFrame(
+        {
+            "exposure_id": ["e1", "e1", "e2", "e2"],
+            "buyer_id": ["b1", "b1", "b1", "b1"],
+            "offer_id": ["o1", "o2", "o1", "o2"],
+        }
+    )
+    config = RankerConfig()
+    scored = score_options(_PairScorer(), options, config)  # type: ignore[arg-type]
+    assert (
+        scored.select("exposure_id", "offer_id").rows()
+        == options.select("exposure_id", "offer_id").rows()
+    )
+    q = scored["q"].to_list()
+    assert q[0] == q[2] and q[1] == q[3]  # the same pair, the same answer
+    assert q[0] == pytest.approx(0.3 * 40.0 * (0.2 + 0.1) - 0.5 * scored["redemption_cost"][0])
