@@ -14,6 +14,13 @@ waited `max_seconds`:
 
 Each part is written to a hidden temporary file in the same directory, synced and then
 renamed into place, so a reader never sees half a part and no part is ever overwritten.
+
+The parts are training data as they are: the dataset loader reads `<table>/*.parquet`
+as parts of that table (skipping hidden files), so a `directory` inside a dataset
+directory makes every `recsys train --data DATASET` learn from the decisions, and a log
+kept elsewhere is added with `recsys train --decisions DIRECTORY` (`data.decision_logs`).
+Both are checked with the dataset's rows: a decision read twice is a duplicate
+`exposure_id`, an error.
 A failed write (disk full, permissions) keeps its rows for the next attempt and is
 recorded (`last_error`, `stats()`), never raised into a request; `close()` raises if
 rows are still unwritten at the end, so nothing accepted is lost silently. Rows accepted

@@ -37,6 +37,15 @@ def train(
     data: Annotated[
         Path | None, typer.Option(help="dataset directory; overrides the config's data.path")
     ] = None,
+    decisions: Annotated[
+        list[Path] | None,
+        typer.Option(
+            "--decisions",
+            help="a serving decision log directory (the serve config's decision_log_dir) "
+            "whose decisions and outcomes are added to the data (repeatable; adds to "
+            "data.decision_logs)",
+        ),
+    ] = None,
     set_: Annotated[
         list[str] | None,
         typer.Option(
@@ -52,7 +61,7 @@ def train(
     from training.config import load_config
 
     try:
-        cfg = load_config(config, set_ or [], data)
+        cfg = load_config(config, set_ or [], data, decisions or [])
     except ConfigError as exc:
         raise _fail(str(exc)) from None
     from training.run import train as run_training
@@ -60,7 +69,9 @@ def train(
     try:
         outcome = run_training(cfg, echo=typer.echo)
     except ContractError as exc:
-        raise _fail(f"invalid dataset:\n{exc}", code=1) from None
+        # Rebuilt from the violations: an error raised in a Ray task carries its traceback.
+        clean = ContractError.from_violations(exc.violations)
+        raise _fail(f"invalid dataset:\n{clean}", code=1) from None
     except (FileNotFoundError, ValueError) as exc:
         raise _fail(str(exc), code=1) from None
     typer.echo(outcome.summary(cfg.evaluation.primary_metric))

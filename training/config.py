@@ -67,6 +67,12 @@ class DataConfig(StrictConfig):
         description="on a synthetic marketplace, take seller margins from its truth/ "
         "directory when model.seller_margins is empty",
     )
+    decision_logs: list[Path] = Field(
+        default_factory=list,
+        description="serving decision logs kept outside the dataset (each a serve config's "
+        "decision_log_dir): their exposures and redemptions are added to the dataset's "
+        "before validation; a decision in both is a duplicate exposure_id, an error",
+    )
 
 
 class EvaluationConfig(HoldoutConfig):
@@ -229,22 +235,36 @@ def apply_overrides(data: dict[str, Any], overrides: list[str]) -> dict[str, Any
 
 
 def load_config(
-    path: str | Path | None, overrides: list[str] | None = None, data: Path | None = None
+    path: str | Path | None,
+    overrides: list[str] | None = None,
+    data: Path | None = None,
+    decisions: list[Path] | None = None,
 ) -> TrainConfig:
-    """Read a YAML config, apply `--set` overrides and `--data`, validate the result.
+    """Read a YAML config, apply `--set` overrides, `--data` and `--decisions`, validate.
 
-    Raises `ConfigError` naming any unknown key (and the allowed ones) or bad value.
+    `data` replaces `data.path`; `decisions` are added after the config's
+    `data.decision_logs`. Raises `ConfigError` naming any unknown key (and the allowed
+    ones) or bad value.
     """
     raw: dict[str, Any] = {}
     source = "config"
     if path is not None:
         raw, source = read_yaml_mapping(path), str(path)
     raw = apply_overrides(raw, list(overrides or []))
-    if data is not None:
+    if data is not None or decisions:
         section = raw.setdefault("data", {})
         if not isinstance(section, dict):
             raise ConfigError(f"{source}: 'data' must be a section")
-        section["path"] = str(data)
+        if data is not None:
+            section["path"] = str(data)
+        if decisions:
+            logs = section.get("decision_logs") or []
+            if not isinstance(logs, list):
+                raise ConfigError(
+                    f"{source}: 'data.decision_logs' must be a list of directories to add "
+                    f"--decisions to (got {logs!r})"
+                )
+            section["decision_logs"] = [*logs, *(str(d) for d in decisions)]
     if overrides:
         source += " with --set " + " ".join(overrides)
     return TrainConfig.from_dict(raw, source=source)

@@ -19,7 +19,7 @@ import hashlib
 import os
 import resource
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
@@ -27,7 +27,9 @@ from typing import Any
 
 import polars as pl
 
-from recsys.data import Dataset, load_dataset
+from recsys.data import Dataset
+from recsys.data.loader import load_dataset_files
+from recsys.data.sources import Part, data_files
 from recsys.data.synthetic import generate
 from recsys.evaluation.holdout import (
     HoldoutConfig,
@@ -72,15 +74,29 @@ class PipelineResult:
 # ---------------------------------------------------------------------------- data
 
 
+def check_data_paths(config: DataConfig) -> None:
+    """`FileNotFoundError` unless `path` (when set) and every decision log are directories.
+
+    Cheap, so a run checks it before connecting to MLflow or starting Ray.
+    """
+    if config.path is not None and not config.path.is_dir():
+        raise FileNotFoundError(
+            f"data.path {config.path} is not a directory; point it at a dataset in the "
+            "data contract's form (or set it to null to use the synthetic marketplace)"
+        )
+    for log in config.decision_logs:
+        if not log.is_dir():
+            raise FileNotFoundError(
+                f"data.decision_logs: {log} is not a directory; point it at a serving decision "
+                "log (the serve config's decision_log_dir, holding exposures/ and redemptions/)"
+            )
+
+
 def prepare_data(config: DataConfig, echo: Echo) -> Path:
     """The dataset directory: `path`, or the synthetic marketplace (generated once per
     distinct config, then reused)."""
+    check_data_paths(config)
     if config.path is not None:
-        if not config.path.is_dir():
-            raise FileNotFoundError(
-                f"data.path {config.path} is not a directory; point it at a dataset in the "
-                "data contract's form (or set it to null to use the synthetic marketplace)"
-            )
         return config.path
     spec = config.synthetic.to_dict()
     key = hashlib.sha256(repr(sorted(spec.items())).encode()).hexdigest()[:12]
@@ -96,17 +112,23 @@ def prepare_data(config: DataConfig, echo: Echo) -> Path:
     return out
 
 
-def file_digest(path: Path) -> str:
-    """SHA-256 over the contract files present (name and bytes), truth excluded."""
+def file_digest(path: Path, decision_logs: Sequence[Path] = ()) -> str:
+    """SHA-256 over every contract file the loader reads (name and bytes), truth excluded.
+
+    Part directories and decision logs count too; a dataset of plain table files keeps
+    the digest it had before parts were read, so earlier runs stay comparable.
+    """
+    return files_digest(data_files(path, decision_logs))
+
+
+def files_digest(files: Sequence[Part]) -> str:
+    """SHA-256 over the files' names (relative to their dataset or log) and bytes."""
     digest = hashlib.sha256()
-    for name in CONTRACT_FILES:
-        for file in sorted(path.glob(f"{name}.*")):
-            if file.suffix not in (".parquet", ".csv"):
-                continue
-            digest.update(file.name.encode())
-            with file.open("rb") as handle:
-                for block in iter(lambda: handle.read(1 << 20), b""):
-                    digest.update(block)
+    for part in files:
+        digest.update(part.key.encode())
+        with part.path.open("rb") as handle:
+            for block in iter(lambda: handle.read(1 << 20), b""):
+                digest.update(block)
     return digest.hexdigest()
 
 
@@ -135,16 +157,21 @@ def threaded(model: RankerConfig, threads: int) -> RankerConfig:
 # ---------------------------------------------------------------------------- stages
 
 
-def load_stage(path: str) -> tuple[Dataset, DataInfo]:
-    dataset = load_dataset(path)
+def load_stage(path: str, decision_logs: Sequence[str] = ()) -> tuple[Dataset, DataInfo]:
+    """The dataset at `path` with the decision logs' rows added, and what it holds."""
+    logs = [Path(log) for log in decision_logs]
+    dataset, files = load_dataset_files(path, logs)
     rows = {
         name: table.height for name in CONTRACT_FILES if (table := dataset.table(name)) is not None
     }
+    summary = dataset.summary().format()
+    if logs:
+        summary += "\ndecision logs added: " + ", ".join(map(str, logs))
     info = DataInfo(
         path=str(path),
-        digest=file_digest(Path(path)),
+        digest=files_digest(files),  # the files read, even if a live log adds parts
         rows=rows,
-        summary=dataset.summary().format(),
+        summary=summary,
     )
     return dataset, info
 
@@ -282,12 +309,17 @@ class _Tracker:
 class _Stages:
     """Submits the pipeline's stages as Ray tasks on one dataset and tracks them."""
 
-    def __init__(self, path: Path, cpus: int, echo: Echo) -> None:
+    def __init__(
+        self, path: Path, cpus: int, echo: Echo, decision_logs: Sequence[Path] = ()
+    ) -> None:
         import ray
 
         self.cpus = cpus
         self.tracker = _Tracker(echo)
-        self.dataset, self.info, stats = _remote(load_stage, cpus, returns=2).remote(str(path))
+        logs = [str(log) for log in decision_logs]
+        self.dataset, self.info, stats = _remote(load_stage, cpus, returns=2).remote(
+            str(path), logs
+        )
         self.tracker.started("load and validate", stats)
         self._ray = ray
 
@@ -330,7 +362,7 @@ def run_pipeline(config: TrainConfig, echo: Echo = print) -> PipelineResult:
     seconds = {"prepare_data": time.perf_counter() - began}
     init_ray(config, echo)
     cpus = config.ray.cpus_per_task
-    stages = _Stages(path, cpus, echo)
+    stages = _Stages(path, cpus, echo, config.data.decision_logs)
     stages.tracker.wait_all()
     info: DataInfo = ray.get(stages.info)
     echo(info.summary)
@@ -379,7 +411,7 @@ def evaluate_config(config: TrainConfig, model: RankerConfig, echo: Echo = print
 
     path = prepare_data(config.data, echo)
     init_ray(config, echo)
-    stages = _Stages(path, config.ray.cpus_per_task, echo)
+    stages = _Stages(path, config.ray.cpus_per_task, echo, config.data.decision_logs)
     split = stages.split(config.evaluation.waves)
     if split is None:
         raise ValueError("the data has no randomized waves to judge a model on")

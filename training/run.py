@@ -13,6 +13,7 @@ from recsys.models.ranker import RankerConfig
 from training.config import TrainConfig
 from training.pipeline import (
     PipelineResult,
+    check_data_paths,
     evaluate_config,
     init_ray,
     peak_rss_mb,
@@ -77,6 +78,7 @@ def with_money_terms(model: RankerConfig, source: RankerConfig) -> RankerConfig:
 
 def train(config: TrainConfig, echo: Echo = print) -> TrainOutcome:
     """Run the whole training job; see the README's "Training" section."""
+    check_data_paths(config.data)  # a wrong path fails before MLflow and Ray start
     prefer_this_interpreter()
     import ray
 
@@ -145,7 +147,7 @@ def train(config: TrainConfig, echo: Echo = print) -> TrainOutcome:
 def _sweep(config: TrainConfig, echo: Echo) -> SweepResult:
     path = prepare_data(config.data, echo)
     init_ray(config, echo)
-    dataset = load_dataset(path)
+    dataset = load_dataset(path, config.data.decision_logs)
     split = holdout_split(dataset, config.evaluation.waves)
     if split is None:
         raise ValueError(

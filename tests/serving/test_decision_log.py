@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import shutil
 import subprocess
 import sys
 import threading
@@ -15,10 +16,11 @@ import polars as pl
 import pytest
 from polars.testing import assert_frame_equal
 
-from recsys.data import ContractError
+from recsys.data import ContractError, load_dataset
 from recsys.data.schema import EXPOSURES, REDEMPTIONS
 from serving import decision_log
 from serving.decision_log import DecisionLog, DecisionLogError, LogStats, read_log
+from tests.data.test_loader import write_dataset
 
 DEADLINE = 2.0
 """Longest a test waits for the background thread (it normally needs ~0.1 s)."""
@@ -372,3 +374,75 @@ def test_an_existing_part_name_is_never_reused(
     log.flush()
     assert [p.name for p in parts(tmp_path)] == ["part-x-1.parquet", "part-x-2.parquet"]
     assert_frame_equal(read_log(tmp_path)["exposures"], exposures([0, 1]))
+
+
+# --------------------------------------------------------------------------- training input
+
+
+def _decisions(ids: list[str]) -> pl.DataFrame:
+    """Two decisions of seller s1 as the service logs them: of1 to b1 with propensity 0.5,
+    and "nothing" for b2, with the exact propensity (0.8) of choosing nothing."""
+    return pl.DataFrame(
+        {
+            "exposure_id": ids,
+            "buyer_id": ["b1", "b2"],
+            "offer_id": ["of1", None],
+            "ts": [datetime(2024, 1, 4, tzinfo=UTC)] * 2,
+            "propensity": [0.5, 0.8],
+            "policy": ["promo-ranker/1"] * 2,
+            "seller_id": ["s1", "s1"],
+        },
+        schema=EXPOSURES.schema,
+    )
+
+
+def _redemption(exposure_id: str) -> pl.DataFrame:
+    return pl.DataFrame(
+        {
+            "buyer_id": ["b1"],
+            "offer_id": ["of1"],
+            "ts": [datetime(2024, 1, 5, tzinfo=UTC)],
+            "exposure_id": [exposure_id],
+            "order_id": ["o9"],
+            "amount": [25.0],
+        },
+        schema=REDEMPTIONS.schema,
+    )
+
+
+def test_a_log_written_into_the_dataset_directory_is_training_data(tmp_path: Path) -> None:
+    # decision_log_dir = the dataset: exposures/ and redemptions/ parts next to the files.
+    root = write_dataset(tmp_path / "ds")
+    log = DecisionLog(root)
+    log.append_exposures(_decisions(["d1", "d2"]))
+    log.flush()
+    log.append_redemptions(_redemption("d1"))
+    log.close()
+    ds = load_dataset(root)
+    assert ds.exposures is not None and ds.redemptions is not None
+    assert ds.exposures["exposure_id"].to_list() == ["e1", "e2", "e3", "d1", "d2"]
+    nothing = ds.exposures.row(4, named=True)
+    assert (nothing["offer_id"], nothing["propensity"], nothing["seller_id"]) == (None, 0.8, "s1")
+    assert ds.redemptions["exposure_id"].to_list() == ["e2", "d1"]
+    summary = ds.summary()
+    assert summary.control_size == 2  # e3 of the dataset and the logged "nothing"
+    assert summary.propensity_share == 4 / 5  # e3 has none; both decisions have theirs
+
+
+def test_a_log_kept_elsewhere_is_added_and_a_decision_read_twice_is_refused(
+    tmp_path: Path,
+) -> None:
+    root = write_dataset(tmp_path / "ds")
+    with DecisionLog(tmp_path / "log") as log:
+        log.append_exposures(_decisions(["d1", "d2"]))
+        log.append_redemptions(_redemption("d1"))
+    ds = load_dataset(root, [tmp_path / "log"])
+    assert ds.exposures is not None and ds.redemptions is not None
+    assert ds.exposures.height == 5 and ds.redemptions.height == 2
+    # The same log copied into the dataset as well: every decision twice, an error.
+    shutil.copytree(tmp_path / "log" / "exposures", root / "exposures")
+    with pytest.raises(ContractError) as info:
+        load_dataset(root, [tmp_path / "log"])
+    files = {v.file.split("/part-")[0] for v in info.value.violations}
+    assert files == {"exposures", f"{tmp_path}/log/exposures"}
+    assert all(v.column == "exposure_id" and v.n_bad == 2 for v in info.value.violations)
