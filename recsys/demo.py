@@ -23,10 +23,6 @@ DemoStep = tuple[str, Callable[[Path, Echo], None]]
 """(title, step(demo directory, echo)): a demo step owned by another package."""
 
 NOT_YET_BUILT: tuple[tuple[str, str], ...] = (
-    (
-        "serve the ranking API",
-        "issue 5 (serving) is in progress: `recsys serve` runs the API (docs/serving.md)",
-    ),
     ("show the seller campaign page", "issue 6 (seller planner)"),
 )
 SHOWCASE_STAGES = ("cart_abandoner", "lapsing", "loyal")
