@@ -7,9 +7,11 @@ predictions, ~40 ms for one buyer), while reusing a kept answer costs a dictiona
 
 Entries are keyed by (buyer, seller scope, offers valid now): each holds the buyer's rows
 for every offer of that scope valid at the time, so a request's default offer list is
-one entry. An offer starting or ending makes a new key (old ones age out). Least
-recently used entries go first once `max_rows` rows are kept. A cache belongs to one
-model version: a new champion gets a new service, hence a new cache.
+one entry. A seller-scoped entry is cut from the buyer's all-sellers entry when that is
+kept; `warm` fills all-sellers entries for known buyers before traffic arrives. An
+offer starting or ending makes a new key (old ones age out). Least recently used
+entries go first once `max_rows` rows are kept. A cache belongs to one model version: a
+new champion gets a new service, hence a new cache.
 """
 
 from __future__ import annotations
@@ -72,10 +74,49 @@ class ScoreCache:
             self.hits += len(found)
             self.misses += len(wanted) - len(found)
         missing = [key for key in wanted if key not in found]
+        if missing and None in offers_of:
+            derived = self._derive(missing, offers_of[None])
+            found.update(derived)
+            missing = [key for key in missing if key not in derived]
         if missing:
             found.update(self._fill(missing))
         frames = [found[key] for key in wanted if found[key].height]
         return pl.concat(frames, how="vertical") if frames else self._score(_no_pairs())
+
+    def warm(
+        self, buyers: Sequence[str], offers: tuple[str, ...], chunk_rows: int = 200_000
+    ) -> int:
+        """Score `buyers` against every offer in `offers` (the all-sellers scope) ahead of
+        requests, in chunks, until the cache is full; how many buyers were scored.
+
+        A seller-scoped request of a warmed buyer is then answered from the warm entry.
+        """
+        if not offers or self.max_rows == 0:
+            return 0
+        room = max(self.max_rows - self.rows, 0) // len(offers)
+        todo = list(buyers)[:room]
+        step = max(chunk_rows // len(offers), 1)
+        for at in range(0, len(todo), step):
+            self._fill([(b, None, offers) for b in todo[at : at + step]])
+        return len(todo)
+
+    def _derive(
+        self, keys: list[tuple[str, Scope, tuple[str, ...]]], everything: tuple[str, ...]
+    ) -> dict[tuple[str, Scope, tuple[str, ...]], pl.DataFrame]:
+        """Scoped entries cut from the buyer's all-sellers entry, where it is kept."""
+        with self._lock:
+            wholes = {
+                key: self._entries.get((key[0], None, everything))
+                for key in keys
+                if key[1] is not None
+            }
+        out = {
+            key: whole.filter(pl.col("offer_id").is_in(key[2]))
+            for key, whole in wholes.items()
+            if whole is not None
+        }
+        self._keep(out)
+        return out
 
     def _fill(
         self, keys: list[tuple[str, Scope, tuple[str, ...]]]

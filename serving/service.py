@@ -238,9 +238,16 @@ class RankingService:
         with self._lock:
             return self._decisions.get(decision_id)
 
-    def warm_up(self) -> None:
-        """Rank one dummy request (not logged, not remembered): the first real one is fast."""
+    def warm_up(self, buyers: int | None = None) -> int:
+        """Rank one dummy request (not logged, not remembered), so the first real one is
+        fast, and score up to `buyers` known buyers (default: as many as the score cache
+        holds) against every offer valid now; how many were scored."""
         now = self._now()
+        valid = tuple(self._valid_offers(now)["offer_id"])
+        known = self._known_buyers["buyer_id"]
+        warmed = self._scores.warm(
+            (known.head(buyers) if buyers is not None else known).to_list(), valid
+        )
         plan = self._plan(RankRequest(buyer_id=_WARM_UP_BUYER), ADMIN_PRINCIPAL, None)
         self._decide([plan], now)
         if self._valid_offers(now).height == 0 and self._offers.height:
@@ -249,6 +256,7 @@ class RankingService:
             self.ranker.candidates(
                 pl.DataFrame({"buyer_id": [_WARM_UP_BUYER], "offer_id": [offer]})
             )
+        return warmed
 
     def seed_history(self, exposures: pl.DataFrame) -> int:
         """Remember the recent offers of a decision log's `exposures` for the frequency

@@ -79,3 +79,21 @@ def test_size_zero_scores_every_call() -> None:
     assert model.calls == [3, 3] and cache.rows == 0
     with pytest.raises(ValueError, match="max_rows"):
         ScoreCache(model, max_rows=-1)
+
+
+def test_warm_scores_ahead_and_scoped_requests_are_cut_from_it() -> None:
+    model = CountingModel()
+    cache = ScoreCache(model, max_rows=100)
+    assert cache.warm(["b1", "bb2"], OFFERS[None], chunk_rows=3) == 2
+    assert model.calls == [3, 3]  # one chunk of 3 rows per buyer
+    out = cache.candidates([("bb2", "s1"), ("b1", None)], OFFERS)
+    assert model.calls == [3, 3]  # nothing scored: cut from / found in the warm entries
+    assert out.filter(pl.col("buyer_id") == "bb2")["offer_id"].to_list() == ["o1", "o2"]
+    assert out.filter(pl.col("buyer_id") == "bb2")["score"].to_list() == [4.0, 5.0]
+
+
+def test_warm_stops_when_the_cache_is_full() -> None:
+    model = CountingModel()
+    cache = ScoreCache(model, max_rows=7)
+    assert cache.warm(["b1", "b2", "b3"], OFFERS[None]) == 2  # 3 rows each: room for 2
+    assert cache.rows == 6
