@@ -50,7 +50,7 @@ from recsys.policy import (
     Reason,
     RequestContext,
 )
-from recsys.policy.eligibility import as_utc
+from recsys.policy.eligibility import as_utc, valid_at
 from recsys.policy.value import PROFIT_EPS
 from serving.answers import TS_FORMAT, UNIT, listed_answers, rejection_summary, rejection_text
 from serving.auth import ADMIN_PRINCIPAL, AccessError, ForbiddenError, KeyRing, Principal
@@ -371,11 +371,7 @@ class RankingService:
 
     def _valid_offers(self, now: datetime) -> pl.DataFrame:
         """Offers valid at `now`: start_ts <= now < end_ts, a null bound being open."""
-        at = pl.lit(now, dtype=pl.Datetime("us", "UTC"))
-        return self._offers.filter(
-            (pl.col("start_ts").is_null() | (pl.col("start_ts") <= at))
-            & (pl.col("end_ts").is_null() | (at < pl.col("end_ts")))
-        )
+        return self._offers.filter(valid_at(now))
 
     def _decide(self, plans: Sequence[_Plan], now: datetime) -> _Batch:
         """Decide every planned request in one vectorized pass (no side effects)."""
@@ -494,10 +490,7 @@ class RankingService:
         frame = pairs.join(units.select(UNIT, "scope", "cart_value"), on=UNIT, how="left").join(
             scored, on=["buyer_id", "offer_id"], how="left"
         )
-        at = pl.lit(now, dtype=pl.Datetime("us", "UTC"))
-        valid = (pl.col("start_ts").is_null() | (pl.col("start_ts") <= at)) & (
-            pl.col("end_ts").is_null() | (at < pl.col("end_ts"))
-        )
+        valid = valid_at(now)
         in_scope = (
             pl.col("scope").is_null()
             | pl.col("seller_id").is_null()

@@ -75,6 +75,15 @@ def as_utc(ts: datetime) -> datetime:
     return ts.astimezone(UTC)
 
 
+def valid_at(now: datetime) -> pl.Expr:
+    """Whether an offer (``start_ts``, ``end_ts``) is valid at ``now``: start <= now <
+    end, a null bound being open."""
+    at = pl.lit(as_utc(now), dtype=TS)
+    return (pl.col("start_ts").is_null() | (pl.col("start_ts") <= at)) & (
+        pl.col("end_ts").is_null() | (at < pl.col("end_ts"))
+    )
+
+
 def filter_eligible(
     candidates: pl.DataFrame,
     as_of: datetime,
@@ -90,10 +99,7 @@ def filter_eligible(
     """
     ctx = RequestContext.coerce(context)
     now = as_utc(as_of)
-    now_lit = pl.lit(now, dtype=TS)
-    valid = (pl.col("start_ts").is_null() | (pl.col("start_ts") <= now_lit)) & (
-        pl.col("end_ts").is_null() | (now_lit < pl.col("end_ts"))
-    )
+    valid = valid_at(now)
     in_scope = (
         pl.lit(True)
         if ctx.seller_id is None
