@@ -75,6 +75,27 @@ def as_utc(ts: datetime) -> datetime:
     return ts.astimezone(UTC)
 
 
+REQUEST_SELLER = "request_seller_id"
+"""Optional candidates column: the seller scope of the row's own request (null: none).
+
+A batch of many API requests is decided in one call, each request with its own scope
+and cart; these columns carry them per row, and override the call's `RequestContext`
+where not null. They are dropped from the results."""
+REQUEST_CART = "request_cart_value"
+"""Optional candidates column: the cart value of the row's own request (null: unknown)."""
+REQUEST_COLUMNS = (REQUEST_SELLER, REQUEST_CART)
+
+
+def _per_row(
+    candidates: pl.DataFrame, column: str, constant: object, dtype: pl.DataType
+) -> pl.Expr:
+    """The row's request value where the candidates carry one, else the call's."""
+    fallback = pl.lit(constant, dtype=dtype)
+    if column not in candidates.columns:
+        return fallback
+    return pl.coalesce(pl.col(column).cast(dtype), fallback)
+
+
 def valid_at(now: datetime) -> pl.Expr:
     """Whether an offer (``start_ts``, ``end_ts``) is valid at ``now``: start <= now <
     end, a null bound being open."""
@@ -100,18 +121,13 @@ def filter_eligible(
     ctx = RequestContext.coerce(context)
     now = as_utc(as_of)
     valid = valid_at(now)
-    in_scope = (
-        pl.lit(True)
-        if ctx.seller_id is None
-        else pl.col("seller_id").is_null() | (pl.col("seller_id") == ctx.seller_id)
-    )
+    cart_value = None if ctx.cart_value is None else float(ctx.cart_value)
+    scope = _per_row(candidates, REQUEST_SELLER, ctx.seller_id, pl.String())
+    cart = _per_row(candidates, REQUEST_CART, cart_value, pl.Float64())
+    in_scope = scope.is_null() | pl.col("seller_id").is_null() | (pl.col("seller_id") == scope)
     has_min = pl.col("min_spend").is_not_null() & (pl.col("min_spend") > 0)
-    if ctx.cart_value is None:
-        below_min = pl.lit(False)
-        unverified = has_min
-    else:
-        below_min = has_min & (pl.lit(float(ctx.cart_value)) < pl.col("min_spend"))
-        unverified = pl.lit(False)
+    below_min = (has_min & cart.is_not_null() & (cart < pl.col("min_spend"))).fill_null(False)
+    unverified = has_min & cart.is_null()
 
     frame = _with_cap_allowance(candidates, history, now, config)
     capped = (pl.col("offers_left") <= 0).fill_null(False) | (pl.col("tool_left") <= 0).fill_null(
@@ -165,14 +181,14 @@ def filter_eligible(
             pl.format(
                 "the offer belongs to seller {}, the request is for seller {}",
                 pl.col("seller_id"),
-                pl.lit(ctx.seller_id),
+                scope,
             )
         )
         .when(below_min)
         .then(
             pl.format(
                 "the cart of {} is below the offer's minimum spend of {}",
-                fmt(pl.lit(float(ctx.cart_value or 0.0))),
+                fmt(cart),
                 fmt(pl.col("min_spend")),
             )
         )
@@ -184,7 +200,7 @@ def filter_eligible(
         reason_text.alias("reason_text"),
         unverified.alias("min_spend_unverified"),
     )
-    helpers = ["_n_buyer", "_n_tool"]
+    helpers = ["_n_buyer", "_n_tool", *(c for c in REQUEST_COLUMNS if c in frame.columns)]
     eligible = frame.filter(pl.col("reason_code").is_null()).drop(
         "reason_code", "reason_text", *helpers
     )

@@ -9,6 +9,7 @@ import polars as pl
 import pytest
 
 from recsys.policy import PolicyConfig, RequestContext, filter_eligible, validate_candidates
+from recsys.policy.eligibility import REQUEST_CART, REQUEST_SELLER
 
 AS_OF = datetime(2024, 6, 1, 12, tzinfo=UTC)
 BASE: dict[str, Any] = {
@@ -88,6 +89,44 @@ def test_minimum_spend_with_known_and_unknown_cart() -> None:
     unknown = filter_eligible(frame, AS_OF, PolicyConfig())
     flags = dict(unknown.eligible.select("offer_id", "min_spend_unverified").iter_rows())
     assert flags == {"min40": True, "min20": True, "none": False}
+
+
+def test_each_row_can_carry_its_own_requests_scope_and_cart() -> None:
+    """Many requests decided in one call: the request columns win over the call's context."""
+    frame = candidates(
+        {"buyer_id": "r1", "offer_id": "own", "seller_id": "s1", "min_spend": 40.0},
+        {"buyer_id": "r1", "offer_id": "other", "seller_id": "s2"},
+        {"buyer_id": "r2", "offer_id": "own", "seller_id": "s1", "min_spend": 40.0},
+        {"buyer_id": "r2", "offer_id": "other", "seller_id": "s2"},
+        {"buyer_id": "r3", "offer_id": "own", "seller_id": "s1", "min_spend": 40.0},
+    ).with_columns(
+        pl.Series(REQUEST_SELLER, ["s1", "s1", None, None, "s2"]),
+        pl.Series(REQUEST_CART, [30.0, 30.0, 50.0, 50.0, None]),
+    )
+    result = filter_eligible(frame, AS_OF, PolicyConfig())
+    rejected = {
+        (b, o): (code, text)
+        for b, o, code, text in result.rejected.select(
+            "buyer_id", "offer_id", "reason_code", "reason_text"
+        ).iter_rows()
+    }
+    assert set(rejected) == {("r1", "own"), ("r1", "other"), ("r3", "own")}
+    assert rejected[("r1", "own")] == (
+        "NOT_ELIGIBLE_MIN_SPEND",
+        "the cart of 30.0 is below the offer's minimum spend of 40.0",
+    )
+    assert rejected[("r1", "other")] == (
+        "OUT_OF_SELLER_SCOPE",
+        "the offer belongs to seller s2, the request is for seller s1",
+    )
+    assert rejected[("r3", "own")][0] == "OUT_OF_SELLER_SCOPE"
+    eligible = result.eligible.select("buyer_id", "offer_id", "min_spend_unverified").rows()
+    assert eligible == [("r2", "own", False), ("r2", "other", False)]  # r2's cart is known
+    assert REQUEST_SELLER not in result.eligible.columns
+    assert REQUEST_CART not in result.rejected.columns
+    # A row without a request value falls back to the call's context.
+    fallback = filter_eligible(frame, AS_OF, PolicyConfig(), context={"seller_id": "s2"})
+    assert ("r2", "own") in set(fallback.rejected.select("buyer_id", "offer_id").rows())
 
 
 def test_frequency_caps_per_buyer_and_per_tool() -> None:
