@@ -1,56 +1,22 @@
 """Turning the policy's decision frames into what a ranking request is answered with.
 
-Pure frame functions used by `serving.service.RankingService`: the eligibility sentence
-of a pair the request itself rules out (validity, seller scope, minimum spend), the
-summary of why a request has no eligible offer, and the listed offers of each request
+Pure frame functions used by `serving.service.RankingService`: the summary of why a
+request has no eligible offer (naming the offer), and the listed offers of each request
 (first = the action taken) with their exact propensities.
 """
 
 from __future__ import annotations
 
-from datetime import datetime
-
 import polars as pl
 
-from recsys.policy import Decisions, PolicyConfig, Reason, candidate_reason_text
+from recsys.policy import Decisions, PolicyConfig, candidate_reason_text
 from recsys.policy.policy import REJECTION_ORDER
-from recsys.policy.reasons import fmt
 from recsys.policy.value import PROFIT_EPS
 
 UNIT = "_unit"
 """The column naming a request within a batch (the policy's decision unit)."""
 
 TS_FORMAT = "%Y-%m-%d %H:%M"
-
-
-def rejection_text(now: datetime) -> pl.Expr:
-    """The eligibility sentence of a rejected pair (as `recsys.policy.eligibility` words it)."""
-    return (
-        pl.when(pl.col("reason_code") == Reason.OUTSIDE_VALIDITY.value)
-        .then(
-            pl.format(
-                "the offer is valid from {} until {}, not at {}",
-                pl.col("start_ts").dt.to_string(TS_FORMAT).fill_null("the start"),
-                pl.col("end_ts").dt.to_string(TS_FORMAT).fill_null("further notice"),
-                pl.lit(now.strftime(TS_FORMAT)),
-            )
-        )
-        .when(pl.col("reason_code") == Reason.OUT_OF_SELLER_SCOPE.value)
-        .then(
-            pl.format(
-                "the offer belongs to seller {}, the request is for seller {}",
-                pl.col("seller_id"),
-                pl.col("scope"),
-            )
-        )
-        .otherwise(
-            pl.format(
-                "the cart of {} is below the offer's minimum spend of {}",
-                fmt(pl.col("cart_value")),
-                fmt(pl.col("min_spend")),
-            )
-        )
-    )
 
 
 def rejection_summary(rejected: pl.DataFrame) -> dict[str, str]:

@@ -7,10 +7,9 @@
   scored in one vectorized pass: every (request, offer) pair goes through
   `PromoRanker.candidates` once (unique pairs only) and `OfferPolicy.decide` once, with
   the *request* as the decision unit, so two requests for one buyer are two decisions.
-  Per-request eligibility (seller scope, minimum spend against the request's cart) is
-  applied here, row by row, since the policy takes one context per call; validity dates
-  too, so every rejection is explained in one place. Exploration (epsilon-greedy,
-  softmax) and its exact propensities come from the policy.
+  Each row carries its request's seller scope and cart, which the policy's eligibility
+  checks per row (validity, scope, minimum spend, caps: one set of rules and words).
+  Exploration (epsilon-greedy, softmax) and its exact propensities come from the policy.
 - `record_outcomes`: redemptions reported against decision ids become the contract's
   `redemptions` rows.
 - `campaigns`: a seller's recommended campaigns (one offer per known buyer, budgets
@@ -50,9 +49,9 @@ from recsys.policy import (
     Reason,
     RequestContext,
 )
-from recsys.policy.eligibility import as_utc, valid_at
+from recsys.policy.eligibility import REQUEST_CART, REQUEST_SELLER, as_utc, valid_at
 from recsys.policy.value import PROFIT_EPS
-from serving.answers import TS_FORMAT, UNIT, listed_answers, rejection_summary, rejection_text
+from serving.answers import TS_FORMAT, UNIT, listed_answers, rejection_summary
 from serving.auth import ADMIN_PRINCIPAL, AccessError, ForbiddenError, KeyRing, Principal
 from serving.decision_log import DecisionLog
 from serving.history import ExposureHistory
@@ -396,15 +395,26 @@ class RankingService:
         valid = self._valid_offers(now)
         pairs = self._pairs(plans, units, valid)
         scored = self._scored(plans, pairs, valid)
-        rows, rejected = self._eligible(pairs, scored, units, now)
         decisions = None
-        if rows.height:
+        rejected = pl.DataFrame(
+            schema={name: pl.String for name in (UNIT, "offer_id", "reason_code", "reason_text")}
+        )
+        if pairs.height:
+            rows = self._rows(pairs, scored, units)
             history = None
             if self._capped:
                 history = self.history.frame_for(
                     list(zip(units[UNIT], units["buyer_id"], strict=True)), now
                 )
             decisions = self._rank_policy.decide(rows, now, history=history, rng=self._rng())
+            # Requests none of whose offers passed eligibility: explained by their rejections.
+            rejected = (
+                decisions.rejected.join(
+                    decisions.ranked.select("buyer_id"), on="buyer_id", how="anti"
+                )
+                .rename({"buyer_id": UNIT})
+                .select(UNIT, "offer_id", "reason_code", "reason_text")
+            )
         listed, nothing = listed_answers(decisions, units, self._rank_policy.config)
         return self._responses(plans, units, pairs, rejected, listed, nothing, now)
 
@@ -472,60 +482,19 @@ class RankingService:
             scored = scored.unique(["buyer_id", "offer_id"], keep="first", maintain_order=True)
         return scored
 
-    def _eligible(
-        self, pairs: pl.DataFrame, scored: pl.DataFrame, units: pl.DataFrame, now: datetime
-    ) -> tuple[pl.DataFrame, pl.DataFrame]:
-        """Candidates of the eligible pairs (the unit as `buyer_id`), and rejected pairs.
-
-        The checks of `recsys.policy.eligibility` that depend on the request (seller
-        scope, minimum spend against its cart), with validity, in the same order and
-        words. A verified minimum spend is cleared so the policy does not flag it
-        MIN_SPEND_UNVERIFIED.
-        """
-        if pairs.height == 0:
-            return pairs, pairs.with_columns(
-                pl.lit(None, pl.String).alias("reason_code"),
-                pl.lit(None, pl.String).alias("reason_text"),
-            )
-        frame = pairs.join(units.select(UNIT, "scope", "cart_value"), on=UNIT, how="left").join(
-            scored, on=["buyer_id", "offer_id"], how="left"
+    def _rows(self, pairs: pl.DataFrame, scored: pl.DataFrame, units: pl.DataFrame) -> pl.DataFrame:
+        """The candidate rows of every pair with the request as the decision unit (its id
+        as `buyer_id`), carrying the request's seller scope and cart, which the policy's
+        eligibility checks per row (`recsys.policy.eligibility.REQUEST_COLUMNS`)."""
+        request = units.select(
+            UNIT, pl.col("scope").alias(REQUEST_SELLER), pl.col("cart_value").alias(REQUEST_CART)
         )
-        valid = valid_at(now)
-        in_scope = (
-            pl.col("scope").is_null()
-            | pl.col("seller_id").is_null()
-            | (pl.col("seller_id") == pl.col("scope"))
+        return (
+            pairs.join(request, on=UNIT, how="left")
+            .join(scored, on=["buyer_id", "offer_id"], how="left")
+            .with_columns(pl.col(UNIT).alias("buyer_id"))
+            .drop(UNIT)
         )
-        below_min = (
-            pl.col("cart_value").is_not_null()
-            & (pl.col("min_spend").fill_null(0.0) > 0)
-            & (pl.col("cart_value") < pl.col("min_spend"))
-        ).fill_null(False)
-        code = (
-            pl.when(~valid)
-            .then(pl.lit(Reason.OUTSIDE_VALIDITY.value))
-            .when(~in_scope)
-            .then(pl.lit(Reason.OUT_OF_SELLER_SCOPE.value))
-            .when(below_min)
-            .then(pl.lit(Reason.NOT_ELIGIBLE_MIN_SPEND.value))
-        )
-        frame = frame.with_columns(code.alias("reason_code"))
-        rejected = frame.filter(pl.col("reason_code").is_not_null())
-        if rejected.height:
-            rejected = rejected.with_columns(rejection_text(now).alias("reason_text"))
-        else:
-            rejected = rejected.with_columns(pl.lit(None, pl.String).alias("reason_text"))
-        rows = (
-            frame.filter(pl.col("reason_code").is_null())
-            .with_columns(
-                pl.col(UNIT).alias("buyer_id"),
-                pl.when(pl.col("cart_value").is_null())
-                .then(pl.col("min_spend"))
-                .alias("min_spend"),
-            )
-            .drop(UNIT, "scope", "cart_value", "reason_code")
-        )
-        return rows, rejected.select(UNIT, "offer_id", "reason_code", "reason_text")
 
     def _responses(
         self,
@@ -574,12 +543,12 @@ class RankingService:
                 seller = first.seller_id
             else:
                 seller = plan.scope
-                if unit in chosen:  # the policy chose nothing
+                if unit in rejection:  # no offer passed eligibility: certainly nothing
+                    reason = rejection[unit]
+                elif unit in chosen:  # the policy chose nothing
                     reason = chosen[unit]["reason_text"]
                     explored = bool(chosen[unit]["explored"])
                     propensity = float(chosen[unit]["propensity"])
-                elif unit in rejection:
-                    reason = rejection[unit]
                 elif unit not in has_pairs:
                     reason = _nothing_valid_text(plan, now)
                 else:  # cannot happen: every pair is either decided or rejected
