@@ -12,19 +12,24 @@
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 import os
+import re
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from fastapi import FastAPI, Header, Request
+from fastapi import FastAPI, Header, Query, Request
 from fastapi.responses import JSONResponse, PlainTextResponse, Response
 
+from recsys.campaigns import AudienceKind
+from recsys.campaigns.planner import UnknownCampaignError
 from serving.auth import ENV_VAR, AccessError, ApiKeyEntry, KeyRing, Principal, parse_env_keys
 from serving.config import ServeConfig
 from serving.metrics import Metrics
+from serving.pages import add_seller_pages, cookie_key
 from serving.schemas import (
     BatchRankRequest,
     BatchRankResponse,
@@ -37,6 +42,14 @@ from serving.schemas import (
 )
 
 log = logging.getLogger(__name__)
+
+BUDGET_QUERY = Query(
+    None,
+    ge=0,
+    le=1e12,
+    description="spend limit to plan for; default: the serving policy's budget, else none",
+)
+AUDIENCE_QUERY = Query("journey_stage", description="what groups buyers into audiences")
 
 Ranker = Callable[[list[RankRequest], list[Principal]], Awaitable[list[RankResponse]]]
 
@@ -109,6 +122,10 @@ def create_api(state: Callable[[], ApiState]) -> FastAPI:
     async def not_ready(request: Request, exc: NotReadyError) -> JSONResponse:
         return JSONResponse({"detail": str(exc)}, status_code=503)
 
+    @api.exception_handler(UnknownCampaignError)
+    async def unknown_campaign(request: Request, exc: UnknownCampaignError) -> JSONResponse:
+        return JSONResponse({"detail": str(exc)}, status_code=404)
+
     @api.exception_handler(ValueError)
     async def bad_value(request: Request, exc: ValueError) -> JSONResponse:
         return JSONResponse({"detail": str(exc)}, status_code=422)
@@ -141,15 +158,57 @@ def create_api(state: Callable[[], ApiState]) -> FastAPI:
         )
         return result
 
+    def reader(request: Request, authorization: str | None) -> Principal:
+        """The caller of a read-only seller route: the Authorization header, else the
+        seller page's cookie (see `serving.pages`)."""
+        if authorization is None:
+            key = cookie_key(request)
+            if key is not None:
+                return state().keyring.authenticate_key(key)
+        return principal(authorization)
+
     @api.get("/v1/sellers/{seller_id}/campaigns", response_model=CampaignsResponse)
     async def campaigns(
-        seller_id: str, authorization: str | None = Header(None)
+        seller_id: str,
+        request: Request,
+        budget: float | None = BUDGET_QUERY,
+        audience: AudienceKind = AUDIENCE_QUERY,
+        authorization: str | None = Header(None),
     ) -> CampaignsResponse:
-        who = principal(authorization)
+        who = reader(request, authorization)
         state().keyring.authorize(who, seller_id)
         service = ready_service()
-        result: CampaignsResponse = await asyncio.to_thread(service.campaigns, seller_id, who)
+        plan = functools.partial(service.campaigns, budget=budget, audience=audience)
+        result: CampaignsResponse = await asyncio.to_thread(plan, seller_id, who)
         return result
+
+    @api.get(
+        "/v1/sellers/{seller_id}/campaigns/{campaign_id}/targets.csv",
+        response_class=PlainTextResponse,
+        responses={200: {"content": {"text/csv": {}}, "description": "buyer_id,offer_id,..."}},
+    )
+    async def campaign_targets(
+        seller_id: str,
+        campaign_id: str,
+        request: Request,
+        budget: float | None = BUDGET_QUERY,
+        audience: AudienceKind = AUDIENCE_QUERY,
+        authorization: str | None = Header(None),
+    ) -> Response:
+        """A campaign's target list as CSV, in the data contract's pairs form."""
+        who = reader(request, authorization)
+        state().keyring.authorize(who, seller_id)
+        service = ready_service()
+        targets = functools.partial(service.campaign_targets, budget=budget, audience=audience)
+        frame = await asyncio.to_thread(targets, seller_id, who, campaign_id)
+        name = re.sub(r"[^A-Za-z0-9._-]+", "_", f"{seller_id}-{campaign_id}")[:120]
+        return Response(
+            frame.write_csv(),
+            media_type="text/csv; charset=utf-8",
+            headers={"Content-Disposition": f'attachment; filename="{name}.csv"'},
+        )
+
+    add_seller_pages(api, lambda: state().keyring)
 
     @api.get("/healthz", response_model=Health)
     async def healthz() -> Health:

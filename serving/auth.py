@@ -273,8 +273,14 @@ class KeyRing:
         raw key is ever compared or kept; the lookup's timing can reveal at most something
         about a hash, which does not help guess a key.
         """
-        key = _bearer_token(authorization)
-        presented = hash_key(key)
+        return self.authenticate_key(_bearer_token(authorization))
+
+    def authenticate_key(self, key: str) -> Principal:
+        """The caller a raw key identifies (the seller page's login form and cookie);
+        `AuthError` (401) when it is empty or unknown. Same rules as `authenticate`."""
+        if not key or not key.strip():
+            raise AuthError(f"missing API key. Fix: send the header '{HEADER_FORM}'")
+        presented = hash_key(key.strip())
         entry = self._by_hash.get(presented)
         if entry is None or not hmac.compare_digest(entry.key_hash, presented):
             raise AuthError(

@@ -114,22 +114,71 @@ class OutcomesResponse(_Strict):
     )
 
 
-class Campaign(_Strict):
-    """One recommended campaign: an offer and the buyers to give it to."""
+class PlanFigures(_Strict):
+    """Expected figures of a campaign or of a whole plan (money in the data's currency).
 
+    The ``*_low``/``*_high`` bounds are a 90 % range from the randomness of buyers'
+    responses given the model's probabilities (not the model's own error).
+    """
+
+    buyers: int = Field(description="buyers who get an offer")
+    incremental_orders: float = Field(description="orders the offers cause")
+    incremental_revenue: float = Field(description="revenue of those orders")
+    redemptions: float = Field(description="offers expected to be used")
+    discount_cost: float = Field(description="expected cost of redemptions")
+    send_cost: float = Field(description="cost of sending the offers")
+    spend: float = Field(description="what counts against the budget (see budget_basis)")
+    profit: float = Field(description="expected incremental profit")
+    profit_low: float
+    profit_high: float
+    roi: float | None = Field(description="profit / (discount + send cost); null: costs nothing")
+    roi_low: float | None
+    roi_high: float | None
+
+
+class Campaign(PlanFigures):
+    """One recommended campaign: an audience, the offer it gets, and who in it gets it."""
+
+    campaign_id: str = Field(description="stable id: audience slug and offer id")
+    audience: str
+    audience_size: int = Field(description="the seller's buyers in the audience")
     offer_id: str
     tool: str
-    buyers: int = Field(description="buyers the engine would give this offer")
-    expected_incremental_profit: float
-    expected_redemptions: float
-    expected_cost: float
     top_buyer_ids: list[str] = Field(description="a sample of the targeted buyers, best first")
+
+
+class Alternative(PlanFigures):
+    """The plan, or what it is compared with: no campaign, or one offer to everyone."""
+
+    name: str
+    kind: Literal["plan", "nothing", "coupon_to_all"]
+    offer_id: str | None
+    tool: str | None
+    within_budget: bool
+
+
+class GainPoint(_Strict):
+    """Targeting buyers by expected profit: share targeted -> share of redemptions."""
+
+    share_targeted: float
+    share_redemptions: float
 
 
 class CampaignsResponse(_Strict):
     seller_id: str
     model_version: str
+    as_of: datetime = Field(description="the moment the plan is for (offers valid then)")
+    audience: Literal["journey_stage", "taste"]
+    budget: float | None = Field(description="the spend limit planned for; null: none")
+    budget_basis: Literal["expected", "worst_case"]
+    spend: float = Field(description="the plan's spend, never above the budget")
+    shadow_price: float = Field(description="expected profit one more unit of budget buys")
+    buyers: int = Field(description="the seller's buyers the plan considered")
     campaigns: list[Campaign]
+    comparison: list[Alternative] = Field(
+        description="the plan, no campaign, and coupon to every customer with each offer"
+    )
+    gain_curve: list[GainPoint]
     not_recommended: list[str] = Field(
         default_factory=list, description="offers no buyer should get, with the reason"
     )

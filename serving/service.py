@@ -12,8 +12,9 @@
   Exploration (epsilon-greedy, softmax) and its exact propensities come from the policy.
 - `record_outcomes`: redemptions reported against decision ids become the contract's
   `redemptions` rows.
-- `campaigns`: a seller's recommended campaigns (one offer per known buyer, budgets
-  applied), cached per seller, model version and set of valid offers.
+- `campaigns`: a seller's recommended campaigns within a budget (`recsys.campaigns`:
+  audiences x offers, compared with no campaign and coupon-to-all), and each campaign's
+  target list; cached per seller, model version, set of valid offers and budget.
 
 Every decision becomes one `exposures` row of the decision log (`exposure_id` = the
 decision id, the exact propensity of the action taken, `policy` = the model version), so
@@ -22,7 +23,7 @@ the next training run and off-policy evaluation can use what the service did.
 Frequency caps hold across requests: the offers the service gives are remembered
 (`serving.history`) and each request is decided with its buyer's recent ones. Two
 requests for one buyer in the same batch are decided independently. Budgets are a batch
-matter: `rank` does not apply them; `campaigns` applies the budgets of the policy config.
+matter: `rank` does not apply them; `campaigns` plans within the seller's budget.
 """
 
 from __future__ import annotations
@@ -38,27 +39,34 @@ from datetime import UTC, datetime, timedelta
 import numpy as np
 import polars as pl
 
+from recsys.campaigns import (
+    AudienceKind,
+    CampaignPlan,
+    PlannerConfig,
+    plan_campaigns,
+    stage_audiences,
+    taste_audiences,
+)
 from recsys.data.schema import EXPOSURES, REDEMPTIONS
 from recsys.features.pairs import seller_id_of_key
 from recsys.models.ranker import PromoRanker
 from recsys.policy import (
     DESCRIPTIONS,
-    Decisions,
     OfferPolicy,
     PolicyConfig,
     Reason,
-    RequestContext,
 )
 from recsys.policy.eligibility import REQUEST_CART, REQUEST_SELLER, as_utc, valid_at
-from recsys.policy.value import PROFIT_EPS
 from serving.answers import TS_FORMAT, UNIT, listed_answers, rejection_summary
 from serving.auth import ADMIN_PRINCIPAL, AccessError, ForbiddenError, KeyRing, Principal
 from serving.decision_log import DecisionLog
 from serving.history import ExposureHistory
 from serving.schemas import (
+    Alternative,
     BuyerInfo,
     Campaign,
     CampaignsResponse,
+    GainPoint,
     Outcome,
     OutcomesResponse,
     RankedOffer,
@@ -71,7 +79,10 @@ DEFAULT_SCORE_CACHE_ROWS = 1_000_000
 """Candidate rows kept by the score cache (about 0.3 KB each)."""
 
 CAMPAIGN_CACHE_SIZE = 64
-"""Campaign answers kept (one per seller, model version, buyer limit and offer set)."""
+"""Campaign plans kept (one per seller, model version, offer set, budget and audience)."""
+
+SELLER_SCORE_CACHE_SIZE = 16
+"""Scored candidate frames of sellers kept for planning (one per seller and offer set)."""
 
 _WARM_UP_BUYER = "__warm_up__"
 
@@ -183,8 +194,6 @@ class RankingService:
         self._rank_policy = OfferPolicy(
             self.policy.model_copy(update={"budgets": None, "one_offer_per": "buyer"})
         )
-        # A campaign plan is the exploit choice, for which budgets hold exactly.
-        self._campaign_policy = OfferPolicy(self.policy.model_copy(update={"exploration": "none"}))
         store = ranker.store_
         self._offers = store.offers.select(
             "offer_id",
@@ -200,7 +209,8 @@ class RankingService:
         self._lock = threading.Lock()
         self._seeds = np.random.SeedSequence(seed)
         self._decisions: OrderedDict[str, Decision] = OrderedDict()
-        self._campaign_cache: OrderedDict[tuple[object, ...], CampaignsResponse] = OrderedDict()
+        self._campaign_cache: OrderedDict[tuple[object, ...], CampaignPlan] = OrderedDict()
+        self._seller_score_cache: OrderedDict[tuple[object, ...], pl.DataFrame] = OrderedDict()
         self._purchases_not_logged = 0
         self._scores = ScoreCache(self.ranker.candidates, max_rows=score_cache_rows)
         self.history = history if history is not None else ExposureHistory()
@@ -686,33 +696,78 @@ class RankingService:
     # ----------------------------------------------------------------------- campaigns
 
     def campaigns(
-        self, seller_id: str, principal: Principal, limit_buyers: int = 10
+        self,
+        seller_id: str,
+        principal: Principal,
+        *,
+        budget: float | None = None,
+        audience: AudienceKind = "journey_stage",
+        limit_buyers: int = 10,
     ) -> CampaignsResponse:
-        """The seller's recommended campaigns: which of its valid offers to give whom.
-
-        The seller's known buyers (any history with it in the feature store; every buyer
-        when it has none) are scored against its offers valid now; `OfferPolicy.decide`
-        picks at most one offer per buyer under the config's budgets, without exploration.
-        Cached per seller, model version, `limit_buyers` and set of valid offers, so an
-        offer starting or ending refreshes the answer.
-        """
-        KeyRing.authorize(principal, seller_id)
+        """The seller's recommended campaigns within `budget` (see `campaign_plan`), with
+        the plan's comparison and gain curve, as the API answers it."""
         if limit_buyers < 0:
             raise ValueError(f"limit_buyers must be >= 0 (got {limit_buyers})")
+        plan, now = self.campaign_plan(seller_id, principal, budget=budget, audience=audience)
+        return campaigns_response(plan, self.model_version, now, limit_buyers)
+
+    def campaign_targets(
+        self,
+        seller_id: str,
+        principal: Principal,
+        campaign_id: str,
+        *,
+        budget: float | None = None,
+        audience: AudienceKind = "journey_stage",
+    ) -> pl.DataFrame:
+        """One campaign's target list in the contract's pairs form (buyer_id, offer_id,
+        then its expected figures); `ValueError` naming the plan's campaigns if unknown."""
+        plan, _ = self.campaign_plan(seller_id, principal, budget=budget, audience=audience)
+        return plan.target_list(campaign_id)
+
+    def campaign_plan(
+        self,
+        seller_id: str,
+        principal: Principal,
+        *,
+        budget: float | None = None,
+        audience: AudienceKind = "journey_stage",
+    ) -> tuple[CampaignPlan, datetime]:
+        """The seller's plan (`recsys.campaigns.plan_campaigns`) and the time it is for.
+
+        The seller's known buyers (any history with it in the feature store; every buyer
+        when it has none) are scored against its offers valid now. `budget` None takes
+        the serving policy's budget for the seller, if it has one. Scores are cached per
+        seller, model version and set of valid offers (an offer starting or ending
+        refreshes them); plans per budget and audience on top.
+        """
+        KeyRing.authorize(principal, seller_id)
+        if budget is None and self.policy.budgets is not None:
+            budget = self.policy.budgets.get(seller_id)
         now = self._now()
         offers = self._valid_offers(now).filter(pl.col("seller_id") == seller_id).sort("offer_id")
-        key = (seller_id, self.model_version, limit_buyers, tuple(offers["offer_id"]))
+        offer_key = (seller_id, self.model_version, tuple(offers["offer_id"]))
+        plan_key = (*offer_key, budget, audience)
         with self._lock:
-            cached = self._campaign_cache.get(key)
+            cached = self._campaign_cache.get(plan_key)
             if cached is not None:
-                self._campaign_cache.move_to_end(key)
-                return cached
-        answer = self._plan_campaigns(seller_id, offers, limit_buyers, now)
+                self._campaign_cache.move_to_end(plan_key)
+                return cached, now
+        scored = self._seller_scores(offer_key, seller_id, offers)
+        plan = plan_campaigns(
+            scored,
+            self._audiences(scored, audience),
+            seller_id,
+            now,
+            policy=self.policy,
+            budget=budget,
+            config=PlannerConfig(audience=audience),
+        )
         with self._lock:
-            self._campaign_cache[key] = answer
+            self._campaign_cache[plan_key] = plan
             while len(self._campaign_cache) > CAMPAIGN_CACHE_SIZE:
                 self._campaign_cache.popitem(last=False)
-        return answer
+        return plan, now
 
     def campaign_buyers(self, seller_id: str) -> pl.Series:
         """Buyers a campaign of `seller_id` is planned for: those with history at the
@@ -727,55 +782,64 @@ class RankingService:
             everyone = store.buyer_seller["buyer_id"]
         return everyone.unique().sort()
 
-    def _plan_campaigns(
-        self, seller_id: str, offers: pl.DataFrame, limit_buyers: int, now: datetime
-    ) -> CampaignsResponse:
+    def _seller_scores(
+        self, key: tuple[object, ...], seller_id: str, offers: pl.DataFrame
+    ) -> pl.DataFrame:
+        """The model's candidates for the seller's buyers x its valid offers (cached)."""
+        with self._lock:
+            cached = self._seller_score_cache.get(key)
+            if cached is not None:
+                self._seller_score_cache.move_to_end(key)
+                return cached
         buyers = self.campaign_buyers(seller_id)
-        empty = CampaignsResponse(
-            seller_id=seller_id, model_version=self.model_version, campaigns=[]
-        )
-        if offers.height == 0 or buyers.len() == 0:
-            return empty
         pairs = buyers.to_frame("buyer_id").join(offers.select("offer_id"), how="cross")
-        decisions = self._campaign_policy.decide(
-            self.ranker.candidates(pairs), now, context=RequestContext(seller_id=seller_id)
+        scored = self.ranker.candidates(pairs)
+        with self._lock:
+            self._seller_score_cache[key] = scored
+            while len(self._seller_score_cache) > SELLER_SCORE_CACHE_SIZE:
+                self._seller_score_cache.popitem(last=False)
+        return scored
+
+    def _audiences(self, scored: pl.DataFrame, kind: AudienceKind) -> pl.DataFrame:
+        if kind == "journey_stage":
+            return stage_audiences(scored.select("buyer_id", "journey_stage"))
+        store = self.ranker.store_
+        assert store is not None
+        return taste_audiences(
+            scored["buyer_id"], store.buyer_category, PlannerConfig().min_audience_size
         )
-        picked = decisions.chosen.filter(pl.col("offer_id").is_not_null()).join(
-            decisions.ranked.select("buyer_id", "offer_id", "p_redeem", "redemption_cost"),
-            on=["buyer_id", "offer_id"],
-            how="left",
-        )
-        per_offer = picked.group_by("offer_id").agg(
-            pl.len().alias("buyers"),
-            pl.col("expected_value").sum().alias("profit"),
-            pl.col("p_redeem").sum().alias("redemptions"),
-            (pl.col("p_redeem") * pl.col("redemption_cost")).sum().alias("cost"),
-            pl.col("buyer_id")
-            .sort_by(["expected_value", "buyer_id"], descending=[True, False])
-            .head(limit_buyers)
-            .alias("top"),
-        )
-        per_offer = per_offer.join(offers.select("offer_id", "tool"), on="offer_id").sort(
-            ["profit", "offer_id"], descending=[True, False]
-        )
-        campaigns = [
-            Campaign(
-                offer_id=row["offer_id"],
-                tool=row["tool"],
-                buyers=row["buyers"],
-                expected_incremental_profit=row["profit"],
-                expected_redemptions=row["redemptions"],
-                expected_cost=row["cost"],
-                top_buyer_ids=row["top"],
-            )
-            for row in per_offer.iter_rows(named=True)
-        ]
-        return CampaignsResponse(
-            seller_id=seller_id,
-            model_version=self.model_version,
-            campaigns=campaigns,
-            not_recommended=_not_recommended(decisions, offers, per_offer, seller_id),
-        )
+
+
+def campaigns_response(
+    plan: CampaignPlan, model_version: str, as_of: datetime, limit_buyers: int = 10
+) -> CampaignsResponse:
+    """The API's answer for a plan: campaigns with a sample of their buyers, the
+    comparison with no campaign and coupon-to-all, and the gain curve."""
+    tops = (
+        plan.targets.group_by("campaign_id", maintain_order=True)
+        .agg(pl.col("buyer_id").head(limit_buyers).alias("top"))
+        .iter_rows()
+    )
+    top_of = dict(tops)
+    totals = plan.totals
+    return CampaignsResponse(
+        seller_id=plan.seller_id,
+        model_version=model_version,
+        as_of=as_of,
+        audience=plan.audience_kind,
+        budget=plan.budget,
+        budget_basis=plan.budget_basis,
+        spend=float(totals["spend"] or 0.0),
+        shadow_price=plan.shadow_price,
+        buyers=plan.buyers,
+        campaigns=[
+            Campaign(**row, top_buyer_ids=top_of.get(row["campaign_id"], []))
+            for row in plan.campaigns.iter_rows(named=True)
+        ],
+        comparison=[Alternative(**row) for row in plan.alternatives.iter_rows(named=True)],
+        gain_curve=[GainPoint(**row) for row in plan.gain_curve.iter_rows(named=True)],
+        not_recommended=list(plan.not_recommended),
+    )
 
 
 # --------------------------------------------------------------------------- frame helpers
@@ -798,39 +862,6 @@ def _known_buyers(ranker: PromoRanker) -> pl.DataFrame:
             .with_columns(pl.lit(None, pl.String).alias("journey_stage"))
         )
     return known.unique("buyer_id", keep="first").with_columns(pl.lit(True).alias("known"))
-
-
-def _not_recommended(
-    decisions: Decisions, offers: pl.DataFrame, per_offer: pl.DataFrame, seller_id: str
-) -> list[str]:
-    """`"<offer_id>: <reason>"` for every valid offer the campaign gives nobody."""
-    unused = offers.join(per_offer.select("offer_id"), on="offer_id", how="anti")["offer_id"]
-    if unused.len() == 0:
-        return []
-    best = dict(
-        decisions.ranked.group_by("offer_id").agg(pl.col("expected_value").max()).iter_rows()
-    )
-    budgets = decisions.budgets.filter(pl.col("budget_key") == seller_id)
-    price = float(budgets["shadow_price"][0]) if budgets.height else 0.0
-    out = []
-    for offer_id in unused:
-        value = best.get(offer_id)
-        if value is None:
-            reason = "no buyer is eligible for it"
-        elif value <= PROFIT_EPS:
-            reason = (
-                f"no buyer is expected to bring more profit with it than without "
-                f"(best expected {value:+.2f})"
-            )
-        elif price > 0:
-            reason = f"{DESCRIPTIONS[Reason.OVER_BUDGET]} (best expected {value:+.2f})"
-        else:
-            reason = (
-                "another offer is worth more to every buyer it would pay for "
-                f"(best expected {value:+.2f})"
-            )
-        out.append(f"{offer_id}: {reason}")
-    return out
 
 
 def _nothing_valid_text(plan: _Plan, now: datetime) -> str:

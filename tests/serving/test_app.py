@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+from datetime import UTC, datetime
 from typing import Any
 
+import polars as pl
 import pytest
 from fastapi.testclient import TestClient
 
+from recsys.campaigns.planner import UnknownCampaignError
 from serving.app import ApiState, ServiceHolder, create_api
 from serving.auth import ApiKeyEntry, ForbiddenError, KeyRing, Principal, hash_key
 from serving.metrics import Metrics
@@ -32,6 +35,7 @@ class FakeService:
 
     def __init__(self) -> None:
         self.calls: list[list[RankRequest]] = []
+        self.plans: list[tuple[str, float | None, str]] = []
 
     def rank(self, requests: list[RankRequest], who: list[Principal]) -> list[RankResponse]:
         self.calls.append(list(requests))
@@ -69,8 +73,36 @@ class FakeService:
     def record_outcomes(self, outcomes: list[Any], who: Principal) -> OutcomesResponse:
         return OutcomesResponse(accepted=len(outcomes))
 
-    def campaigns(self, seller_id: str, who: Principal) -> CampaignsResponse:
-        return CampaignsResponse(seller_id=seller_id, model_version="7", campaigns=[])
+    def campaigns(
+        self, seller_id: str, who: Principal, budget: float | None = None, audience: str = ""
+    ) -> CampaignsResponse:
+        self.plans.append((seller_id, budget, audience))
+        return CampaignsResponse(
+            seller_id=seller_id,
+            model_version="7",
+            as_of=datetime(2026, 5, 1, tzinfo=UTC),
+            audience="taste" if audience == "taste" else "journey_stage",
+            budget=budget,
+            budget_basis="expected",
+            spend=0.0,
+            shadow_price=0.0,
+            buyers=0,
+            campaigns=[],
+            comparison=[],
+            gain_curve=[],
+        )
+
+    def campaign_targets(
+        self,
+        seller_id: str,
+        who: Principal,
+        campaign_id: str,
+        budget: float | None = None,
+        audience: str = "",
+    ) -> pl.DataFrame:
+        if campaign_id != "lapsing.of1":
+            raise UnknownCampaignError(f"no campaign {campaign_id!r}; its campaigns: 'lapsing.of1'")
+        return pl.DataFrame({"buyer_id": ["b1", "b2"], "offer_id": ["of1", "of1"]})
 
 
 @pytest.fixture

@@ -466,16 +466,20 @@ def test_campaigns_are_consistent_cached_and_scoped(
 
     assert plan.seller_id == SELLER and plan.model_version == VERSION
     assert plan.campaigns, "the fixture marketplace should have something worth sending"
+    assert plan.budget is None and plan.buyers == scored.len()
     assert sum(c.buyers for c in plan.campaigns) <= scored.len()
-    tops = [b for c in plan.campaigns for b in c.top_buyer_ids]
-    assert len(tops) == len(set(tops))  # one offer per buyer
-    assert set(tops) <= set(scored)
+    audiences = [c.audience for c in plan.campaigns]
+    assert len(audiences) == len(set(audiences))  # one offer per audience
     for c in plan.campaigns:
-        assert 0 < len(c.top_buyer_ids) <= min(5, c.buyers)
-        assert 0 <= c.expected_redemptions <= c.buyers
-        assert c.expected_cost >= 0
-    profits = [c.expected_incremental_profit for c in plan.campaigns]
+        assert 0 < len(c.top_buyer_ids) <= min(5, c.buyers) <= c.audience_size
+        assert set(c.top_buyer_ids) <= set(scored)
+        assert 0 <= c.redemptions <= c.buyers
+        assert c.discount_cost >= 0 and c.profit_low <= c.profit <= c.profit_high
+    profits = [c.profit for c in plan.campaigns]
     assert profits == sorted(profits, reverse=True) and profits[-1] > 0
+    kinds = [a.kind for a in plan.comparison]
+    assert kinds[:2] == ["plan", "nothing"] and kinds.count("coupon_to_all") >= 1
+    assert plan.comparison[0].profit == pytest.approx(sum(profits))
     # Every valid offer of the seller is either a campaign or not recommended, with a reason.
     skipped = {line.split(":")[0] for line in plan.not_recommended}
     assert {c.offer_id for c in plan.campaigns} | skipped == set(
@@ -483,20 +487,51 @@ def test_campaigns_are_consistent_cached_and_scoped(
     )
     assert not {c.offer_id for c in plan.campaigns} & skipped
 
-    assert svc.campaigns(SELLER, ADMIN_PRINCIPAL, limit_buyers=5) is plan  # cached
+    cached, _ = svc.campaign_plan(SELLER, ADMIN_PRINCIPAL)
+    assert svc.campaign_plan(SELLER, ADMIN_PRINCIPAL)[0] is cached
     with pytest.raises(ForbiddenError):
         svc.campaigns(OTHER, seller_key())
+    with pytest.raises(ForbiddenError):
+        svc.campaign_targets(OTHER, seller_key(), plan.campaigns[0].campaign_id)
 
 
-def test_campaign_budget_limits_expected_cost(ranker: PromoRanker, now: datetime) -> None:
-    free = service(ranker, now).campaigns(SELLER, ADMIN_PRINCIPAL)
-    cost = sum(c.expected_cost for c in free.campaigns)
-    budget = cost / 4
-    tight = service(ranker, now, policy=PolicyConfig(budgets={SELLER: budget})).campaigns(
-        SELLER, ADMIN_PRINCIPAL
+def test_a_campaigns_target_list_is_its_buyers_in_pairs_form(
+    ranker: PromoRanker, now: datetime
+) -> None:
+    svc = service(ranker, now)
+    plan = svc.campaigns(SELLER, seller_key(), limit_buyers=3)
+    campaign = plan.campaigns[0]
+    targets = svc.campaign_targets(SELLER, seller_key(), campaign.campaign_id)
+    assert targets.columns[:2] == ["buyer_id", "offer_id"]
+    assert targets.height == campaign.buyers
+    assert set(targets["offer_id"]) == {campaign.offer_id}
+    assert targets["buyer_id"].head(3).to_list() == campaign.top_buyer_ids
+
+
+def test_the_budget_changes_the_plan_and_is_never_exceeded(
+    ranker: PromoRanker, now: datetime
+) -> None:
+    svc = service(ranker, now)
+    free = svc.campaigns(SELLER, ADMIN_PRINCIPAL)
+    assert free.spend > 0, "the fixture's plan should spend something"
+    budget = free.spend / 4
+    tight = svc.campaigns(SELLER, ADMIN_PRINCIPAL, budget=budget)
+    assert tight.budget == budget and tight.spend <= budget * (1 + 1e-9)
+    assert tight.comparison[0].profit < free.comparison[0].profit
+    assert tight.shadow_price > 0
+    # The serving policy's budget is the default; a request's budget overrides it.
+    configured = service(ranker, now, policy=PolicyConfig(budgets={SELLER: budget}))
+    assert configured.campaigns(SELLER, ADMIN_PRINCIPAL).spend <= budget * (1 + 1e-9)
+    assert configured.campaigns(SELLER, ADMIN_PRINCIPAL, budget=1e9).spend == pytest.approx(
+        free.spend
     )
-    assert sum(c.expected_cost for c in tight.campaigns) <= budget * (1 + 1e-6)
-    assert sum(c.buyers for c in tight.campaigns) <= sum(c.buyers for c in free.campaigns)
+
+
+def test_taste_audiences_are_favourite_categories(ranker: PromoRanker, now: datetime) -> None:
+    plan = service(ranker, now).campaigns(SELLER, ADMIN_PRINCIPAL, audience="taste")
+    assert plan.audience == "taste"
+    assert plan.campaigns
+    assert all(c.audience != "lapsing" for c in plan.campaigns)
 
 
 def test_frequency_caps_hold_across_requests_and_restarts(
