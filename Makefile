@@ -14,7 +14,7 @@ UV := $(shell command -v uv 2>/dev/null || echo "python3 -m uv")
 RUN := $(UV) run --frozen --no-sync
 DEMO_DIR ?= .demo
 
-.PHONY: demo test test-reliability lint format bench sync clean help
+.PHONY: demo test test-reliability lint format bench sync browser clean help
 
 help:
 	@echo "make demo   - generate a synthetic marketplace, validate it, and run what exists so far"
@@ -29,7 +29,15 @@ sync:
 demo: sync
 	$(RUN) recsys demo --out $(DEMO_DIR)
 
-test: sync
+# The seller page's browser test drives Debian's Chromium (no browser download).
+browser:
+	@command -v chromium >/dev/null 2>&1 || { \
+	  echo "installing Debian's chromium for the seller page's browser test"; \
+	  if [ "$$(id -u)" = 0 ]; then SUDO=; else SUDO=sudo; fi; \
+	  $$SUDO apt-get update -qq && \
+	  DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq chromium >/dev/null; }
+
+test: sync browser
 	$(RUN) pytest -m "not reliability"
 
 test-reliability: sync

@@ -22,9 +22,7 @@ Echo = Callable[[str], None]
 DemoStep = tuple[str, Callable[[Path, Echo], None]]
 """(title, step(demo directory, echo)): a demo step owned by another package."""
 
-NOT_YET_BUILT: tuple[tuple[str, str], ...] = (
-    ("show the seller campaign page", "issue 6 (seller planner)"),
-)
+NOT_YET_BUILT: tuple[tuple[str, str], ...] = ()
 SHOWCASE_STAGES = ("cart_abandoner", "lapsing", "loyal")
 
 

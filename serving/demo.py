@@ -202,6 +202,12 @@ def tour(
     plan = _call(http, "GET", own, seller).json()
     echo(f"\nGET {own} (seller {keys.seller_id}'s key)")
     echo(_format_campaigns(plan))
+    if plan["spend"] > 0:
+        budget = round(plan["spend"] / 3, 2)
+        tight = _call(http, "GET", f"{own}?budget={budget}", seller).json()
+        echo(f"GET {own}?budget={budget}")
+        echo(_format_campaigns(tight))
+    echo(_seller_page(http, keys, plan, log_dir.parent))
 
     others = [s for s in market.sellers if s != keys.seller_id]
     if others:
@@ -265,17 +271,56 @@ def _probability(p: float) -> str:
 
 def _format_campaigns(body: dict[str, Any]) -> str:
     campaigns = body["campaigns"]
-    lines = [f"   {len(campaigns)} recommended campaigns (model version {body['model_version']})"]
-    for c in campaigns[:3]:
+    budget = "no budget limit" if body["budget"] is None else f"budget {body['budget']:,.2f}"
+    lines = [
+        f"   {len(campaigns)} recommended campaigns ({budget}, spend {body['spend']:,.2f}, "
+        f"model version {body['model_version']})"
+    ]
+    for c in campaigns[:4]:
         lines.append(
-            f"   {c['offer_id']} {c['tool']:<13} {c['buyers']:>5,} buyers, expected profit "
-            f"{c['expected_incremental_profit']:+,.1f}, redemptions "
-            f"{c['expected_redemptions']:,.1f}, cost {c['expected_cost']:,.1f}"
+            f"   {c['audience']:<16} x {c['offer_id']} {c['tool']:<13} {c['buyers']:>5,} of "
+            f"{c['audience_size']:,} buyers, expected profit {c['profit']:+,.1f} "
+            f"({c['profit_low']:+,.1f} to {c['profit_high']:+,.1f}), spend {c['spend']:,.2f}"
         )
-    if len(campaigns) > 3:
-        lines.append(f"   ... and {len(campaigns) - 3} more")
-    for note in body["not_recommended"][:2]:
-        lines.append(f"   not recommended: {note}")
+    if len(campaigns) > 4:
+        lines.append(f"   ... and {len(campaigns) - 4} more")
+    plan = next(o for o in body["comparison"] if o["kind"] == "plan")
+    blankets = [o for o in body["comparison"] if o["kind"] == "coupon_to_all"]
+    if blankets:
+        best = max(blankets, key=lambda o: o["profit"])
+        worst = min(blankets, key=lambda o: o["profit"])
+        lines.append(
+            f"   the plan: expected profit {plan['profit']:+,.1f}; coupon to every customer: "
+            f"from {worst['profit']:+,.1f} ({worst['offer_id']}, {worst['tool']}) to "
+            f"{best['profit']:+,.1f} ({best['offer_id']}, {best['tool']}); no campaign: 0"
+        )
+    return "\n".join(lines)
+
+
+def _seller_page(http: httpx.Client, keys: DemoKeys, plan: dict[str, Any], out_dir: Path) -> str:
+    """Sign in to the seller page as a browser would, and save a campaign's CSV."""
+    page_path = f"/sellers/{keys.seller_id}"
+    http.cookies.clear()
+    login = http.post(
+        f"{page_path}/login",
+        data={"key": keys.seller},
+        follow_redirects=False,
+        timeout=TIMEOUT_S,
+    )
+    page = http.get(page_path, timeout=TIMEOUT_S)
+    http.cookies.clear()
+    lines = [
+        f"\nseller page {http.base_url}{page_path}: sign-in {login.status_code}, "
+        f"page {page.status_code} ({len(page.text):,} bytes, no external scripts)"
+    ]
+    if plan["campaigns"]:
+        campaign = plan["campaigns"][0]["campaign_id"]
+        path = f"/v1/sellers/{keys.seller_id}/campaigns/{campaign}/targets.csv"
+        csv = _call(http, "GET", path, _auth(keys.seller))
+        saved = out_dir / f"targets-{keys.seller_id}-{campaign}.csv"
+        saved.write_text(csv.text)
+        rows = max(len(csv.text.splitlines()) - 1, 0)
+        lines.append(f"GET {path}: {rows} buyer-offer pairs saved to {saved}")
     return "\n".join(lines)
 
 

@@ -113,6 +113,7 @@ TARGET_SCHEMA: dict[str, pl.DataType] = {
     "p_redeem": pl.Float64(),
     "incremental_p": pl.Float64(),
     "expected_value": pl.Float64(),
+    "spend": pl.Float64(),
 }
 GAIN_SCHEMA: dict[str, pl.DataType] = {
     "share_targeted": pl.Float64(),

@@ -154,7 +154,7 @@
   // ------------------------------------------------------------------ charts (plain SVG)
 
   function barChart(svg, rows, cls) {
-    const rowH = 22, left = 210, right = 20, width = 560, top = 10;
+    const rowH = 22, left = 190, right = 16, width = 480, top = 10;
     const height = top + rows.length * rowH + 24;
     svg.setAttribute("viewBox", "0 0 " + width + " " + height);
     const lo = Math.min(0, ...rows.map((r) => r.low)), hi = Math.max(0, ...rows.map((r) => r.high));
@@ -169,7 +169,7 @@
       });
       bar.append(svgEl("title", {}, r.label + ": " + money.format(r.value)));
       parts.push(
-        text(left - 6, y + rowH / 2 + 3, truncate(r.label, 34), "end"),
+        text(left - 6, y + rowH / 2 + 3, truncate(r.label, 30), "end"),
         bar,
         line(x(r.low), y + rowH / 2, x(r.high), y + rowH / 2, "whisker"),
       );

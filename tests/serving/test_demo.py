@@ -117,7 +117,11 @@ def test_tour_calls_every_endpoint_and_reads_the_log(api: Any) -> None:
     assert "#1 " in text and "propensity" in text and "expected profit" in text
     assert "1 accepted" in text
     assert f"GET /v1/sellers/{keys.seller_id}/campaigns" in text
-    assert "recommended campaigns" in text
+    assert "recommended campaigns" in text and "coupon to every customer" in text
+    assert f"seller page http://testserver/sellers/{keys.seller_id}: sign-in 303" in text
+    assert "page 200" in text
+    saved = next(log_dir.parent.glob(f"targets-{keys.seller_id}-*.csv"))
+    assert saved.read_text().startswith("buyer_id,offer_id")
     assert f"campaigns (seller {keys.seller_id}'s key): 403" in text
     assert "without a key: 401" in text
     assert "not written yet" not in text

@@ -3,6 +3,9 @@ the decision log on disk, and a champion swapped while requests flow."""
 
 from __future__ import annotations
 
+import contextlib
+import os
+import re
 import socket
 import threading
 import time
@@ -29,6 +32,12 @@ pytestmark = pytest.mark.slow
 SELLER_KEY = "serve-test-seller-key-000000000"
 ADMIN_KEY = "serve-test-admin-key-0000000000"
 MODEL = "promo-ranker"
+OTHER_SELLERS = ("s001", "s002", "s003", "s004")
+SEND_COST = 0.02
+
+
+def seller_key(seller: str) -> str:
+    return SELLER_KEY if seller == "s000" else f"serve-test-key-of-{seller}-00000000"
 
 
 def _free_port() -> int:
@@ -57,8 +66,6 @@ class App:
 
 @pytest.fixture(scope="module")
 def app(tmp_path_factory: pytest.TempPathFactory) -> Iterator[App]:
-    import os
-
     import ray
     from ray import serve
 
@@ -81,7 +88,8 @@ def app(tmp_path_factory: pytest.TempPathFactory) -> Iterator[App]:
     version = _register(client, state.experiment, ranker, root / "v1")
     client.set_registered_model_alias(MODEL, CHAMPION, version)
 
-    os.environ["RECSYS_API_KEYS"] = f"{SELLER_KEY}:s000,{ADMIN_KEY}:*"
+    more = ",".join(f"{seller_key(s)}:{s}" for s in OTHER_SELLERS)
+    os.environ["RECSYS_API_KEYS"] = f"{SELLER_KEY}:s000,{ADMIN_KEY}:*,{more}"
     started = not ray.is_initialized()
     if started:
         ray.init(num_cpus=2, include_dashboard=False, address="local")
@@ -96,6 +104,9 @@ def app(tmp_path_factory: pytest.TempPathFactory) -> Iterator[App]:
                 # Decide as of the last campaign of the synthetic history, when offers
                 # were valid (they have all ended by the real clock).
                 "as_of": _last_campaign(market).isoformat(),
+                # Sending costs something (an e-mail, an SMS), so a seller's budget binds
+                # even on a plan of reminders.
+                "policy": {"send_cost": SEND_COST},
             }
         ),
         name="promo-test",
@@ -144,6 +155,100 @@ def test_keys_are_required_and_scoped(app: App) -> None:
         timeout=60,
     )
     assert response.status_code == 403
+
+
+def test_the_seller_page_in_headless_chromium(app: App, tmp_path: Path) -> None:
+    """A seller signs in, sees campaigns with numbers, lowers the budget and sees the plan
+    change, downloads a campaign's CSV; another seller's page stays closed."""
+    # The demo seller: the one whose unlimited plan spends the most, so a smaller
+    # budget must change it.
+    spends = {}
+    for seller in ("s000", *OTHER_SELLERS):
+        answer = httpx.get(
+            f"{app.url}/v1/sellers/{seller}/campaigns",
+            headers={"Authorization": f"Bearer {ADMIN_KEY}"},
+            timeout=60,
+        )
+        if answer.status_code == 200:
+            spends[seller] = answer.json()["spend"]
+    seller = max(spends, key=lambda s: spends[s])
+    assert spends[seller] > 0, f"no seller's plan spends anything: {spends}"
+    other = next(s for s in spends if s != seller)
+    with chromium() as browser:
+        page = browser.new_page(accept_downloads=True)
+        first = page.goto(f"{app.url}/sellers/{seller}")
+        assert first is not None and first.status == 401
+        page.fill("#key", seller_key(seller))
+        page.click("#sign-in")
+        page.wait_for_selector('body[data-loaded="1"]', timeout=120_000)
+
+        rows = page.locator("#campaigns tbody tr")
+        assert rows.count() >= 1
+        profit = rows.first.locator("td").nth(7).inner_text()
+        assert re.search(r"\d", profit), profit
+        spend_before = _money(page.inner_text("#plan-spend .value"))
+        assert spend_before == pytest.approx(spends[seller], abs=0.01)
+        assert page.locator("#profit-chart rect").count() == rows.count()
+        assert page.locator("#gain-chart path.curve").count() == 1
+        assert page.locator("#comparison tbody tr[data-kind=coupon_to_all]").count() >= 1
+
+        budget = round(spend_before / 3, 2)
+        page.fill("#budget", str(budget))
+        page.click("#apply")
+        page.wait_for_selector('body[data-loaded="2"]', timeout=120_000)
+        spend_after = _money(page.inner_text("#plan-spend .value"))
+        assert spend_after <= budget + 0.01
+        assert spend_after != spend_before
+        assert "a budget of" in page.inner_text("#status")
+
+        with page.expect_download() as download:
+            page.locator("#campaigns a.csv").first.click()
+        saved = tmp_path / "targets.csv"
+        download.value.save_as(saved)
+        targets = pl.read_csv(saved)
+        assert targets.columns[:2] == ["buyer_id", "offer_id"]
+        buyers_cell = page.locator("#campaigns tbody tr").first.locator("td").nth(2)
+        assert targets.height == int(buyers_cell.inner_text().split()[0])
+        page.screenshot(path=str(SCREENSHOT_DIR / "seller-page.png"), full_page=True)
+
+        refused = page.goto(f"{app.url}/sellers/{other}")
+        assert refused is not None and refused.status == 403
+        assert page.locator("#campaigns").count() == 0
+
+
+SCREENSHOT_DIR = Path(os.environ.get("RECSYS_SCREENSHOT_DIR", "/tmp"))
+CHROMIUM = os.environ.get("CHROMIUM", "/usr/bin/chromium")
+
+
+@contextlib.contextmanager
+def chromium() -> Iterator[Any]:
+    """Debian's headless Chromium under Playwright, with no network beyond loopback."""
+    from playwright.sync_api import sync_playwright
+
+    if not Path(CHROMIUM).exists():
+        pytest.fail(f"no Chromium at {CHROMIUM}: install Debian's chromium (make browser)")
+    with sync_playwright() as pw:
+        browser = pw.chromium.launch(
+            executable_path=CHROMIUM,
+            headless=True,
+            args=[
+                "--no-sandbox",
+                "--disable-gpu",
+                "--disable-quic",
+                "--no-first-run",
+                "--disable-background-networking",
+                "--disable-component-update",
+                "--disable-sync",
+            ],
+        )
+        try:
+            yield browser
+        finally:
+            browser.close()
+
+
+def _money(text: str) -> float:
+    return float(re.sub(r"[^0-9.\-]", "", text))
 
 
 def test_decisions_and_outcomes_reach_the_decision_log(app: App) -> None:

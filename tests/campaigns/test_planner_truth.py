@@ -1,0 +1,116 @@
+"""The planner against the synthetic marketplace's ground truth (10,000 buyers, seed 1).
+
+Every seller plans its campaigns for the last campaign's offers from the fitted model;
+the truth table gives each (buyer, offer) pair's exact expected incremental profit, so a
+plan's true value is the sum over its target pairs, and coupon-to-all's is the sum over
+every buyer of the seller. Slow (about a minute): it fits the whole ranker once.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime
+
+import polars as pl
+import pytest
+
+from recsys.campaigns import CampaignPlan, plan_campaigns, stage_audiences
+from recsys.data import load_dataset
+from recsys.data.synthetic import SyntheticConfig, generate
+from recsys.models.ranker import PromoRanker, RankerConfig
+from recsys.policy import PolicyConfig, expected_incremental_profit
+
+pytestmark = pytest.mark.slow
+
+
+@dataclass(frozen=True)
+class Market:
+    ranker: PromoRanker
+    truth: pl.DataFrame
+    as_of: datetime
+
+
+@pytest.fixture(scope="module")
+def market(tmp_path_factory: pytest.TempPathFactory) -> Market:
+    out = tmp_path_factory.mktemp("planner-truth") / "market"
+    generate(SyntheticConfig(buyers=10_000, seed=1), out)
+    sellers = pl.read_parquet(out / "truth" / "sellers.parquet")
+    config = RankerConfig(
+        seller_margins=dict(zip(sellers["seller_id"], sellers["margin"], strict=True))
+    )
+    ranker = PromoRanker(config).fit(load_dataset(out))
+    truth = pl.read_parquet(out / "truth" / "offers.parquet")
+    start = pl.read_parquet(out / "offers.parquet")["start_ts"].max()
+    assert isinstance(start, datetime)
+    return Market(ranker, truth, start)
+
+
+def seller_plan(
+    market: Market, seller: str, budget: float | None, policy: PolicyConfig | None = None
+) -> CampaignPlan:
+    pairs = market.truth.filter(pl.col("seller_id") == seller).select("buyer_id", "offer_id")
+    scored = market.ranker.candidates(pairs)
+    return plan_campaigns(
+        scored,
+        stage_audiences(scored.select("buyer_id", "journey_stage")),
+        seller,
+        market.as_of,
+        policy=policy or market.ranker.config.policy,
+        budget=budget,
+    )
+
+
+def true_profit(market: Market, plan: CampaignPlan) -> float:
+    joined = plan.targets.join(market.truth, on=["buyer_id", "offer_id"], how="left")
+    assert joined["incremental_profit"].null_count() == 0
+    return float(joined["incremental_profit"].sum())
+
+
+def sellers(market: Market) -> list[str]:
+    return sorted(market.truth["seller_id"].unique().to_list())
+
+
+def test_the_plan_truly_earns_more_than_any_coupon_to_every_customer(market: Market) -> None:
+    lines = []
+    for seller in sellers(market):
+        plan = seller_plan(market, seller, budget=None)
+        blanket = (
+            market.truth.filter(pl.col("seller_id") == seller)
+            .group_by("offer_id", "tool")
+            .agg(pl.col("incremental_profit").sum())
+        )
+        best = blanket.sort("incremental_profit", descending=True).row(0, named=True)
+        planned = true_profit(market, plan)
+        lines.append(
+            f"{seller}: plan {planned:,.1f} ({plan.campaigns.height} campaigns, "
+            f"{plan.totals['buyers']} buyers); best coupon to all "
+            f"{best['incremental_profit']:,.1f} ({best['offer_id']}, {best['tool']})"
+        )
+        assert planned > best["incremental_profit"], "\n".join(lines)
+        assert planned > 0
+    print("\n" + "\n".join(lines))
+
+
+@pytest.mark.parametrize("share", [0.05, 0.25, 0.6])
+def test_the_plan_never_spends_over_budget(market: Market, share: float) -> None:
+    for seller in sellers(market):
+        free = seller_plan(market, seller, budget=None)
+        budget = share * float(free.totals["spend"])
+        plan = seller_plan(market, seller, budget=budget)
+        assert plan.totals["spend"] <= budget * (1 + 1e-9)
+        assert float(plan.targets["spend"].sum()) == pytest.approx(plan.totals["spend"])
+        # A smaller budget never buys more expected profit.
+        assert plan.totals["profit"] <= free.totals["profit"] + 1e-9
+
+
+def test_a_worst_case_budget_holds_even_if_every_offer_is_used(market: Market) -> None:
+    policy = market.ranker.config.policy.model_copy(update={"budget_basis": "worst_case"})
+    for seller in sellers(market):
+        plan = seller_plan(market, seller, budget=50.0, policy=policy)
+        assert plan.budget_basis == "worst_case" and plan.targets.height > 0
+        # Every target redeeming costs each offer's full redemption cost plus sending.
+        valued = expected_incremental_profit(
+            market.ranker.candidates(plan.targets.select("buyer_id", "offer_id")), policy
+        )
+        everyone_redeems = float(valued["redemption_cost"].sum()) + policy.send_cost * valued.height
+        assert everyone_redeems <= 50.0 + 1e-9
