@@ -414,7 +414,9 @@ def next_steps(config_path: Path, keys_path: Path, keys: DemoKeys, buyer: str) -
         f"  uv run recsys serve --config {config_path} --port 8000\n"
         f'  . {keys_path} && curl -s -H "Authorization: Bearer $DEMO_SELLER_KEY" '
         "-H 'content-type: application/json' \\\n"
-        f'      -d \'{{"buyer_id": "{buyer}", "k": 3}}\' http://127.0.0.1:8000/v1/rank'
+        f'      -d \'{{"buyer_id": "{buyer}", "k": 3}}\' http://127.0.0.1:8000/v1/rank\n'
+        f"and open the seller page, signing in with seller {keys.seller_id}'s key:\n"
+        f"  http://127.0.0.1:8000/sellers/{keys.seller_id}"
     )
 
 

@@ -78,6 +78,7 @@ def test_demo_files_hold_hashes_in_the_config_and_raw_keys_for_the_owner_only(
     steps = demo.next_steps(config_path, keys_path, keys, "b0000001")
     assert f"recsys serve --config {config_path}" in steps
     assert keys.admin in steps and keys.seller in steps and str(keys_path) in steps
+    assert "http://127.0.0.1:8000/sellers/s001" in steps
 
 
 @pytest.fixture(scope="module")

@@ -529,9 +529,14 @@ def test_the_budget_changes_the_plan_and_is_never_exceeded(
 
 def test_taste_audiences_are_favourite_categories(ranker: PromoRanker, now: datetime) -> None:
     plan = service(ranker, now).campaigns(SELLER, ADMIN_PRINCIPAL, audience="taste")
-    assert plan.audience == "taste"
-    assert plan.campaigns
-    assert all(c.audience != "lapsing" for c in plan.campaigns)
+    assert plan.audience == "taste" and plan.campaigns
+    assert ranker.store_ is not None
+    categories = set(ranker.store_.buyer_category["scope_category"].drop_nulls())
+    pooled = {"other categories", "no purchases with a category"}
+    assert {c.audience for c in plan.campaigns} <= categories | pooled
+    # Taste audiences partition the same buyers as stage audiences.
+    stages = service(ranker, now).campaigns(SELLER, ADMIN_PRINCIPAL)
+    assert plan.buyers == stages.buyers
 
 
 def test_frequency_caps_hold_across_requests_and_restarts(
