@@ -18,6 +18,7 @@ to this origin only.
 
 from __future__ import annotations
 
+import functools
 import html
 from collections.abc import Callable
 from importlib import resources
@@ -109,8 +110,15 @@ def add_seller_pages(api: FastAPI, keyring: Callable[[], KeyRing]) -> None:
         media = STATIC_FILES.get(name)
         if media is None:
             return Response("not found", status_code=404, media_type="text/plain")
-        text = resources.files("serving").joinpath("static", name).read_text("utf-8")
-        return Response(text, media_type=media, headers={"Cache-Control": "max-age=300"})
+        return Response(
+            _static_text(name), media_type=media, headers={"Cache-Control": "max-age=300"}
+        )
+
+
+@functools.cache
+def _static_text(name: str) -> str:
+    """A file of `serving/static`, read once per process."""
+    return resources.files("serving").joinpath("static", name).read_text("utf-8")
 
 
 def _who(principal: Principal) -> str:
@@ -133,7 +141,7 @@ def _login_page(seller_id: str, message: str | None, status: int) -> Response:
 
 def _template(name: str, **values: str) -> str:
     """A page from `serving/static`, with `{{name}}` replaced by the escaped value."""
-    text = resources.files("serving").joinpath("static", name).read_text("utf-8")
+    text = _static_text(name)
     for key, value in values.items():
         text = text.replace("{{" + key + "}}", html.escape(value, quote=True))
     return text

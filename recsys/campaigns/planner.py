@@ -202,11 +202,9 @@ def plan_campaigns(
     if own.height == 0:
         return _empty_plan(seller_id, config, budget, planning, assigned.height)
     # Every eligible option, valued; the budget is applied below, per audience.
-    unlimited = planning.model_copy(update={"budgets": None})
-    decisions = OfferPolicy(unlimited).decide(
-        own, as_of, context=RequestContext(seller_id=seller_id)
-    )
-    valued = _with_variance(decisions.ranked, planning).join(assigned, on="buyer_id", how="left")
+    context = RequestContext(seller_id=seller_id)
+    ranked = OfferPolicy(planning).value(own, as_of, context=context)
+    valued = _with_variance(ranked, planning).join(assigned, on="buyer_id", how="left")
     if config.offers_per_audience == "one":
         picked, shadow = _one_offer_per_audience(valued, planning, seller_id)
     else:

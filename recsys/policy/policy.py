@@ -180,6 +180,18 @@ class OfferPolicy:
         )
         return validated, valued, elig.rejected
 
+    def value(
+        self,
+        candidates: pl.DataFrame,
+        as_of: datetime,
+        history: pl.DataFrame | None = None,
+        context: RequestContext | Mapping[str, Any] | None = None,
+    ) -> pl.DataFrame:
+        """Every eligible candidate valued, without deciding: ``expected_value``,
+        ``spend``, ``reason_codes`` and ``rank``, sorted by buyer, best first (what
+        :meth:`decide` chooses from; a campaign planner makes its own choice from it)."""
+        return self._score(candidates, as_of, history, context)[1]
+
     def decide(
         self,
         candidates: pl.DataFrame,

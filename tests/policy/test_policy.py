@@ -133,6 +133,18 @@ def test_budget_leaves_the_weaker_buyer_out_with_over_budget() -> None:
     assert decisions.budgets.filter(pl.col("budget_key") == "s1")["spend"][0] == 5.0
 
 
+def test_value_is_what_decide_chooses_from_without_choosing() -> None:
+    frame = candidates(*shipping_lover(), *would_buy_anyway())
+    policy = OfferPolicy(PolicyConfig(budgets={"s1": 0.0}))
+    valued = policy.value(frame, AS_OF)
+    assert valued.equals(policy.decide(frame, AS_OF).ranked.drop("shadow_price"))
+    # Shipping lover: 0.4 * 0.25 * 50 - 0.6 * 5 = 2.0 for free shipping, ranked first.
+    best = valued.filter(pl.col("rank") == 1).sort("buyer_id")
+    # Loyal: both discounts cost 5 and change nothing (-4.25 each); ties go to the id.
+    assert best["offer_id"].to_list() == ["amt", "fs"]
+    assert best.filter(pl.col("buyer_id") == "ship")["expected_value"][0] == pytest.approx(2.0)
+
+
 def test_ineligible_buyers_still_get_a_row_with_the_reason() -> None:
     frame = candidates(
         *shipping_lover(),
