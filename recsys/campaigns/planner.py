@@ -199,8 +199,6 @@ def plan_campaigns(
             "budgets": None if budget is None else {seller_id: float(budget)},
         }
     )
-    if own.height == 0:
-        return _empty_plan(seller_id, config, budget, planning, assigned.height)
     # Every eligible option, valued; the budget is applied below, per audience.
     context = RequestContext(seller_id=seller_id)
     ranked = OfferPolicy(planning).value(own, as_of, context=context)
@@ -425,16 +423,10 @@ def _alternatives(
         [part.select(list(ALTERNATIVE_SCHEMA)[:-1]) for part in (plan, nothing, blanket)],
         how="vertical_relaxed",
     )
-    return (
-        frame.with_columns(
-            pl.col("buyers").fill_null(0),
-            *[pl.col(c).fill_null(0.0) for c in ("incremental_orders", "incremental_revenue")],
-            *[pl.col(c).fill_null(0.0) for c in ("redemptions", "discount_cost", "send_cost")],
-            *[pl.col(c).fill_null(0.0) for c in ("spend", "profit", "profit_low", "profit_high")],
-        )
-        .with_columns((pl.col("spend") <= limit * (1 + 1e-9) + 1e-9).alias("within_budget"))
-        .select([pl.col(c).cast(t) for c, t in ALTERNATIVE_SCHEMA.items()])
-    )
+    # Sums over no rows are 0 (the plan and "no campaign" of a plan that gives nothing).
+    return frame.with_columns(
+        (pl.col("spend") <= limit * (1 + 1e-9) + 1e-9).alias("within_budget")
+    ).select(_typed(ALTERNATIVE_SCHEMA))
 
 
 def _gain_curve(valued: pl.DataFrame, points: int) -> pl.DataFrame:
@@ -473,40 +465,3 @@ def _not_recommended(
             )
         out.append(f"{offer_id}: {reason}")
     return out
-
-
-def _empty_plan(
-    seller_id: str, config: PlannerConfig, budget: float | None, policy: PolicyConfig, buyers: int
-) -> CampaignPlan:
-    alternatives = pl.DataFrame(
-        [
-            {"name": "the engine's plan", "kind": PLAN},
-            {"name": "no campaign", "kind": NOTHING},
-        ],
-        schema={"name": pl.String(), "kind": pl.String()},
-    ).with_columns(
-        pl.lit(None, pl.String).alias("offer_id"),
-        pl.lit(None, pl.String).alias("tool"),
-        *[
-            pl.lit(0 if dtype == pl.Int64() else 0.0, dtype).alias(col)
-            for col, dtype in SUMMARY_SCHEMA.items()
-            if not col.startswith("roi")
-        ],
-        *[pl.lit(None, pl.Float64).alias(c) for c in ("roi", "roi_low", "roi_high")],
-        pl.lit(True).alias("within_budget"),
-    )
-    return CampaignPlan(
-        seller_id=seller_id,
-        audience_kind=config.audience,
-        budget=budget,
-        budget_basis=policy.budget_basis,
-        buyers=buyers,
-        campaigns=pl.DataFrame(schema=CAMPAIGN_SCHEMA),
-        targets=pl.DataFrame(schema=TARGET_SCHEMA),
-        alternatives=alternatives.select(
-            [pl.col(c).cast(t) for c, t in ALTERNATIVE_SCHEMA.items()]
-        ),
-        gain_curve=pl.DataFrame(schema=GAIN_SCHEMA),
-        shadow_price=0.0,
-        not_recommended=(),
-    )
