@@ -1,5 +1,7 @@
-"""Serving benchmark: the Ray Serve app on loopback, loaded by `benchmarks.loadgen` in a
-separate process. Prints the load generator's JSON line per concurrency level.
+"""Serving benchmark: the Ray Serve app and its peer, the same app under bare uvicorn
+(`benchmarks.bare_app`), on loopback, each loaded in turn by `benchmarks.loadgen` in a
+separate process. Prints one JSON line per app and concurrency level, and the ratio of
+Serve's throughput to the bare app's measured in the same run.
 
     python -m benchmarks.serve_bench [--buyers 2000] [--seconds 20] [--concurrency 1 8 32]
 """
@@ -13,7 +15,7 @@ import socket
 import subprocess
 import sys
 import tempfile
-from datetime import timedelta
+from datetime import datetime, timedelta
 from pathlib import Path
 
 KEY = "bench-admin-key-000000000000000000"
@@ -64,6 +66,8 @@ def main() -> None:
         client.set_registered_model_alias("promo-ranker", CHAMPION, version)
         assert dataset.offers is not None
         last_start = dataset.offers["start_ts"].max()
+        assert isinstance(last_start, datetime)
+        decide_at = (last_start + timedelta(hours=1)).isoformat()
         buyers_file = root / "buyers.txt"
         buyers = dataset.events["buyer_id"].unique().sort().to_list()
         buyers_file.write_text("\n".join([*buyers, "unknown-1", "unknown-2"]))
@@ -80,41 +84,96 @@ def main() -> None:
                         "decision_log_dir": str(root / "decisions"),
                         # The synthetic offers have ended by the real clock: decide at
                         # the last campaign, so every request ranks real offers.
-                        "as_of": (last_start + timedelta(hours=1)).isoformat(),
+                        "as_of": decide_at,
                         "batching": {"batch_wait_timeout_s": args.batch_wait},
                     }
                 ),
                 name="bench",
                 route_prefix="/",
             )
-            for concurrency in args.concurrency:
-                done = subprocess.run(
-                    [
-                        sys.executable,
-                        "-m",
-                        "benchmarks.loadgen",
-                        "--url",
-                        f"http://127.0.0.1:{port}",
-                        "--key",
-                        KEY,
-                        "--buyers",
-                        str(buyers_file),
-                        "--seconds",
-                        str(args.seconds),
-                        "--concurrency",
-                        str(concurrency),
-                    ],
-                    capture_output=True,
-                    text=True,
-                    check=True,
-                )
-                result = json.loads(done.stdout.strip().splitlines()[-1])
-                print(json.dumps({"buyers": args.buyers, **result}), flush=True)
+            bare_port = _free_port()
+            ranker.save(root / "model")
+            bare = subprocess.Popen(
+                [
+                    sys.executable,
+                    "-m",
+                    "benchmarks.bare_app",
+                    "--model",
+                    str(root / "model"),
+                    "--as-of",
+                    decide_at,
+                    "--port",
+                    str(bare_port),
+                    "--log-dir",
+                    str(root / "bare-decisions"),
+                ]
+            )
+            try:
+                _wait_ready(f"http://127.0.0.1:{bare_port}")
+                for concurrency in args.concurrency:
+                    results = {
+                        app: _load(url, buyers_file, args.seconds, concurrency)
+                        for app, url in (
+                            ("serve", f"http://127.0.0.1:{port}"),
+                            ("uvicorn", f"http://127.0.0.1:{bare_port}"),
+                        )
+                    }
+                    serve_rps = float(results["serve"]["rps"])  # type: ignore[arg-type]
+                    bare_rps = float(results["uvicorn"]["rps"])  # type: ignore[arg-type]
+                    ratio = serve_rps / max(bare_rps, 1e-9)
+                    for app, result in results.items():
+                        print(json.dumps({"app": app, "buyers": args.buyers, **result}), flush=True)
+                    print(json.dumps({"concurrency": concurrency, "serve_over_uvicorn": ratio}))
+            finally:
+                bare.terminate()
+                bare.wait(timeout=30)
             metrics = httpx.get(f"http://127.0.0.1:{port}/metrics", timeout=30).text
             print("\n".join(line for line in metrics.splitlines() if "rank_batch" in line))
         finally:
             serve.shutdown()
             ray.shutdown()
+
+
+def _wait_ready(url: str, timeout_s: float = 120.0) -> None:
+    import time
+
+    import httpx
+
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        try:
+            if httpx.get(url + "/readyz", timeout=5).status_code == 200:
+                return
+        except httpx.HTTPError:
+            pass
+        time.sleep(0.5)
+    raise RuntimeError(f"{url} was not ready within {timeout_s:.0f}s")
+
+
+def _load(url: str, buyers_file: Path, seconds: float, concurrency: int) -> dict[str, object]:
+    """One load-generator run in its own process; its JSON result."""
+    done = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "benchmarks.loadgen",
+            "--url",
+            url,
+            "--key",
+            KEY,
+            "--buyers",
+            str(buyers_file),
+            "--seconds",
+            str(seconds),
+            "--concurrency",
+            str(concurrency),
+        ],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    result: dict[str, object] = json.loads(done.stdout.strip().splitlines()[-1])
+    return result
 
 
 if __name__ == "__main__":

@@ -1,0 +1,60 @@
+"""The serving benchmark's peer: the same FastAPI app and ranking service under bare
+uvicorn, one process, no Ray (what a user would run instead of Ray Serve).
+
+    python -m benchmarks.bare_app --model DIR --as-of ISO --port 8001 --log-dir DIR
+
+Keys come from RECSYS_API_KEYS, as for the Serve app. Requests are ranked one at a time
+in a worker thread (`create_api`'s direct path); the decision log is written the same way.
+"""
+
+from __future__ import annotations
+
+import argparse
+from datetime import datetime
+from pathlib import Path
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--model", type=Path, required=True, help="a saved ranker directory")
+    parser.add_argument("--as-of", required=True, help="decision time (ISO), runs at real pace")
+    parser.add_argument("--port", type=int, required=True)
+    parser.add_argument("--log-dir", type=Path, required=True)
+    args = parser.parse_args()
+
+    import uvicorn
+
+    from recsys.models.ranker import PromoRanker
+    from serving.app import ApiState, ServiceHolder, create_api, keyring_from
+    from serving.config import ServeConfig
+    from serving.decision_log import DecisionLog
+    from serving.metrics import Metrics
+    from serving.service import RankingService, clock_from
+
+    config = ServeConfig()
+    ranker = PromoRanker.load(args.model)
+    log = DecisionLog(args.log_dir).start()
+    service = RankingService(
+        ranker,
+        model_version="bare",
+        decision_log=log,
+        policy=config.serving_policy(ranker.config.policy),
+        score_cache_rows=config.score_cache_rows,
+        clock=clock_from(datetime.fromisoformat(args.as_of)),
+    )
+    service.warm_up()
+    state = ApiState(
+        holder=ServiceHolder(service=service, version="bare"),
+        keyring=keyring_from(config),
+        metrics=Metrics(),
+    )
+    try:
+        uvicorn.run(
+            create_api(lambda: state), host="127.0.0.1", port=args.port, log_level="warning"
+        )
+    finally:
+        log.close()
+
+
+if __name__ == "__main__":
+    main()
