@@ -25,23 +25,15 @@ def main() -> None:
     import uvicorn
 
     from recsys.models.ranker import PromoRanker
-    from serving.app import ApiState, ServiceHolder, create_api, keyring_from
+    from serving.app import ApiState, ServiceHolder, create_api, keyring_from, service_for
     from serving.config import ServeConfig
     from serving.decision_log import DecisionLog
     from serving.metrics import Metrics
-    from serving.service import RankingService, clock_from
 
-    config = ServeConfig()
+    config = ServeConfig(as_of=datetime.fromisoformat(args.as_of))
     ranker = PromoRanker.load(args.model)
     log = DecisionLog(args.log_dir).start()
-    service = RankingService(
-        ranker,
-        model_version="bare",
-        decision_log=log,
-        policy=config.serving_policy(ranker.config.policy),
-        score_cache_rows=config.score_cache_rows,
-        clock=clock_from(datetime.fromisoformat(args.as_of)),
-    )
+    service = service_for(config, ranker, "bare", log)
     service.warm_up()
     state = ApiState(
         holder=ServiceHolder(service=service, version="bare"),

@@ -252,6 +252,28 @@ _REPLICA: list[ApiState] = []
 """This process's replica state (set by the deployment's constructor)."""
 
 
+def service_for(
+    config: ServeConfig,
+    ranker: Any,
+    version: str,
+    decision_log: Any = None,
+    history: Any = None,
+) -> Any:
+    """The `RankingService` a serve config describes for a loaded ranker: its serving
+    policy, score cache and clock (`as_of` running at the real pace, else now)."""
+    from serving.service import RankingService, clock_from, now_utc
+
+    return RankingService(
+        ranker,
+        model_version=version,
+        decision_log=decision_log,
+        policy=config.serving_policy(ranker.config.policy),
+        score_cache_rows=config.score_cache_rows,
+        history=history,
+        clock=clock_from(config.as_of) if config.as_of is not None else now_utc,
+    )
+
+
 def replica_state() -> ApiState:
     if not _REPLICA:
         raise NotReadyError("the replica is still starting")
@@ -297,21 +319,10 @@ def deployment(config: ServeConfig) -> Any:
             self._poller = asyncio.get_event_loop().create_task(self._poll())
 
         def _load(self, version: str) -> None:
-            from serving.service import RankingService, clock_from, now_utc
-
             holder, metrics = self.holder, self.metrics
             try:
                 ranker = self.source.load(version)
-                fixed = self.config.as_of
-                service = RankingService(
-                    ranker,
-                    model_version=version,
-                    decision_log=self.log,
-                    policy=self.config.serving_policy(ranker.config.policy),
-                    score_cache_rows=self.config.score_cache_rows,
-                    history=self.history,
-                    clock=clock_from(fixed) if fixed is not None else now_utc,
-                )
+                service = service_for(self.config, ranker, version, self.log, self.history)
                 service.warm_up()
             except Exception as exc:  # keep serving the old model, say why
                 holder.load_error = f"model version {version} failed to load: {exc!r}"

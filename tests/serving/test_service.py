@@ -565,3 +565,15 @@ def test_frequency_caps_hold_across_requests_and_restarts(
     assert not restarted.rank([request], admins(1))[0].offers
     fresh = RankingService(ranker, VERSION, policy=policy, clock=lambda: next(ticks))
     assert fresh.rank([request], admins(1))[0].offers
+
+
+def test_a_serve_config_describes_the_service(ranker: PromoRanker, now: datetime) -> None:
+    from serving.app import service_for
+    from serving.config import ServeConfig
+
+    config = ServeConfig.from_dict(
+        {"as_of": now.isoformat(), "score_cache_rows": 0, "policy": {"send_cost": 0.5}}
+    )
+    svc = service_for(config, ranker, "9")
+    assert svc.model_version == "9" and svc.policy.send_cost == 0.5
+    assert timedelta(0) <= svc.clock() - now < timedelta(minutes=1)  # as_of, running
