@@ -214,11 +214,11 @@ def policy_values_on_truth(
     scored: buyer_id, offer_id, expected_value, p_redeem, plus `history` (the buyer's
     past purchases of the offer's items) for the history baseline.
     """
-    frame = truth.join(scored, on=["buyer_id", "offer_id"], how="inner")
+    frame = _on_truth(truth, scored)
     values: dict[str, float] = {"nothing": 0.0}
     oracle = frame.group_by(list(UNIT)).agg(pl.col("incremental_profit").max().clip(0.0))
     values["oracle"] = float(oracle["incremental_profit"].sum())
-    learned = choose_best(frame).filter(pl.col("offer_id").is_not_null())
+    learned = _issued(frame)
     values["learned"] = float(learned["incremental_profit"].sum())
     n_issued = learned.height
     for tool in sorted(frame["tool"].unique().to_list()):
@@ -231,7 +231,7 @@ def policy_values_on_truth(
     rng = np.random.default_rng(seed)
     shuffled = frame.with_columns(pl.Series("_r", rng.random(frame.height)))
     values["random_same_volume"] = _top_units(shuffled, "_r", n_issued)
-    values["response_same_volume"] = _top_units(frame, "p_redeem", n_issued)
+    values["response_same_volume"] = _top_units(frame, MODEL_P_REDEEM, n_issued)
     if "history" in frame.columns:
         with_tiebreak = frame.with_columns(
             (pl.col("history") + 1e-9 * pl.Series(rng.random(frame.height))).alias("_h")
@@ -239,6 +239,41 @@ def policy_values_on_truth(
         values["history_same_volume"] = _top_units(with_tiebreak, "_h", n_issued)
     values["learned_issued"] = float(n_issued)
     return values
+
+
+def learned_offers(truth: pl.DataFrame, scored: pl.DataFrame) -> pl.DataFrame:
+    """The options the learned policy issues on a truth table, one row per issued offer.
+
+    The same choice `policy_values_on_truth` values as "learned" (each unit's best option
+    by expected value, if positive), so figures about the issued offers — their true
+    redemption probability, their tools — describe the policy whose profit is reported.
+    Columns: the truth table's (``p_redeem`` is the true one), then the policy's
+    ``expected_value``, ``model_p_redeem`` and ``history`` when scored has it.
+    """
+    return _issued(_on_truth(truth, scored))
+
+
+MODEL_P_REDEEM = "model_p_redeem"
+"""The model's P(redeem) beside the truth's `p_redeem` on a joined frame."""
+
+
+def _on_truth(truth: pl.DataFrame, scored: pl.DataFrame) -> pl.DataFrame:
+    """Truth rows with the policy's scores beside them (options without a score dropped).
+
+    Only the policy's columns are taken from `scored`, the model's P(redeem) renamed: a
+    baseline ranked by "p_redeem" must rank by the model's, never the truth's.
+    """
+    policy = [c for c in ("expected_value", "p_redeem", "history") if c in scored.columns]
+    return truth.join(
+        scored.select("buyer_id", "offer_id", *policy).rename({"p_redeem": MODEL_P_REDEEM}),
+        on=["buyer_id", "offer_id"],
+        how="inner",
+    )
+
+
+def _issued(frame: pl.DataFrame) -> pl.DataFrame:
+    """The rows `choose_best` issues (units it gives nothing are left out)."""
+    return choose_best(frame).filter(pl.col("offer_id").is_not_null())
 
 
 def _top_units(frame: pl.DataFrame, by: str, n: int) -> float:

@@ -33,11 +33,14 @@ from recsys.evaluation.item_ranking import ItemRankingReport, evaluate_item_rank
 from recsys.evaluation.policy_eval import (
     OPEReport,
     choose_best,
+    learned_offers,
     off_policy_report,
     policy_values_on_truth,
 )
 from recsys.models.ranker import PromoRanker, RankerConfig
 from recsys.policy import expected_incremental_profit
+
+PAIR = ["buyer_id", "offer_id"]
 
 
 @dataclass
@@ -49,6 +52,10 @@ class SyntheticReport:
     targeting: dict[str, float] = field(default_factory=dict)
     policy_values: dict[str, float] = field(default_factory=dict)
     items: ItemRankingReport | None = None
+    options: pl.DataFrame | None = None
+    """The truth's options the policies were valued on (those the ranker scored)."""
+    issued: pl.DataFrame | None = None
+    """The learned policy's offers on those options (truth columns plus its scores)."""
     fit_notes: str = ""
     seconds: dict[str, float] = field(default_factory=dict)
 
@@ -116,6 +123,8 @@ def evaluate_synthetic(
     cand = ranker.candidates(truth.select("buyer_id", "offer_id"))
     scored = _valued(cand, config)
     report.policy_values = policy_values_on_truth(truth, scored)
+    report.options = truth.join(scored.select("buyer_id", "offer_id"), on=PAIR, how="semi")
+    report.issued = learned_offers(truth, scored)
     began = time.perf_counter()
     report.items = evaluate_item_ranking(dataset, config.mf)
     report.seconds["item_ranking"] = time.perf_counter() - began
