@@ -35,6 +35,7 @@ from collections import OrderedDict
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
+from typing import Any
 
 import numpy as np
 import polars as pl
@@ -57,6 +58,9 @@ from recsys.policy import (
     Reason,
 )
 from recsys.policy.eligibility import REQUEST_CART, REQUEST_SELLER, as_utc, valid_at
+from recsys.policy.small import candidate_texts, decide_small
+from recsys.policy.small import supports as small_path_supports
+from recsys.policy.value import PROFIT_EPS
 from serving.answers import TS_FORMAT, UNIT, listed_answers, rejection_summary
 from serving.auth import ADMIN_PRINCIPAL, AccessError, ForbiddenError, KeyRing, Principal
 from serving.decision_log import DecisionLog
@@ -133,6 +137,27 @@ class _Batch:
 
     responses: list[RankResponse]
     exposures: pl.DataFrame
+
+
+SMALL_BATCH_REQUESTS = 8
+"""Batches of up to this many requests are decided row by row (`recsys.policy.small`):
+a single request's fixed cost falls from ~50 ms of frame operations to a few ms; larger
+batches amortize the frame path's fixed cost over their rows."""
+
+
+@dataclass(frozen=True)
+class _Answers:
+    """What each request (by unit id) is answered with, from either decision path.
+
+    ``offers_of``: listed offers of a unit whose action is an offer (first = the action);
+    ``chosen``: (explored, propensity, reason text) of every decided unit; ``rejection``:
+    why a unit has no eligible offer; ``has_pairs``: units that had offers to rank.
+    """
+
+    offers_of: dict[str, list[RankedOffer]]
+    chosen: dict[str, tuple[bool, float, str | None]]
+    rejection: dict[str, str]
+    has_pairs: set[str]
 
 
 class RankingService:
@@ -216,6 +241,9 @@ class RankingService:
         self.history = history if history is not None else ExposureHistory()
         self._tool_of: dict[str, str] = dict(
             zip(self._offers["offer_id"], self._offers["tool"], strict=True)
+        )
+        self.small_batch_requests = (
+            SMALL_BATCH_REQUESTS if small_path_supports(self._rank_policy.config) else 0
         )
         self._capped = (
             self.policy.max_offers_per_buyer is not None or self.policy.max_per_tool is not None
@@ -405,6 +433,10 @@ class RankingService:
         valid = self._valid_offers(now)
         pairs = self._pairs(plans, units, valid)
         scored = self._scored(plans, pairs, valid)
+        if pairs.height and len(plans) <= self.small_batch_requests:
+            answers = self._decide_small(units, pairs, scored, now)
+            if answers is not None:
+                return self._responses(plans, units, answers, now)
         decisions = None
         rejected = pl.DataFrame(
             schema={name: pl.String for name in (UNIT, "offer_id", "reason_code", "reason_text")}
@@ -426,7 +458,81 @@ class RankingService:
                 .select(UNIT, "offer_id", "reason_code", "reason_text")
             )
         listed, nothing = listed_answers(decisions, units, self._rank_policy.config)
-        return self._responses(plans, units, pairs, rejected, listed, nothing, now)
+        answers = self._answers_from_frames(pairs, rejected, listed, nothing)
+        return self._responses(plans, units, answers, now)
+
+    def _decide_small(
+        self, units: pl.DataFrame, pairs: pl.DataFrame, scored: pl.DataFrame, now: datetime
+    ) -> _Answers | None:
+        """The few requests of a small batch decided row by row (`recsys.policy.small`):
+        the same answers as the frame path at a fraction of its fixed cost. None when a
+        request has no eligible offer or a pair no score: the frame path words those."""
+        config = self._rank_policy.config
+        score_of = {(row["buyer_id"], row["offer_id"]): row for row in scored.to_dicts()}
+        request_of = {
+            unit: (scope, cart)
+            for unit, scope, cart in units.select(UNIT, "scope", "cart_value").iter_rows()
+        }
+        rows: list[dict[str, object]] = []
+        for unit, buyer, offer in pairs.select(UNIT, "buyer_id", "offer_id").iter_rows():
+            score = score_of.get((buyer, offer))
+            if score is None:
+                return None
+            scope, cart = request_of[unit]
+            rows.append({**score, "buyer_id": unit, REQUEST_SELLER: scope, REQUEST_CART: cart})
+        history: list[tuple[str, str | None, datetime, str | None]] = []
+        if self._capped:
+            frame = self.history.frame_for(
+                list(zip(units[UNIT], units["buyer_id"], strict=True)), now
+            )
+            if frame is not None:
+                history = list(frame.select("buyer_id", "offer_id", "ts", "tool").iter_rows())
+        decided = decide_small(rows, now, config, history, rng=self._rng())
+        if decided is None:
+            return None
+        k_of = dict(zip(units[UNIT], units["k"], strict=True))
+        listed: dict[str, list[tuple[dict[str, Any], float, list[str], str | None]]] = {}
+        rest: list[dict[str, Any]] = []
+        for unit in decided:
+            if unit.offer is None:
+                continue
+            listed[unit.buyer_id] = [
+                (unit.offer, unit.propensity, unit.reason_codes, unit.reason_text)
+            ]
+            others = [
+                row
+                for row in unit.ranked
+                if row["expected_value"] > PROFIT_EPS and row["offer_id"] != unit.offer["offer_id"]
+            ][: k_of[unit.buyer_id] - 1]
+            for row in others:
+                p = unit.probabilities.get(row["offer_id"], 0.0) if unit.probabilities else 0.0
+                listed[unit.buyer_id].append((row, p, row["reason_codes"], None))
+                rest.append(row)
+        texts = iter(candidate_texts(rest, config.assumed_incremental_share))
+        offers_of = {
+            unit: [
+                RankedOffer(
+                    offer_id=row["offer_id"],
+                    seller_id=row["seller_id"],
+                    tool=row["tool"],
+                    score=row["expected_value"],
+                    expected_value=row["expected_value"],
+                    p_redeem=row["p_redeem"],
+                    uplift=row["uplift"],
+                    propensity=p,
+                    reasons=(text if text is not None else next(texts)).split("; "),
+                    reason_codes=list(codes),
+                )
+                for row, p, codes, text in entries
+            ]
+            for unit, entries in listed.items()
+        }
+        return _Answers(
+            offers_of=offers_of,
+            chosen={u.buyer_id: (u.explored, u.propensity, u.reason_text) for u in decided},
+            rejection={},
+            has_pairs={u.buyer_id for u in decided},
+        )
 
     def _rng(self) -> np.random.Generator:
         with self._lock:
@@ -506,20 +612,14 @@ class RankingService:
             .drop(UNIT)
         )
 
-    def _responses(
+    def _answers_from_frames(
         self,
-        plans: Sequence[_Plan],
-        units: pl.DataFrame,
         pairs: pl.DataFrame,
         rejected: pl.DataFrame,
         listed: pl.DataFrame,
         nothing: pl.DataFrame,
-        now: datetime,
-    ) -> _Batch:
-        """Turn the decided frames into `RankResponse`s and their exposure rows."""
-        stages = units.select(UNIT, "buyer_id").join(self._known_buyers, on="buyer_id", how="left")
-        stage_of = dict(zip(stages[UNIT], stages["journey_stage"], strict=True))
-        known_of = dict(zip(stages[UNIT], stages["known"].fill_null(False), strict=True))
+    ) -> _Answers:
+        """The batch path's decided frames as per-request answers."""
         offers_of: dict[str, list[RankedOffer]] = {}
         for row in listed.iter_rows(named=True):
             offers_of.setdefault(row[UNIT], []).append(
@@ -536,9 +636,25 @@ class RankingService:
                     reason_codes=row["reason_codes"],
                 )
             )
-        chosen = {row[UNIT]: row for row in nothing.iter_rows(named=True)}
-        rejection = rejection_summary(rejected)
-        has_pairs = set(pairs[UNIT].unique().to_list())
+        return _Answers(
+            offers_of=offers_of,
+            chosen={
+                row[UNIT]: (bool(row["explored"]), float(row["propensity"]), row["reason_text"])
+                for row in nothing.iter_rows(named=True)
+            },
+            rejection=rejection_summary(rejected),
+            has_pairs=set(pairs[UNIT].unique().to_list()),
+        )
+
+    def _responses(
+        self, plans: Sequence[_Plan], units: pl.DataFrame, answers: _Answers, now: datetime
+    ) -> _Batch:
+        """Turn the per-request answers into `RankResponse`s and their exposure rows."""
+        stages = units.select(UNIT, "buyer_id").join(self._known_buyers, on="buyer_id", how="left")
+        stage_of = dict(zip(stages[UNIT], stages["journey_stage"], strict=True))
+        known_of = dict(zip(stages[UNIT], stages["known"].fill_null(False), strict=True))
+        offers_of, chosen = answers.offers_of, answers.chosen
+        rejection, has_pairs = answers.rejection, answers.has_pairs
         responses: list[RankResponse] = []
         exposure: dict[str, list[object]] = {name: [] for name in EXPOSURES.schema}
         for unit, plan in zip(units[UNIT], plans, strict=True):
@@ -548,17 +664,14 @@ class RankingService:
             propensity = 1.0
             if offers:
                 first = offers[0]
-                explored = bool(chosen[unit]["explored"])
-                propensity = float(chosen[unit]["propensity"])
+                explored, propensity, _ = chosen[unit]
                 seller = first.seller_id
             else:
                 seller = plan.scope
                 if unit in rejection:  # no offer passed eligibility: certainly nothing
                     reason = rejection[unit]
                 elif unit in chosen:  # the policy chose nothing
-                    reason = chosen[unit]["reason_text"]
-                    explored = bool(chosen[unit]["explored"])
-                    propensity = float(chosen[unit]["propensity"])
+                    explored, propensity, reason = chosen[unit]
                 elif unit not in has_pairs:
                     reason = _nothing_valid_text(plan, now)
                 else:  # cannot happen: every pair is either decided or rejected
