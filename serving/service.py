@@ -58,7 +58,7 @@ from recsys.policy import (
     Reason,
 )
 from recsys.policy.eligibility import REQUEST_CART, REQUEST_SELLER, as_utc, valid_at
-from recsys.policy.small import candidate_texts, decide_small
+from recsys.policy.small import candidate_text, decide_small
 from recsys.policy.small import supports as small_path_supports
 from recsys.policy.value import PROFIT_EPS
 from serving.answers import TS_FORMAT, UNIT, listed_answers, rejection_summary
@@ -491,42 +491,29 @@ class RankingService:
         if decided is None:
             return None
         k_of = dict(zip(units[UNIT], units["k"], strict=True))
-        listed: dict[str, list[tuple[dict[str, Any], float, list[str], str | None]]] = {}
-        rest: list[dict[str, Any]] = []
+        share = config.assumed_incremental_share
+        offers_of: dict[str, list[RankedOffer]] = {}
         for unit in decided:
             if unit.offer is None:
                 continue
-            listed[unit.buyer_id] = [
-                (unit.offer, unit.propensity, unit.reason_codes, unit.reason_text)
-            ]
             others = [
                 row
                 for row in unit.ranked
                 if row["expected_value"] > PROFIT_EPS and row["offer_id"] != unit.offer["offer_id"]
             ][: k_of[unit.buyer_id] - 1]
-            for row in others:
-                p = unit.probabilities.get(row["offer_id"], 0.0) if unit.probabilities else 0.0
-                listed[unit.buyer_id].append((row, p, row["reason_codes"], None))
-                rest.append(row)
-        texts = iter(candidate_texts(rest, config.assumed_incremental_share))
-        offers_of = {
-            unit: [
-                RankedOffer(
-                    offer_id=row["offer_id"],
-                    seller_id=row["seller_id"],
-                    tool=row["tool"],
-                    score=row["expected_value"],
-                    expected_value=row["expected_value"],
-                    p_redeem=row["p_redeem"],
-                    uplift=row["uplift"],
-                    propensity=p,
-                    reasons=(text if text is not None else next(texts)).split("; "),
-                    reason_codes=list(codes),
-                )
-                for row, p, codes, text in entries
+            probability = unit.probabilities or {}
+            offers_of[unit.buyer_id] = [
+                _ranked_offer(unit.offer, unit.propensity, unit.reason_codes, unit.reason_text),
+                *(
+                    _ranked_offer(
+                        row,
+                        probability.get(row["offer_id"], 0.0),
+                        row["reason_codes"],
+                        candidate_text(row, share),
+                    )
+                    for row in others
+                ),
             ]
-            for unit, entries in listed.items()
-        }
         return _Answers(
             offers_of=offers_of,
             chosen={u.buyer_id: (u.explored, u.propensity, u.reason_text) for u in decided},
@@ -956,6 +943,24 @@ def campaigns_response(
 
 
 # --------------------------------------------------------------------------- frame helpers
+
+
+def _ranked_offer(
+    row: dict[str, Any], propensity: float, codes: Sequence[str], text: str
+) -> RankedOffer:
+    """A listed offer from a decided candidate row of the small-batch path."""
+    return RankedOffer(
+        offer_id=row["offer_id"],
+        seller_id=row["seller_id"],
+        tool=row["tool"],
+        score=row["expected_value"],
+        expected_value=row["expected_value"],
+        p_redeem=row["p_redeem"],
+        uplift=row["uplift"],
+        propensity=propensity,
+        reasons=text.split("; "),
+        reason_codes=list(codes),
+    )
 
 
 def _known_buyers(ranker: PromoRanker) -> pl.DataFrame:

@@ -5,9 +5,9 @@ operations, which answer a million buyers in one pass but cost a fixed ~0.1-0.4 
 whatever the frame's size; one API request runs some two hundred of them, ~50 ms. Here
 the same decision is made row by row: eligibility, expected value, reason codes, ranking,
 the choice and the exploration draw (the same Gumbel draws in the same order, so the same
-generator state gives the same actions and exact propensities). Sentences are still
-worded by the frame functions of :mod:`recsys.policy.reasons`, on the few rows that are
-read, so the text cannot drift from the batch path's.
+generator state gives the same actions and exact propensities), and the sentences: the
+twins of :mod:`recsys.policy.reasons`' frame expressions, down to polars' rounding and
+number printing (``tests/policy/test_small.py`` compares them on random rows).
 
 Scope: one offer per buyer, no budgets (a served request's policy). The candidates must
 already be validated (the scorer's output is). A unit whose every candidate is
@@ -25,17 +25,12 @@ from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
-import polars as pl
 
 from recsys.policy.eligibility import REQUEST_CART, REQUEST_SELLER, as_utc
 from recsys.policy.reasons import (
     NEGLIGIBLE_UPLIFT,
     WOULD_BUY_ANYWAY_P,
     Reason,
-    batch_cap_text,
-    candidate_reason_text,
-    exploration_text,
-    nothing_text,
 )
 from recsys.policy.value import BASIS_RESPONSE, BASIS_UPLIFT, PROFIT_EPS
 
@@ -284,79 +279,127 @@ def _option_table(
 # ------------------------------------------------------------------------------ reasons
 
 
-_TEXT_SCHEMA: dict[str, pl.DataType] = {
-    "reason_codes": pl.List(pl.String()),
-    "expected_value": pl.Float64(),
-    "incremental_p": pl.Float64(),
-    "p_purchase": pl.Float64(),
-    "p_redeem": pl.Float64(),
-    "redemption_cost": pl.Float64(),
-    "min_spend": pl.Float64(),
-}
+def fmt_number(value: float, decimals: int = 2, *, signed: bool = False) -> str:
+    """:func:`recsys.policy.reasons.fmt` for one number, character for character.
+
+    polars rounds half to even on ``value * 10**decimals`` and keeps the sign of a zero;
+    a float prints as Python's shortest repr; 0 decimals prints an integer.
+    """
+    scale = 10.0**decimals
+    rounded = round(value * scale) / scale
+    if rounded == 0:
+        rounded = math.copysign(0.0, value)
+    text = str(int(rounded)) if decimals == 0 else repr(rounded)
+    return "+" + text if signed and value >= 0 else text
 
 
-def candidate_texts(rows: Sequence[Row], assumed_share: float) -> list[str]:
-    """`candidate_reason_text` of each row, worded in one frame pass."""
-    if not rows:
-        return []
-    frame = pl.DataFrame(
-        {name: [row.get(name) for row in rows] for name in _TEXT_SCHEMA}, schema=_TEXT_SCHEMA
+def _pts(value: float, decimals: int = 1) -> str:
+    return fmt_number(value * 100, decimals)
+
+
+def _main_sentence(row: Row, code: str, assumed_share: float) -> str:
+    """The sentence of a row's main code (as `recsys.policy.reasons`' *_text)."""
+    value = fmt_number(row["expected_value"], signed=True)
+    if code == Reason.POSITIVE_UPLIFT:
+        return (
+            f"expected {value} profit: the offer lifts purchase chance by "
+            f"{_pts(row['incremental_p'])} pts"
+        )
+    if code == Reason.RESPONSE_ONLY:
+        return _response_sentence(row, assumed_share)
+    if code == Reason.WOULD_BUY_ANYWAY:
+        return (
+            f"{_pts(row['p_purchase'], 0)}% likely to buy without the offer and the offer "
+            f"adds {_pts(row['incremental_p'])} pts: its cost of "
+            f"{fmt_number(row['redemption_cost'])} per redemption "
+            f"({_pts(row['p_redeem'], 0)}% redeem) is pure cost, expected {value} profit"
+        )
+    return (
+        f"expected {value} profit: {_pts(row['p_redeem'], 0)}% redeem at a cost of "
+        f"{fmt_number(row['redemption_cost'])} each, more than the margin on the "
+        f"{_pts(row['incremental_p'])} pts of extra purchases"
     )
-    return candidate_reason_text(frame, assumed_share=assumed_share)["reason_text"].to_list()
+
+
+def _response_sentence(row: Row, assumed_share: float) -> str:
+    return (
+        "uplift could not be learned from the data: ranked by response "
+        f"({_pts(row['p_redeem'], 0)}% redeem, assuming {assumed_share * 100:g}% of "
+        "redemptions are extra sales), expected "
+        f"{fmt_number(row['expected_value'], signed=True)} profit"
+    )
+
+
+def candidate_text(row: Row, assumed_share: float) -> str:
+    """:func:`recsys.policy.reasons.candidate_reason_text` of one coded row."""
+    codes = row["reason_codes"]
+    parts = [_main_sentence(row, codes[0], assumed_share)]
+    if Reason.RESPONSE_ONLY.value in codes[1:]:
+        parts.append(_response_sentence(row, assumed_share))
+    if Reason.MIN_SPEND_UNVERIFIED.value in codes[1:]:
+        parts.append(
+            f"cart value unknown: the offer needs a minimum spend of {fmt_number(row['min_spend'])}"
+        )
+    return "; ".join(parts)
+
+
+def exploration_sentence(propensity: float) -> str:
+    """:func:`recsys.policy.reasons.exploration_text` for one probability."""
+    return f"chosen at random to learn buyers' responses (probability {fmt_number(propensity, 4)})"
+
+
+def _nothing_sentence(best_value: float) -> str:
+    return (
+        "no eligible offer beats sending nothing (best expected "
+        f"{fmt_number(best_value, signed=True)} profit)"
+    )
+
+
+def _cap_sentence(best_value: float) -> str:
+    return (
+        "the buyer's remaining frequency-cap allowance went to better offers (best worth "
+        f"{fmt_number(best_value, signed=True)})"
+    )
+
+
+def _case(action: _Action, best: Row) -> str:
+    """Which explanation a unit's action gets (the batch path's `_explain` cases)."""
+    if action.explored:
+        return "explored_offer" if action.offer is not None else "explored_nothing"
+    if action.offer is not None:
+        return "offer"
+    if best["expected_value"] > PROFIT_EPS:
+        return "cap"
+    if best["reason_codes"][0] == Reason.WOULD_BUY_ANYWAY.value:
+        return "anyway"
+    return "nothing"
 
 
 def _explained(
-    ranked: Mapping[str, list[Row]], actions: Mapping[str, _Action], assumed_share: float
+    ranked: Mapping[str, list[Row]], actions: Mapping[str, _Action], share: float
 ) -> list[SmallDecision]:
     """Codes and sentences of each unit's action, as the batch path's `_explain`."""
-    cases: dict[str, str] = {}
+    out = []
     for unit, action in actions.items():
         best = ranked[unit][0]
-        if action.explored:
-            cases[unit] = "explored_offer" if action.offer is not None else "explored_nothing"
-        elif action.offer is not None:
-            cases[unit] = "offer"
-        elif best["expected_value"] > PROFIT_EPS:
-            cases[unit] = "cap"
-        elif best["reason_codes"][0] == Reason.WOULD_BUY_ANYWAY.value:
-            cases[unit] = "anyway"
+        case = _case(action, best)
+        quoted = action.offer if action.offer is not None else best
+        row_codes, exploration = quoted["reason_codes"], [Reason.EXPLORATION.value]
+        if case == "explored_offer":
+            codes = exploration + row_codes
+            text = f"{exploration_sentence(action.propensity)}; {candidate_text(quoted, share)}"
+        elif case == "explored_nothing":
+            codes, text = exploration, exploration_sentence(action.propensity)
+        elif case == "offer":
+            codes, text = row_codes, candidate_text(quoted, share)
+        elif case == "cap":
+            codes, text = [Reason.FREQUENCY_CAP.value], _cap_sentence(best["expected_value"])
+        elif case == "anyway":
+            codes = [*row_codes, Reason.NOTHING_BEATS_NO_OFFER.value]
+            text = candidate_text(quoted, share)
         else:
-            cases[unit] = "nothing"
-    quoted = {u: a.offer if a.offer is not None else ranked[u][0] for u, a in actions.items()}
-    needs_text = [u for u, c in cases.items() if c != "explored_nothing" and c != "cap"]
-    texts = dict(
-        zip(
-            needs_text, candidate_texts([quoted[u] for u in needs_text], assumed_share), strict=True
-        )
-    )
-    numbers = pl.DataFrame(
-        {
-            "propensity": [actions[u].propensity for u in cases],
-            "expected_value": [ranked[u][0]["expected_value"] for u in cases],
-        },
-        schema={"propensity": pl.Float64, "expected_value": pl.Float64},
-    ).select(
-        exploration_text().alias("explore"),
-        nothing_text().alias("nothing"),
-        batch_cap_text().alias("cap"),
-    )
-    out = []
-    for (unit, case), explore, nothing, cap in zip(
-        cases.items(), numbers["explore"], numbers["nothing"], numbers["cap"], strict=True
-    ):
-        action, row_codes = actions[unit], quoted[unit]["reason_codes"]
-        exploration = [Reason.EXPLORATION.value]
-        codes, text = {
-            "explored_offer": (exploration + row_codes, f"{explore}; {texts.get(unit)}"),
-            "explored_nothing": (exploration, explore),
-            "offer": (row_codes, texts.get(unit)),
-            "cap": ([Reason.FREQUENCY_CAP.value], cap),
-            "anyway": ([*row_codes, Reason.NOTHING_BEATS_NO_OFFER.value], texts.get(unit)),
-            "nothing": (
-                [Reason.NOTHING_BEATS_NO_OFFER.value, *row_codes],
-                f"{nothing}; {texts.get(unit)}",
-            ),
-        }[case]
+            codes = [Reason.NOTHING_BEATS_NO_OFFER.value, *row_codes]
+            text = f"{_nothing_sentence(best['expected_value'])}; {candidate_text(quoted, share)}"
         out.append(
             SmallDecision(
                 buyer_id=unit,
