@@ -52,6 +52,9 @@ format: sync
 	$(RUN) ruff check --fix .
 	$(RUN) ruff format .
 
+# Issue 7's benchmarks: writes BENCHMARKS.md and benchmarks.json (about an hour on 2 cores).
+# BENCH_ARGS="--quick" for small sizes (CI); "--only serving,floor" runs some parts and keeps
+# the others' last figures; data, models, logs and py-spy profiles go to .recsys/bench/.
 bench: sync
 	$(RUN) python -m benchmarks.run $(BENCH_ARGS)
 

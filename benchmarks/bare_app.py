@@ -1,15 +1,19 @@
 """The serving benchmark's peer: the same FastAPI app and ranking service under bare
 uvicorn, one process, no Ray (what a user would run instead of Ray Serve).
 
-    python -m benchmarks.bare_app --model DIR --as-of ISO --port 8001 --log-dir DIR
+    python -m benchmarks.bare_app --model DIR --as-of ISO --port 8001 --log-dir DIR \\
+        [--serve-config JSON]
 
-Keys come from RECSYS_API_KEYS, as for the Serve app. Requests are ranked one at a time
-in a worker thread (`create_api`'s direct path); the decision log is written the same way.
+Keys come from RECSYS_API_KEYS, as for the Serve app; `--serve-config` takes the serve
+config the Serve app is given (its policy and exploration apply; batching and replicas
+are Serve's alone). Requests are ranked one at a time in a worker thread (`create_api`'s
+direct path); the decision log is written the same way.
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 from datetime import datetime
 from pathlib import Path
 
@@ -20,6 +24,9 @@ def main() -> None:
     parser.add_argument("--as-of", required=True, help="decision time (ISO), runs at real pace")
     parser.add_argument("--port", type=int, required=True)
     parser.add_argument("--log-dir", type=Path, required=True)
+    parser.add_argument(
+        "--serve-config", default="{}", help="serve config as JSON (policy, exploration, ...)"
+    )
     args = parser.parse_args()
 
     import uvicorn
@@ -30,7 +37,9 @@ def main() -> None:
     from serving.decision_log import DecisionLog
     from serving.metrics import Metrics
 
-    config = ServeConfig(as_of=datetime.fromisoformat(args.as_of))
+    config = ServeConfig.from_dict(
+        {**json.loads(args.serve_config), "as_of": datetime.fromisoformat(args.as_of)}
+    )
     ranker = PromoRanker.load(args.model)
     log = DecisionLog(args.log_dir).start()
     service = service_for(config, ranker, "bare", log)

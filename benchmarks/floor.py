@@ -1,0 +1,213 @@
+"""The floor under serving: what ranking one buyer costs in-process, with no HTTP at all.
+
+The same `RankingService` both served apps run (`serving.app.service_for` on the serve
+config they get, `ServedMarket.serve_config`, warmed up), called directly: one
+`/v1/rank`-sized request at a time for a sample of known buyers, as an admin and as each
+buyer's seller, then batches of 100 buyers (the floor of `/v1/rank/batch`), the same
+single requests with the score cache off (every request scores its buyer's offers), and
+with the shipped 7-day frequency-cap window for buyers already given their fill of
+offers (capped: no eligible offer left). Each row has a fresh service, so no row's
+buyers are capped by another's. No decision log: what is timed is the ranking.
+
+    python -m benchmarks.floor --market DIR [--requests 300]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import random
+import statistics
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+from benchmarks.market import CAP_WINDOW_DAYS, ServedMarket, load_market
+
+BATCH = 100
+"""Buyers per batch request (the floor of `/v1/rank/batch`)."""
+
+
+@dataclass(frozen=True)
+class Latency:
+    """Wall milliseconds of repeated calls: percentiles, and calls per second back to back."""
+
+    calls: int
+    p50_ms: float
+    p99_ms: float
+    mean_ms: float
+    per_s: float
+
+    @classmethod
+    def of(cls, seconds: Sequence[float]) -> Latency:
+        ms = sorted(s * 1000 for s in seconds)
+        return cls(
+            calls=len(ms),
+            p50_ms=statistics.median(ms),
+            p99_ms=ms[min(len(ms) - 1, round(0.99 * (len(ms) - 1)))],
+            mean_ms=statistics.fmean(ms),
+            per_s=len(ms) / (sum(ms) / 1000),
+        )
+
+
+@dataclass(frozen=True)
+class FloorFigures:
+    """In-process ranking costs on one prepared marketplace."""
+
+    buyers: int
+    """Buyers in the marketplace."""
+    admin: Latency
+    """One request, an admin's (every seller's offers)."""
+    seller: Latency
+    """One request, a seller's key (that seller's offers only)."""
+    uncached: Latency
+    """One admin request with the score cache off."""
+    capped: Latency
+    """One admin request for a buyer the shipped caps have run out of offers."""
+    batch: Latency
+    """One batch of `batch_size` admin requests per call."""
+    batch_size: int
+    warm_up_s: float
+    """Building and warming the service (scores every known buyer into the cache)."""
+
+    @property
+    def batch_buyers_per_s(self) -> float:
+        return self.batch.per_s * self.batch_size
+
+    def as_dict(self) -> dict[str, Any]:
+        return {**asdict(self), "batch_buyers_per_s": self.batch_buyers_per_s}
+
+    @classmethod
+    def from_dict(cls, raw: dict[str, Any]) -> FloorFigures:
+        lat = {k: Latency(**raw[k]) for k in ("admin", "seller", "uncached", "capped", "batch")}
+        return cls(
+            buyers=raw["buyers"],
+            batch_size=raw["batch_size"],
+            warm_up_s=raw["warm_up_s"],
+            **lat,
+        )
+
+
+def _timed_calls(call: Callable[[Any], object], items: Sequence[Any]) -> list[float]:
+    out = []
+    for item in items:
+        began = time.perf_counter()
+        call(item)
+        out.append(time.perf_counter() - began)
+    return out
+
+
+def measure_floor(market: ServedMarket, requests: int = 300, seed: int = 7) -> FloorFigures:
+    """Time the warmed service on `requests` sampled known buyers (module docstring)."""
+    from recsys.models.ranker import PromoRanker
+    from serving.app import service_for
+    from serving.auth import Principal
+    from serving.config import ServeConfig
+    from serving.schemas import RankRequest
+
+    ranker = PromoRanker.load(market.model)
+    config = ServeConfig.from_dict(market.serve_config())
+    began = time.perf_counter()
+    service = service_for(config, ranker, "bench")
+    service.warm_up()
+    warm_up_s = time.perf_counter() - began
+
+    def fresh(**update: Any) -> Any:
+        made = service_for(config.model_copy(update=update), ranker, "bench")
+        made.warm_up()
+        return made
+
+    rng = random.Random(seed)
+    known = market.known_buyers()
+    sample = [rng.choice(known) for _ in range(requests)]
+    few = sample[: max(requests // 3, 20)]
+    admin = Principal(seller_id=None, admin=True)
+    seller_of = {b: Principal(seller_id=rng.choice(market.sellers), admin=False) for b in sample}
+
+    def ranking(on: Any, who: Callable[[str], Principal] = lambda b: admin) -> Callable[[str], Any]:
+        return lambda buyer: on.rank([RankRequest(buyer_id=buyer)], [who(buyer)])
+
+    def batch(buyers: list[str]) -> object:
+        return service.rank([RankRequest(buyer_id=b) for b in buyers], [admin] * len(buyers))
+
+    one = ranking(service)
+    as_seller = ranking(fresh(), seller_of.__getitem__)
+    cold = ranking(fresh(score_cache_rows=0))
+    capped = ranking(fresh(policy=None))  # the model's own policy: the shipped caps
+    for _ in range(3):  # give `few` their fill of offers: later requests find none left
+        _timed_calls(capped, few)
+    batches = [
+        [rng.choice(known) for _ in range(BATCH)] for _ in range(max(5, requests // BATCH * 2))
+    ]
+    for call in (one, as_seller, cold):  # first calls load code paths (caps never bind)
+        _timed_calls(call, sample[:5])
+    batch(batches[0])
+    return FloorFigures(
+        buyers=market.buyers,
+        admin=Latency.of(_timed_calls(one, sample)),
+        seller=Latency.of(_timed_calls(as_seller, sample)),
+        uncached=Latency.of(_timed_calls(cold, few)),
+        capped=Latency.of(_timed_calls(capped, few)),
+        batch=Latency.of(_timed_calls(batch, batches)),
+        batch_size=BATCH,
+        warm_up_s=warm_up_s,
+    )
+
+
+def format_floor_markdown(figures: FloorFigures, command: str) -> str:
+    """The BENCHMARKS.md section of the in-process floor."""
+
+    def row(name: str, lat: Latency, per: str) -> str:
+        return (
+            f"| {name} | {lat.calls:,} | {lat.p50_ms:.2f} | {lat.p99_ms:.2f} "
+            f"| {lat.mean_ms:.2f} | {per} |"
+        )
+
+    return "\n".join(
+        [
+            "## In-process floor: ranking one buyer",
+            "",
+            f"Reproduce: `{command}`. The warmed `RankingService` both apps run, called "
+            f"directly (no HTTP, no decision log), on a {figures.buyers:,}-buyer marketplace, "
+            "with the serving benchmark's policy (the model's, frequency-cap window "
+            f"{CAP_WINDOW_DAYS * 86400:.2g} s: `benchmarks.market.CAP_WINDOW_DAYS`) except "
+            "where the row says otherwise; building and warming it took "
+            f"{figures.warm_up_s:.1f} s.",
+            "",
+            "| call | calls | p50 ms | p99 ms | mean ms | per second, one thread |",
+            "|---|---:|---:|---:|---:|---:|",
+            row("one buyer, admin", figures.admin, f"{figures.admin.per_s:,.0f} requests"),
+            row("one buyer, seller key", figures.seller, f"{figures.seller.per_s:,.0f} requests"),
+            row(
+                "one buyer, admin, score cache off",
+                figures.uncached,
+                f"{figures.uncached.per_s:,.0f} requests",
+            ),
+            row(
+                "one buyer, admin, capped (shipped 7-day caps used up)",
+                figures.capped,
+                f"{figures.capped.per_s:,.0f} requests",
+            ),
+            row(
+                f"batch of {figures.batch_size} buyers, admin",
+                figures.batch,
+                f"{figures.batch_buyers_per_s:,.0f} buyers",
+            ),
+            "",
+        ]
+    )
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--market", type=Path, required=True, help="a prepared market dir")
+    parser.add_argument("--requests", type=int, default=300)
+    args = parser.parse_args()
+    figures = measure_floor(load_market(args.market), args.requests)
+    print(json.dumps(figures.as_dict(), indent=1))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,109 @@
+"""The issue's targets, each judged met or missed and by how much.
+
+A `Target` is plain data, so the report can list every target of every part in one
+table, and the JSON file carries the verdicts. Training targets are judged from the
+training part's JSON figures (the keys `benchmarks.training_scale` writes), so the
+report does not depend on that module's classes; the serving target is judged in
+`benchmarks.serve_bench`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass
+from typing import Any
+
+TRAINING_BUYERS = 1_000_000
+TRAINING_WALL_S = 600.0
+TRAINING_PEAK_MB = 8 * 1024.0
+
+
+@dataclass(frozen=True)
+class Target:
+    """One target: what was asked, what was measured, met or not, and by how much."""
+
+    name: str
+    goal: str
+    measured: str
+    met: bool | None
+    """None: could not be judged (see `gap`)."""
+    gap: str
+    """By how much it was met or missed, or why it could not be judged."""
+
+    @property
+    def verdict(self) -> str:
+        if self.met is None:
+            return f"not judged: {self.gap}"
+        return ("met" if self.met else "**missed**") + f" ({self.gap})"
+
+    def line(self) -> str:
+        """One sentence for a report section."""
+        measured = "" if self.measured == "-" else f" Measured: {self.measured}."
+        return f"**Target**: {self.goal}: {self.verdict}.{measured}"
+
+    def as_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, raw: dict[str, Any]) -> Target:
+        return cls(**raw)
+
+
+def upper_bound(
+    name: str, goal: str, value: float, limit: float, unit: str, scale: float = 1.0
+) -> Target:
+    """A target that `value` stays under `limit` (shown divided by `scale`, in `unit`)."""
+    shown, bound = value / scale, limit / scale
+    met = value < limit
+    share = abs(value - limit) / limit
+    gap = (
+        f"{bound - shown:.2f} {unit} to spare, {share:.0%} under"
+        if met
+        else f"missed by {shown - bound:.2f} {unit}, {share:.0%} over"
+    )
+    return Target(name, goal, f"{shown:.2f} {unit}", met, gap)
+
+
+def training_targets(runs: Sequence[dict[str, Any]]) -> list[Target]:
+    """1,000,000 buyers end to end under 10 minutes, peak memory under 8 GiB.
+
+    `runs` are `TrainingFigures.as_dict()` records (keys `buyers`, `wall_s`,
+    `peak_tree_mb`, `exit_code`); judged on the run with 1,000,000 buyers.
+    """
+    wall_goal = f"{TRAINING_BUYERS:,} buyers end to end under {TRAINING_WALL_S / 60:g} min"
+    mem_goal = f"{TRAINING_BUYERS:,} buyers with peak memory under {TRAINING_PEAK_MB / 1024:g} GiB"
+    big = [r for r in runs if int(r.get("buyers", 0)) >= TRAINING_BUYERS]
+    if not big:
+        sizes = ", ".join(f"{int(r.get('buyers', 0)):,}" for r in runs) or "none"
+        why = f"no run at {TRAINING_BUYERS:,} buyers in this report (runs: {sizes})"
+        return [
+            Target("training_wall", wall_goal, "-", None, why),
+            Target("training_memory", mem_goal, "-", None, why),
+        ]
+    run = big[0]
+    if int(run.get("exit_code", 0)) != 0:
+        why = f"the run failed (exit code {run.get('exit_code')})"
+        return [
+            Target("training_wall", wall_goal, "failed", False, why),
+            Target("training_memory", mem_goal, "failed", False, why),
+        ]
+    return [
+        upper_bound(
+            "training_wall", wall_goal, float(run["wall_s"]), TRAINING_WALL_S, "min", scale=60
+        ),
+        upper_bound(
+            "training_memory",
+            mem_goal,
+            float(run["peak_tree_mb"]),
+            TRAINING_PEAK_MB,
+            "GiB",
+            scale=1024,
+        ),
+    ]
+
+
+def format_targets_table(targets: Sequence[Target]) -> list[str]:
+    """Markdown table of every target."""
+    lines = ["| target | measured | verdict |", "|---|---:|---|"]
+    lines += [f"| {t.goal} | {t.measured} | {t.verdict} |" for t in targets]
+    return lines
