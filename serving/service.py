@@ -58,7 +58,7 @@ from recsys.policy import (
     Reason,
 )
 from recsys.policy.eligibility import REQUEST_CART, REQUEST_SELLER, as_utc, valid_at
-from recsys.policy.small import candidate_text, decide_small
+from recsys.policy.small import candidate_text, decide_small, first_rejection
 from recsys.policy.small import supports as small_path_supports
 from recsys.policy.value import PROFIT_EPS
 from serving.answers import TS_FORMAT, UNIT, listed_answers, rejection_summary
@@ -466,7 +466,7 @@ class RankingService:
     ) -> _Answers | None:
         """The few requests of a small batch decided row by row (`recsys.policy.small`):
         the same answers as the frame path at a fraction of its fixed cost. None when a
-        request has no eligible offer or a pair no score: the frame path words those."""
+        pair has no score (the frame path checks candidates and says what is wrong)."""
         config = self._rank_policy.config
         score_of = {(row["buyer_id"], row["offer_id"]): row for row in scored.to_dicts()}
         request_of = {
@@ -488,8 +488,6 @@ class RankingService:
             if frame is not None:
                 history = list(frame.select("buyer_id", "offer_id", "ts", "tool").iter_rows())
         decided = decide_small(rows, now, config, history, rng=self._rng())
-        if decided is None:
-            return None
         k_of = dict(zip(units[UNIT], units["k"], strict=True))
         share = config.assumed_incremental_share
         offers_of: dict[str, list[RankedOffer]] = {}
@@ -517,7 +515,11 @@ class RankingService:
         return _Answers(
             offers_of=offers_of,
             chosen={u.buyer_id: (u.explored, u.propensity, u.reason_text) for u in decided},
-            rejection={},
+            rejection={
+                u.buyer_id: f"{first.offer_id}: {first.text}"
+                for u in decided
+                if not u.ranked and (first := first_rejection(u.rejected))
+            },
             has_pairs={u.buyer_id for u in decided},
         )
 

@@ -10,9 +10,7 @@ twins of :mod:`recsys.policy.reasons`' frame expressions, down to polars' roundi
 number printing (``tests/policy/test_small.py`` compares them on random rows).
 
 Scope: one offer per buyer, no budgets (a served request's policy). The candidates must
-already be validated (the scorer's output is). A unit whose every candidate is
-ineligible is not decided here (:func:`decide_small` returns None and the caller uses the
-batch path, which words each rejection). ``tests/serving/test_small_batch.py`` checks
+already be validated (the scorer's output is). ``tests/serving/test_small_batch.py`` checks
 that both paths answer alike.
 """
 
@@ -20,13 +18,14 @@ from __future__ import annotations
 
 import math
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from recsys.policy.eligibility import REQUEST_CART, REQUEST_SELLER, as_utc
+from recsys.policy.policy import REJECTION_ORDER
 from recsys.policy.reasons import (
     NEGLIGIBLE_UPLIFT,
     WOULD_BUY_ANYWAY_P,
@@ -67,6 +66,7 @@ class SmallDecision:
     probabilities: dict[str | None, float] | None
     reason_codes: list[str]
     reason_text: str
+    rejected: list[Rejection] = field(default_factory=list)
 
 
 def decide_small(
@@ -75,11 +75,11 @@ def decide_small(
     config: PolicyConfig,
     history: History = (),
     rng: np.random.Generator | None = None,
-) -> list[SmallDecision] | None:
+) -> list[SmallDecision]:
     """Decide every unit of `rows` as `OfferPolicy.decide` would, in unit order.
 
-    None when a unit has no eligible candidate (the batch path explains rejections) or
-    the config is out of scope (:func:`supports`).
+    A unit with no eligible candidate gets nothing, with its ``rejected`` candidates.
+    Raises ValueError for a config out of scope (:func:`supports`).
     """
     if not supports(config):
         raise ValueError("decide_small needs a config without budgets, one offer per buyer")
@@ -89,20 +89,44 @@ def decide_small(
         by_unit.setdefault(row["buyer_id"], []).append(row)
     counts = _cap_counts(history, now, config, rows)
     ranked: dict[str, list[Row]] = {}
+    rejected: dict[str, list[Rejection]] = {}
     for unit in sorted(by_unit):
         eligible = []
         for row in by_unit[unit]:
-            unverified = _eligibility(row, now, config, counts)
-            if unverified is not None:
-                eligible.append(_valued({**row, "min_spend_unverified": unverified}, config))
-        if not eligible:
-            return None
-        eligible.sort(key=lambda r: (-r["expected_value"], r["offer_id"]))
-        for position, row in enumerate(eligible, start=1):
-            row["rank"] = position
-        ranked[unit] = eligible
+            verdict = _eligibility(row, now, config, counts)
+            if isinstance(verdict, Rejection):
+                rejected.setdefault(unit, []).append(verdict)
+            else:
+                eligible.append(_valued({**row, "min_spend_unverified": verdict}, config))
+        if eligible:
+            eligible.sort(key=lambda r: (-r["expected_value"], r["offer_id"]))
+            for position, row in enumerate(eligible, start=1):
+                row["rank"] = position
+            ranked[unit] = eligible
     actions = _actions(ranked, config, rng)
-    return _explained(ranked, actions, config.assumed_incremental_share)
+    decided = _explained(ranked, actions, config.assumed_incremental_share)
+    return sorted(
+        [*decided, *(_nothing_eligible(u, rejected[u]) for u in by_unit if u not in ranked)],
+        key=lambda d: d.buyer_id,
+    )
+
+
+def _nothing_eligible(unit: str, rejections: list[Rejection]) -> SmallDecision:
+    """A unit none of whose candidates is eligible: certainly nothing, explained by the
+    rejections (codes furthest check first, as the batch path's `_rejection_summary`)."""
+    order = {r.value: i for i, r in enumerate(REJECTION_ORDER)}
+    by_order = sorted(rejections, key=lambda r: order.get(r.code, len(order)))
+    return SmallDecision(
+        buyer_id=unit,
+        ranked=[],
+        offer=None,
+        propensity=1.0,
+        explored=False,
+        probabilities=None,
+        reason_codes=list(dict.fromkeys(r.code for r in by_order)),
+        reason_text=by_order[0].text,
+        rejected=rejections,
+    )
 
 
 # ------------------------------------------------------------------------- eligibility
@@ -127,27 +151,72 @@ def _cap_counts(
     return counts
 
 
+@dataclass(frozen=True)
+class Rejection:
+    """Why one candidate may not be offered: its code and the eligibility sentence."""
+
+    offer_id: str
+    code: str
+    text: str
+
+
+_TS_TEXT = "%Y-%m-%d %H:%M"
+
+
 def _eligibility(
     row: Row, now: datetime, config: PolicyConfig, counts: Mapping[tuple[str, str | None], int]
-) -> bool | None:
-    """None when the row is ineligible, else whether its minimum spend is unverified."""
+) -> bool | Rejection:
+    """The first rule the row breaks (as `filter_eligible` words it), else whether its
+    minimum spend is unverified."""
     start, end = row.get("start_ts"), row.get("end_ts")
     if (start is not None and start > now) or (end is not None and not now < end):
-        return None
-    scope = row.get(REQUEST_SELLER)
-    if scope is not None and row.get("seller_id") is not None and row["seller_id"] != scope:
-        return None
+        since = start.strftime(_TS_TEXT) if start is not None else "the start"
+        until = end.strftime(_TS_TEXT) if end is not None else "further notice"
+        text = f"the offer is valid from {since} until {until}, not at {now.strftime(_TS_TEXT)}"
+        return Rejection(row["offer_id"], Reason.OUTSIDE_VALIDITY.value, text)
+    scope, seller = row.get(REQUEST_SELLER), row.get("seller_id")
+    if scope is not None and seller is not None and seller != scope:
+        text = f"the offer belongs to seller {seller}, the request is for seller {scope}"
+        return Rejection(row["offer_id"], Reason.OUT_OF_SELLER_SCOPE.value, text)
     min_spend, cart = row.get("min_spend"), row.get(REQUEST_CART)
     has_min = min_spend is not None and min_spend > 0
-    if has_min and cart is not None and cart < min_spend:
-        return None
-    buyer = row["buyer_id"]
-    max_b, max_t = config.max_offers_per_buyer, config.max_per_tool
-    if max_b is not None and max_b - counts.get((buyer, None), 0) <= 0:
-        return None
-    if max_t is not None and max_t - counts.get((buyer, row["tool"]), 0) <= 0:
-        return None
+    if min_spend is not None and has_min and cart is not None and cart < min_spend:
+        text = (
+            f"the cart of {fmt_number(cart)} is below the offer's minimum spend of "
+            f"{fmt_number(min_spend)}"
+        )
+        return Rejection(row["offer_id"], Reason.NOT_ELIGIBLE_MIN_SPEND.value, text)
+    capped = _cap_text(row, config, counts)
+    if capped is not None:
+        return Rejection(row["offer_id"], Reason.FREQUENCY_CAP.value, capped)
     return has_min and cart is None
+
+
+def _cap_text(
+    row: Row, config: PolicyConfig, counts: Mapping[tuple[str, str | None], int]
+) -> str | None:
+    """The frequency-cap sentence when a cap binds for the row's buyer and tool."""
+    buyer, tool = row["buyer_id"], row["tool"]
+    max_b, max_t = config.max_offers_per_buyer, config.max_per_tool
+    n_buyer, n_tool = counts.get((buyer, None), 0), counts.get((buyer, tool), 0)
+    window = f"{config.cap_window_days:g}"
+    if max_b is not None and max_b - n_buyer <= 0:
+        return (
+            f"the buyer already received {n_buyer} offers in the last {window} days (cap {max_b})"
+        )
+    if max_t is not None and max_t - n_tool <= 0:
+        return (
+            f"the buyer already received {n_tool} {tool} offers in the last {window} days "
+            f"(cap {max_t} per tool)"
+        )
+    return None
+
+
+def first_rejection(rejections: Sequence[Rejection]) -> Rejection:
+    """The rejection that explains a unit with no eligible offer: the check it got
+    furthest in (`REJECTION_ORDER`), then the smallest offer id."""
+    order = {r.value: i for i, r in enumerate(REJECTION_ORDER)}
+    return min(rejections, key=lambda r: (order.get(r.code, len(order)), r.offer_id))
 
 
 # ------------------------------------------------------------------------------- value
