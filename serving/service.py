@@ -612,18 +612,7 @@ class RankingService:
         offers_of: dict[str, list[RankedOffer]] = {}
         for row in listed.iter_rows(named=True):
             offers_of.setdefault(row[UNIT], []).append(
-                RankedOffer(
-                    offer_id=row["offer_id"],
-                    seller_id=row["seller_id"],
-                    tool=row["tool"],
-                    score=row["expected_value"],
-                    expected_value=row["expected_value"],
-                    p_redeem=row["p_redeem"],
-                    uplift=row["uplift"],
-                    propensity=row["propensity"],
-                    reasons=row["reason_text"].split("; ") if row["reason_text"] else [],
-                    reason_codes=row["reason_codes"],
-                )
+                _ranked_offer(row, row["propensity"], row["reason_codes"], row["reason_text"])
             )
         return _Answers(
             offers_of=offers_of,
@@ -948,9 +937,9 @@ def campaigns_response(
 
 
 def _ranked_offer(
-    row: dict[str, Any], propensity: float, codes: Sequence[str], text: str
+    row: dict[str, Any], propensity: float, codes: Sequence[str], text: str | None
 ) -> RankedOffer:
-    """A listed offer from a decided candidate row of the small-batch path."""
+    """A listed offer from a decided candidate row (either path), its reasons split."""
     return RankedOffer(
         offer_id=row["offer_id"],
         seller_id=row["seller_id"],
@@ -960,7 +949,7 @@ def _ranked_offer(
         p_redeem=row["p_redeem"],
         uplift=row["uplift"],
         propensity=propensity,
-        reasons=text.split("; "),
+        reasons=text.split("; ") if text else [],
         reason_codes=list(codes),
     )
 
