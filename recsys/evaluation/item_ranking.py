@@ -52,7 +52,8 @@ def evaluate_item_ranking(
     end = dataset.events["ts"].max()
     assert end is not None
     cut = end - timedelta(days=test_days)  # type: ignore[operator]
-    train = dataset.events.filter(pl.col("ts") < cut)
+    # Lazy: each use reads the columns it needs; the events are never copied whole.
+    train = dataset.events.lazy().filter(pl.col("ts") < cut)
     test = dataset.events.filter((pl.col("ts") >= cut) & (pl.col("event_type") == "purchase"))
     model = MatrixFactorization(mf_config or MFConfig()).fit(train, items=dataset.items)
     items = model.item_index_
@@ -71,7 +72,9 @@ def evaluate_item_ranking(
     )
     rec = model.recommend(buyers, k=k).to_frame()
     rec = rec.with_columns(pl.col("item_id").cum_count().over("buyer_id").alias("rank"))
-    bought = train.filter(pl.col("event_type") == "purchase")
+    bought = (
+        train.filter(pl.col("event_type") == "purchase").select("buyer_id", "item_id").collect()
+    )
     popular = bought.group_by("item_id").len().sort(["len", "item_id"], descending=[True, False])
     popularity = buyers.to_frame().join(
         popular.head(k).with_row_index("rank", offset=1), how="cross"

@@ -200,7 +200,7 @@ class Interactions:
 
 
 def build_interactions(
-    events: pl.DataFrame,
+    events: pl.DataFrame | pl.LazyFrame,
     weights: EventWeights | None = None,
     *,
     alpha: float = 1.0,
@@ -214,7 +214,9 @@ def build_interactions(
     ----------
     events
         Contract `events` table (`buyer_id`, `item_id`, `event_type`, `ts`, optional
-        `quantity`). Extra columns are ignored.
+        `quantity`). Extra columns are ignored. A LazyFrame (e.g. the events of a large
+        dataset filtered by time) is read without materializing it: only the columns
+        above are scanned.
     weights
         Event weights, decay and scaling; defaults to `EventWeights()`.
     alpha
@@ -235,29 +237,39 @@ def build_interactions(
         A required column is missing or an event type is not in the contract.
     """
     weights = weights or EventWeights()
-    _check_columns(events)
-    n_events = events.height
+    lazy = events.lazy()
+    schema = lazy.collect_schema()
+    names = schema.names()
+    _check_columns(names)
     wmap = weights.weight_map()
-    _check_event_types(events, wmap)
 
     ts = pl.col("ts")
-    if isinstance(events.schema["ts"], pl.Datetime) and events.schema["ts"].time_zone is None:
+    ts_type = schema["ts"]
+    if isinstance(ts_type, pl.Datetime) and ts_type.time_zone is None:
         ts = ts.dt.replace_time_zone("UTC")
-    item_col = pl.col("item_id") if "item_id" in events.columns else pl.lit(None, pl.String)
+    # One scan of two columns: the row count, types outside the contract, the last event.
+    types = pl.col("event_type").cast(pl.String)
+    n_events, n_bad, max_ts = (
+        lazy.select(pl.len(), (~types.is_in(list(wmap)) | types.is_null()).sum(), ts.max())
+        .collect()
+        .row(0)
+    )
+    if n_bad:
+        _raise_bad_event_types(lazy, types, int(n_bad), wmap)
+    item_col = pl.col("item_id") if "item_id" in names else pl.lit(None, pl.String)
 
-    frame = events.lazy().select(
+    frame = lazy.select(
         pl.col("buyer_id").cast(pl.String),
         item_col.cast(pl.String).alias("item_id"),
-        pl.col("event_type").cast(pl.String),
+        types,
         ts.cast(pl.Datetime("us", "UTC")).alias("ts"),
         *(
             [pl.col("quantity").cast(pl.Float64).fill_null(1.0)]
-            if "quantity" in events.columns
+            if "quantity" in names
             else [pl.lit(1.0).alias("quantity")]
         ),
     )
     if as_of is None:
-        max_ts = events.select(ts.max()).item() if n_events else None
         as_of = max_ts if isinstance(max_ts, datetime) else None
     else:
         as_of = as_of if as_of.tzinfo is not None else as_of.replace(tzinfo=UTC)
@@ -354,24 +366,30 @@ def _to_series(values: IdsLike) -> pl.Series:
     return pl.Series(list(values), dtype=pl.String)
 
 
-def _check_columns(events: pl.DataFrame) -> None:
-    missing = [c for c in ("buyer_id", "event_type", "ts") if c not in events.columns]
+def _check_columns(names: Sequence[str]) -> None:
+    missing = [c for c in ("buyer_id", "event_type", "ts") if c not in names]
     if missing:
         raise ValueError(
-            f"events: missing required column(s) {missing}; present: {events.columns}. "
+            f"events: missing required column(s) {missing}; present: {list(names)}. "
             "Load the table through recsys.data so it follows the data contract."
         )
 
 
-def _check_event_types(events: pl.DataFrame, wmap: dict[str, Any]) -> None:
-    types = events.get_column("event_type").cast(pl.String)
-    bad = events.filter(~types.is_in(list(wmap)) | types.is_null())
-    if bad.height:
-        values = bad["event_type"].unique().head(5).to_list()
-        raise ValueError(
-            f"events.event_type: {bad.height} row(s) have a type outside the contract "
-            f"{sorted(wmap)}, e.g. {values}"
-        )
+def _raise_bad_event_types(
+    events: pl.LazyFrame, types: pl.Expr, n_bad: int, wmap: dict[str, Any]
+) -> None:
+    values = (
+        events.select(types.alias("event_type"))
+        .filter(~pl.col("event_type").is_in(list(wmap)) | pl.col("event_type").is_null())
+        .unique(maintain_order=True)
+        .head(5)
+        .collect()["event_type"]
+        .to_list()
+    )
+    raise ValueError(
+        f"events.event_type: {n_bad} row(s) have a type outside the contract "
+        f"{sorted(wmap)}, e.g. {values}"
+    )
 
 
 OfferScope = Literal["items", "store", "platform", "none"]

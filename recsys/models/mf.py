@@ -177,7 +177,7 @@ class MatrixFactorization(Estimator[MFConfig]):
 
     def fit(
         self,
-        events: pl.DataFrame,
+        events: pl.DataFrame | pl.LazyFrame,
         items: pl.DataFrame | None = None,
         as_of: datetime | None = None,
     ) -> Self:
@@ -186,7 +186,8 @@ class MatrixFactorization(Estimator[MFConfig]):
         Parameters
         ----------
         events
-            Contract `events` table.
+            Contract `events` table; a LazyFrame (say, a time cut of a large table) is
+            scanned for the columns the matrix needs, never copied whole.
         items
             Contract `items` table: fixes the item index, so items without events get a
             column too (zero factors under ALS). None: the items seen in `events`.
@@ -197,7 +198,7 @@ class MatrixFactorization(Estimator[MFConfig]):
 
     def _fit(
         self,
-        events: pl.DataFrame,
+        events: pl.DataFrame | pl.LazyFrame,
         items: pl.DataFrame | None = None,
         as_of: datetime | None = None,
     ) -> None:
@@ -408,7 +409,9 @@ class MatrixFactorization(Estimator[MFConfig]):
 
     # ----------------------------------------------------------------------- fold-in
 
-    def fold_in(self, events: pl.DataFrame, as_of: datetime | None = None) -> FoldedBuyers:
+    def fold_in(
+        self, events: pl.DataFrame | pl.LazyFrame, as_of: datetime | None = None
+    ) -> FoldedBuyers:
         """Factors for the buyers in `events`, solved with the item factors held fixed.
 
         ALS: the exact least-squares solution of the ALS objective for each buyer,

@@ -136,6 +136,21 @@ def test_events_after_as_of_are_excluded_and_as_of_defaults_to_latest() -> None:
     assert build_interactions(ev).as_of == T0
 
 
+def test_lazy_events_give_the_same_matrix_and_counts() -> None:
+    ev = events([*FIVE_ROWS, ("b3", "i2", "view", 3), ("b3", None, "search", 1)])
+    cut = T0 - timedelta(days=2)
+    for as_of in (None, cut):
+        eager, lazy = (
+            build_interactions(ev, as_of=as_of),
+            build_interactions(ev.lazy(), as_of=as_of),
+        )
+        assert (eager.matrix != lazy.matrix).nnz == 0
+        assert eager.stats == lazy.stats and eager.as_of == lazy.as_of
+        assert eager.buyer_index == lazy.buyer_index
+    with pytest.raises(ValueError, match="click"):
+        build_interactions(ev.lazy().with_columns(event_type=pl.lit("click")))
+
+
 def test_negative_weight_clamps_the_pair_to_nothing() -> None:
     ev = events([("b", "i", "view"), ("b", "i", "remove_from_cart"), ("b", "j", "view")])
     inter = build_interactions(ev, EventWeights(remove_from_cart=-2.0))
