@@ -9,7 +9,7 @@ are then joins, fast enough to score large target lists.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 from pathlib import Path
 from typing import ClassVar
@@ -99,14 +99,18 @@ def _offer_scope(dataset: Dataset) -> pl.DataFrame:
 
 
 def purchase_lines(dataset: Dataset, before: datetime | None = None) -> pl.DataFrame:
-    """Purchase rows with their seller, category and order key (order_id or timestamp)."""
-    events = dataset.events
+    """Purchase rows with their seller, category and order key (order_id or timestamp).
+
+    Lines before a moment are the lines filtered by ``ts < before``: a caller needing them
+    at several moments computes them once and filters.
+    """
+    events = dataset.events.lazy()
     if before is not None:
         events = events.filter(pl.col("ts") < before)
-    catalog = dataset.items.select("item_id", "seller_id", "category", "price")
+    catalog = dataset.items.lazy().select("item_id", "seller_id", "category", "price")
     return (
         events.filter(pl.col("event_type") == "purchase")
-        .join(catalog, on="item_id", how="left")
+        .join(catalog, on="item_id", how="left", maintain_order="left")
         .select(
             "buyer_id",
             "item_id",
@@ -118,13 +122,20 @@ def purchase_lines(dataset: Dataset, before: datetime | None = None) -> pl.DataF
             .fill_null(0.0)
             .alias("line_value"),
         )
+        .collect()
     )
 
 
 def buyer_seller_features(
-    dataset: Dataset, as_of: datetime, lines: pl.DataFrame | None = None
+    dataset: Dataset,
+    as_of: datetime,
+    lines: pl.DataFrame | None = None,
+    buyer_ids: pl.Series | None = None,
 ) -> pl.DataFrame:
-    """History of each buyer with each seller before `as_of` (one row per pair seen)."""
+    """History of each buyer with each seller before `as_of` (one row per pair seen).
+
+    With `buyer_ids`, only those buyers' rows (`lines` then hold only theirs, too).
+    """
     if lines is None:
         lines = purchase_lines(dataset, before=as_of)
     # Money is summed in integer micro-units so that features are reproducible.
@@ -139,14 +150,27 @@ def buyer_seller_features(
         ((as_of - pl.col("ts").max()).dt.total_seconds() / 86400).alias("bs_days_since_purchase"),
         (to_micros(pl.col("order_value")).sum() / MICROS / pl.len()).alias("bs_mean_order_value"),
     )
-    recent = dataset.events.filter(
+    window = (
         (pl.col("ts") < as_of)
         & (pl.col("ts") >= as_of - timedelta(days=30))
         & pl.col("event_type").is_in(["view", "add_to_cart"])
-    ).join(dataset.items.select("item_id", "seller_id"), on="item_id")
-    browsing = recent.group_by("buyer_id", pl.col("seller_id").alias("seller_key")).agg(
-        (pl.col("event_type") == "view").sum().cast(pl.Float64).alias("bs_views_30d"),
-        (pl.col("event_type") == "add_to_cart").sum().cast(pl.Float64).alias("bs_carts_30d"),
+    )
+    if buyer_ids is not None:
+        window &= pl.col("buyer_id").is_in(buyer_ids.implode())
+    # Lazy: only the three columns needed are read from the events, never a copy of all.
+    recent = (
+        dataset.events.lazy()
+        .filter(window)
+        .select("buyer_id", "item_id", "event_type")
+        .join(dataset.items.lazy().select("item_id", "seller_id"), on="item_id")
+    )
+    browsing = (
+        recent.group_by("buyer_id", pl.col("seller_id").alias("seller_key"))
+        .agg(
+            (pl.col("event_type") == "view").sum().cast(pl.Float64).alias("bs_views_30d"),
+            (pl.col("event_type") == "add_to_cart").sum().cast(pl.Float64).alias("bs_carts_30d"),
+        )
+        .collect()
     )
     out = per_seller.join(browsing, on=["buyer_id", "seller_key"], how="full", coalesce=True)
     orders_filled = pl.col("bs_orders").fill_null(0.0)
@@ -299,23 +323,62 @@ class FeatureStore:
 
     @classmethod
     def build(
-        cls, dataset: Dataset, as_of: datetime, buyer_table: pl.DataFrame | None = None
+        cls,
+        dataset: Dataset,
+        as_of: datetime,
+        buyer_table: pl.DataFrame | None = None,
+        *,
+        lines: pl.DataFrame | None = None,
+        buyer_ids: pl.Series | None = None,
     ) -> FeatureStore:
         """Compute the tables from `dataset`'s records strictly before `as_of`.
 
         `buyer_table` holds per-buyer features (journey stage, RFM, MF) keyed by buyer_id.
+        `lines` are ``purchase_lines(dataset, before=as_of)`` when the caller has them.
+        With `buyer_ids`, the per-buyer tables hold only those buyers: each buyer's rows
+        depend on that buyer's records alone, so they are the rows of the whole store.
         """
-        lines = purchase_lines(dataset, before=as_of)
-        per_buyer, per_tool = redemption_history(dataset, as_of)
+        if lines is None:
+            lines = purchase_lines(dataset, before=as_of)
+        records = dataset
+        if buyer_ids is not None:
+            wanted = pl.col("buyer_id").is_in(buyer_ids.implode())
+            lines = lines.filter(wanted)
+            records = replace(
+                dataset,
+                exposures=None if dataset.exposures is None else dataset.exposures.filter(wanted),
+                redemptions=(
+                    None if dataset.redemptions is None else dataset.redemptions.filter(wanted)
+                ),
+            )
+        per_buyer, per_tool = redemption_history(records, as_of)
         return cls(
             as_of=as_of,
             offers=offer_attributes(dataset),
-            buyer_seller=buyer_seller_features(dataset, as_of, lines),
+            buyer_seller=buyer_seller_features(dataset, as_of, lines, buyer_ids),
             buyer_category=buyer_category_shares(lines),
             scoped=scoped_purchases(dataset, lines),
             history_buyer=per_buyer,
             history_tool=per_tool,
             buyers=buyer_table,
+        )
+
+    def for_buyers(self, buyer_ids: pl.Series) -> FeatureStore:
+        """This store with the per-buyer tables cut to `buyer_ids` (offers kept whole).
+
+        Pair features of those buyers' pairs are the same as from the whole store; the
+        joins are cheaper when the buyers are a small part of a large store.
+        """
+        wanted = pl.col("buyer_id").is_in(buyer_ids.implode())
+        return FeatureStore(
+            as_of=self.as_of,
+            offers=self.offers,
+            buyer_seller=self.buyer_seller.filter(wanted),
+            buyer_category=self.buyer_category.filter(wanted),
+            scoped=self.scoped.filter(wanted),
+            history_buyer=self.history_buyer.filter(wanted),
+            history_tool=self.history_tool.filter(wanted),
+            buyers=None if self.buyers is None else self.buyers.filter(wanted),
         )
 
     def pair_features(self, pairs: pl.DataFrame) -> pl.DataFrame:
@@ -399,14 +462,16 @@ class FeatureStore:
         return cls(as_of=as_of, **tables)
 
 
-def exposure_outcomes(dataset: Dataset, horizon_days: float) -> pl.DataFrame:
+def exposure_outcomes(
+    dataset: Dataset, horizon_days: float, lines: pl.DataFrame | None = None
+) -> pl.DataFrame:
     """Each exposure with its outcome window, redemption flag and seller purchases.
 
     The window is [ts, min(offer end, ts + horizon)). `redeemed` is 1 when a redemption
     links to the exposure (or, without a link, the same buyer redeemed the same offer in
     the window). `purchased` is 1 when the buyer bought from the offer's seller (any
     seller for platform offers) in the window; control rows get no seller here — see
-    `control_outcomes`.
+    `control_outcomes`. `lines` are ``purchase_lines(dataset)`` when the caller has them.
     """
     if dataset.exposures is None:
         raise ValueError("the dataset has no exposures table; response models need one")
@@ -415,7 +480,9 @@ def exposure_outcomes(dataset: Dataset, horizon_days: float) -> pl.DataFrame:
     exp = dataset.exposures.join(offers, on="offer_id", how="left").with_columns(
         pl.min_horizontal(pl.col("end_ts"), pl.col("ts") + horizon).alias("window_end")
     )
-    lines = purchase_lines(dataset).select("buyer_id", "seller_key", pl.col("ts").alias("p_ts"))
+    if lines is None:
+        lines = purchase_lines(dataset)
+    lines = lines.select("buyer_id", "seller_key", pl.col("ts").alias("p_ts"))
     bought = (
         exp.filter(pl.col("offer_id").is_not_null())
         .select("exposure_id", "buyer_id", "seller_key", "ts", "window_end")
@@ -458,20 +525,27 @@ def _redeemed_flags(dataset: Dataset, exp: pl.DataFrame) -> pl.DataFrame:
 
 
 def control_outcomes(
-    dataset: Dataset, control: pl.DataFrame, affinity: pl.DataFrame, horizon_days: float
+    dataset: Dataset,
+    control: pl.DataFrame,
+    affinity: pl.DataFrame,
+    horizon_days: float,
+    lines: pl.DataFrame | None = None,
 ) -> pl.DataFrame:
     """Control exposures spread over the buyer's sellers, with purchase outcome per seller.
 
     A control row names no seller; because control was drawn at random, the buyer's
     purchases from *each* seller in the window are valid no-offer outcomes. Rows are
     weighted by `seller_weight` (the buyer's attention share) so that the control sample
-    matches the sellers campaigns tend to come from.
+    matches the sellers campaigns tend to come from. `lines` are
+    ``purchase_lines(dataset)`` when the caller has them.
     """
     horizon = timedelta(days=horizon_days)
     rows = control.select("exposure_id", "buyer_id", "ts", "propensity", "policy").join(
         affinity, on="buyer_id"
     )
-    lines = purchase_lines(dataset).select("buyer_id", "seller_key", pl.col("ts").alias("p_ts"))
+    if lines is None:
+        lines = purchase_lines(dataset)
+    lines = lines.select("buyer_id", "seller_key", pl.col("ts").alias("p_ts"))
     bought = (
         rows.select("exposure_id", "buyer_id", "seller_key", "ts")
         .join(lines, on=["buyer_id", "seller_key"])

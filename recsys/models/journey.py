@@ -461,7 +461,12 @@ class JourneyModel(Estimator[JourneyConfig]):
         extra_features: pl.DataFrame | None,
     ) -> pl.DataFrame:
         """buyer_id, stage and the model inputs as of ``as_of``."""
-        features = buyer_features(events, as_of, buyers, items)
+        return self._design_from(buyer_features(events, as_of, buyers, items), extra_features)
+
+    def _design_from(
+        self, features: pl.DataFrame, extra_features: pl.DataFrame | None
+    ) -> pl.DataFrame:
+        """`_design` from `buyer_features` output computed already."""
         stages = assign_stages(features, self.config, self.time_scale_days_)
         frame = features.with_columns(
             stages["stage"],
@@ -515,7 +520,18 @@ class JourneyModel(Estimator[JourneyConfig]):
         One row per buyer with an event before ``as_of``, sorted by ``buyer_id``.
         """
         self.check_is_fitted("predict")
-        frame = self._design(events.lazy(), as_utc(as_of), buyers, items, extra_features)
+        features = buyer_features(events.lazy(), as_utc(as_of), buyers, items)
+        return self.predict_features(features, extra_features)
+
+    def predict_features(
+        self, features: pl.DataFrame, extra_features: pl.DataFrame | None = None
+    ) -> pl.DataFrame:
+        """`predict` from ``buyer_features(events, as_of, buyers, items)`` computed by the
+        caller: the same answer, for a caller that needs those features too (they are the
+        costly part, so computing them once halves the work).
+        """
+        self.check_is_fitted("predict_features")
+        frame = self._design_from(features, extra_features)
         return frame.select("buyer_id", "stage").with_columns(
             pl.Series("p_purchase", self._score(frame), dtype=pl.Float64)
         )

@@ -79,16 +79,26 @@ def data_end(dataset: Dataset) -> datetime:
     return last + timedelta(microseconds=1)
 
 
+MF_EVENT_COLUMNS = ("buyer_id", "item_id", "event_type", "ts", "quantity")
+"""The events columns matrix factorization reads."""
+
+
+def events_before(dataset: Dataset, as_of: datetime) -> pl.LazyFrame:
+    """The dataset's events strictly before `as_of`, as a lazy scan: each use reads only
+    the columns it needs, and the (large) events table is never copied whole."""
+    return dataset.events.lazy().filter(pl.col("ts") < as_of)
+
+
 def fit_mf(config: RankerConfig, dataset: Dataset, as_of: datetime) -> MatrixFactorization:
     """The ranker's matrix factorization stage: buyer x item factors from events before as_of."""
-    events = dataset.events.filter(pl.col("ts") < as_of)
-    return MatrixFactorization(config.mf).fit(events, items=dataset.items)
+    return MatrixFactorization(config.mf).fit(events_before(dataset, as_of), items=dataset.items)
 
 
 def fit_journey(config: RankerConfig, dataset: Dataset, as_of: datetime) -> JourneyModel:
     """The ranker's journey stage: stages and P(purchase) from events before as_of."""
-    events = dataset.events.filter(pl.col("ts") < as_of)
-    return JourneyModel(config.journey).fit(events, as_of, dataset.buyers, dataset.items)
+    return JourneyModel(config.journey).fit(
+        events_before(dataset, as_of), as_of, dataset.buyers, dataset.items
+    )
 
 
 class PromoRanker(Estimator[RankerConfig]):
@@ -118,6 +128,10 @@ class PromoRanker(Estimator[RankerConfig]):
         """Finish a ranker from MF and journey models fitted apart (e.g. as parallel tasks
         by :func:`fit_mf` and :func:`fit_journey` with the same config, data and as_of):
         fits response and uplift and builds the feature store.
+
+        Only events before `as_of` are read, so `dataset` may hold later ones (a held-out
+        fit need not copy the events before its split); its exposures and redemptions are
+        the training examples as given.
         """
         ranker = cls(config)
         ranker._fit_rest(dataset, as_of, mf, journey)
@@ -128,8 +142,9 @@ class PromoRanker(Estimator[RankerConfig]):
         self, dataset: Dataset, as_of: datetime, mf: MatrixFactorization, journey: JourneyModel
     ) -> None:
         report = FitReport(as_of=as_of.isoformat())
-        events = dataset.events.filter(pl.col("ts") < as_of)
-        report.rows = {"events": events.height, "items": dataset.items.height}
+        events = events_before(dataset, as_of)
+        n_events = int(events.select(pl.len()).collect().item())
+        report.rows = {"events": n_events, "items": dataset.items.height}
         self.mf_ = mf
         report.learned.append(
             f"matrix factorization ({self.config.mf.algorithm}, "
@@ -151,12 +166,13 @@ class PromoRanker(Estimator[RankerConfig]):
             self.offer_items_ = self._offer_items(dataset)
             self.response_ = ResponseUpliftModel(self.config.response).fit(
                 dataset,
-                buyer_table=lambda t: self._buyer_table(dataset, t),
+                buyer_table=lambda t, buyers: self._buyer_table(dataset, t, buyers),
                 pair_extra=(
                     (lambda rows: self._mf_features_before(rows, events))
                     if self.config.mf_features
                     else None
                 ),
+                as_of=as_of,
             )
             support = self.response_.support_
             report.rows.update(support.rows)
@@ -175,6 +191,49 @@ class PromoRanker(Estimator[RankerConfig]):
         self.seller_order_value_ = _seller_order_values(self.store_)
         self.report_ = report
 
+    def refreshed(self, dataset: Dataset) -> PromoRanker:
+        """A copy with its feature store rebuilt from `dataset` as of the data's end.
+
+        The models stay as fitted (shared, not copied); what the store holds -- each
+        buyer's history, journey stage and P(purchase), history with each seller and with
+        offers -- is brought up to the end of `dataset`, as `candidates(pairs, dataset)`
+        would compute it on every call. Buyers first seen after the fit have no MF factors
+        (cold start for affinity). For shipping a model fitted on older data without
+        fitting it again: a fraction of a fit's cost.
+        """
+        self.check_is_fitted("refreshed")
+        as_of = data_end(dataset)
+        out = type(self)(self.config)
+        out.__dict__.update(self.__dict__)
+        out.catalog_ = _Catalog.of(dataset)
+        if self.offer_items_ is not None and dataset.offers is not None:
+            out.offer_items_ = out._offer_items(dataset)
+        out.store_ = (
+            FeatureStore.build(dataset, as_of, self._buyer_table(dataset, as_of))
+            if dataset.offers is not None
+            else None
+        )
+        out.seller_order_value_ = _seller_order_values(out.store_)
+        report = FitReport(**asdict(self.report_))
+        report.notes = [
+            *self.report_.notes,
+            f"models fitted as of {self.report_.as_of}; features as of {as_of.isoformat()}",
+        ]
+        out.report_ = report
+        return out
+
+    def for_buyers(self, buyer_ids: pl.Series) -> PromoRanker:
+        """A view of this ranker whose feature store holds only `buyer_ids`: it scores
+        those buyers' pairs exactly as this one does, faster when they are a small part
+        of a large store (scoring millions of pairs a slice of buyers at a time). Models
+        and everything else are shared, not copied."""
+        self.check_is_fitted("for_buyers")
+        out = type(self)(self.config)
+        out.__dict__.update(self.__dict__)
+        if self.store_ is not None:
+            out.store_ = self.store_.for_buyers(buyer_ids)
+        return out
+
     # ------------------------------------------------------------------ features
 
     def _offer_items(self, dataset: Dataset | _Catalog) -> OfferItems:
@@ -182,11 +241,19 @@ class PromoRanker(Estimator[RankerConfig]):
             dataset.offer_items, self.mf_.item_index_, offers=dataset.offers, items=dataset.items
         )
 
-    def _buyer_table(self, dataset: Dataset, as_of: datetime) -> pl.DataFrame:
-        """Per-buyer features as of `as_of`: RFM and activity, journey stage and P(buy)."""
-        events = dataset.events
+    def _buyer_table(
+        self, dataset: Dataset, as_of: datetime, buyer_ids: pl.Series | None = None
+    ) -> pl.DataFrame:
+        """Per-buyer features as of `as_of`: RFM and activity, journey stage and P(buy).
+
+        With `buyer_ids`, only those buyers' rows (each buyer's features depend on their
+        own events alone, so the rows are the same as in the whole table).
+        """
+        events = dataset.events.lazy()
+        if buyer_ids is not None:
+            events = events.filter(pl.col("buyer_id").is_in(buyer_ids.implode()))
         feats = buyer_features(events, as_of, dataset.buyers, dataset.items)
-        journey = self.journey_.predict(events, as_of, dataset.buyers, dataset.items).select(
+        journey = self.journey_.predict_features(feats).select(
             "buyer_id",
             pl.col("stage").alias("journey_stage"),
             pl.col("p_purchase").alias("journey_p_purchase"),
@@ -206,17 +273,26 @@ class PromoRanker(Estimator[RankerConfig]):
             pl.Series("mf_affinity_max", scores.max).fill_nan(None),
         )
 
-    def _mf_features_before(self, rows: pl.DataFrame, events: pl.DataFrame) -> pl.DataFrame:
+    def _mf_features_before(
+        self, rows: pl.DataFrame, events: pl.DataFrame | pl.LazyFrame
+    ) -> pl.DataFrame:
         """MF affinity for training rows without leakage: per feature snapshot, the rows'
         buyers are folded in from their events before the snapshot (item factors fixed).
         """
         if self.offer_items_ is None:
             return rows
+        events = events.lazy()
+        columns = [c for c in MF_EVENT_COLUMNS if c in events.collect_schema().names()]
         parts = []
         for (snap,), group in rows.group_by("snapshot", maintain_order=True):
             assert isinstance(snap, datetime)
             buyers = group["buyer_id"].unique()
-            before = events.filter(pl.col("buyer_id").is_in(buyers.implode()))
+            # The snapshot's buyers' rows, only the columns MF reads, once (not per scan).
+            before = (
+                events.filter(pl.col("buyer_id").is_in(buyers.implode()) & (pl.col("ts") <= snap))
+                .select(columns)
+                .collect()
+            )
             folded = self.mf_.with_buyers(self.mf_.fold_in(before, as_of=snap))
             scores = folded.score_offer(group["buyer_id"], group["offer_id"], self.offer_items_)
             parts.append(

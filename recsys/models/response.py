@@ -43,13 +43,15 @@ from recsys.features.pairs import (
     FeatureStore,
     control_outcomes,
     exposure_outcomes,
+    purchase_lines,
     seller_affinity,
 )
 from recsys.models.base import Estimator
 from recsys.models.threads import limit_threads
 
-BuyerTable = Callable[[datetime], pl.DataFrame]
-"""Per-buyer features (buyer_id + numeric columns, optional `journey_stage`) as of a time."""
+BuyerTable = Callable[[datetime, pl.Series], pl.DataFrame]
+"""Per-buyer features (buyer_id + numeric columns, optional `journey_stage`) as of a time,
+for (at least) the given buyer ids: ``buyer_table(as_of, buyer_ids)``."""
 
 CONTROL_FEATURES: tuple[str, ...] = SELLER_FEATURES + HISTORY_FEATURES[:3]
 MF_FEATURES: tuple[str, ...] = ("mf_affinity_mean", "mf_affinity_max")
@@ -66,6 +68,17 @@ OFFER_SPECIFIC: tuple[str, ...] = (
 """Columns control rows do not have: they describe an offer, and control had none."""
 CONTROL_ARM = "__control__"
 """The arm of control rows in the S-learner's tool feature."""
+_ROW_COLUMNS = (
+    "exposure_id",
+    "seller_key",
+    "tool",
+    "journey_stage",
+    "redeemed",
+    "purchased",
+    "propensity",
+    "seller_weight",
+)
+"""Columns of training rows besides the features: keys, categories, targets, weights."""
 PairExtra = Callable[[pl.DataFrame], pl.DataFrame]
 """Adds pair-level columns (e.g. MF affinity) to a frame of (buyer_id, offer_id, ...)."""
 
@@ -144,26 +157,38 @@ class ResponseUpliftModel(Estimator[ResponseConfig]):
         dataset: Dataset,
         buyer_table: BuyerTable | None = None,
         pair_extra: PairExtra | None = None,
+        as_of: datetime | None = None,
     ) -> ResponseUpliftModel:
         """Learn from `dataset`'s exposures.
 
-        `buyer_table(as_of)` adds per-buyer features; `pair_extra(rows)` adds pair-level
-        ones to issued rows (it must only use information from before each row's time).
+        `buyer_table(as_of, buyer_ids)` adds per-buyer features (the ids are the buyers of
+        the exposures featured as of `as_of`); `pair_extra(rows)` adds pair-level ones to
+        issued rows (it must only use information from before each row's time). With
+        `as_of`, purchases from then on are no outcomes (the events may go on: they are
+        cut where read, never copied); exposures and redemptions are used as given.
         """
-        return super().fit(dataset, buyer_table, pair_extra)
+        return super().fit(dataset, buyer_table, pair_extra, as_of)
 
     def _fit(
-        self, dataset: Dataset, buyer_table: BuyerTable | None, pair_extra: PairExtra | None
+        self,
+        dataset: Dataset,
+        buyer_table: BuyerTable | None,
+        pair_extra: PairExtra | None,
+        as_of: datetime | None,
     ) -> None:
         with limit_threads(self.config.num_threads, "openmp"):
-            self._fit_pinned(dataset, buyer_table, pair_extra)
+            self._fit_pinned(dataset, buyer_table, pair_extra, as_of)
 
     def _fit_pinned(
-        self, dataset: Dataset, buyer_table: BuyerTable | None, pair_extra: PairExtra | None
+        self,
+        dataset: Dataset,
+        buyer_table: BuyerTable | None,
+        pair_extra: PairExtra | None,
+        as_of: datetime | None,
     ) -> None:
         cfg = self.config
         support = Support()
-        treated, control = self._training_rows(dataset, buyer_table)
+        treated, control = self._training_rows(dataset, buyer_table, as_of)
         if pair_extra is not None:
             treated = pair_extra(treated)
         # Joins do not promise row order; the boosters' validation split depends on it.
@@ -179,6 +204,9 @@ class ResponseUpliftModel(Estimator[ResponseConfig]):
             ),
         )
         self.buyer_columns_ = _buyer_numeric_columns(treated)
+        # Only what the models read: the rows are copied (filtered, stacked) below, and at
+        # a million buyers every unused column costs hundreds of megabytes per copy.
+        treated, control = self._narrow(treated), self._narrow(control)
         self.columns_: dict[str, list[str]] = {}
         support.rows = {"issued": treated.height, "control_expanded": control.height}
         self.response_model_: HistGradientBoostingClassifier | None = None
@@ -214,6 +242,7 @@ class ResponseUpliftModel(Estimator[ResponseConfig]):
                 "propensity; log the logging policy's propensities to learn uplift."
             )
         else:
+            unlogged = treated.height - logged.height
             if cfg.uplift_learner == "s":
                 both = pl.concat(
                     [
@@ -224,6 +253,7 @@ class ResponseUpliftModel(Estimator[ResponseConfig]):
                     ],
                     how="diagonal_relaxed",
                 )
+                del treated, logged, control  # the stacked rows are all the model needs
                 weight = self._ipw(both) * both["_w"].to_numpy()
                 self.treated_model_ = self._fit_classifier(
                     "treated", both, TREATED_FEATURES, True, "purchased", weight
@@ -242,7 +272,6 @@ class ResponseUpliftModel(Estimator[ResponseConfig]):
                     self._ipw(control) * control["seller_weight"].to_numpy(),
                 )
             support.uplift = True
-            unlogged = treated.height - logged.height
             if unlogged:
                 support.notes.append(
                     f"{unlogged} issued exposures without propensity (e.g. campaigns sent by "
@@ -253,17 +282,26 @@ class ResponseUpliftModel(Estimator[ResponseConfig]):
     # ------------------------------------------------------------------ training rows
 
     def _training_rows(
-        self, dataset: Dataset, buyer_table: BuyerTable | None
+        self, dataset: Dataset, buyer_table: BuyerTable | None, end: datetime | None = None
     ) -> tuple[pl.DataFrame, pl.DataFrame]:
         """Treated and control rows with features as of their snapshot (no leakage)."""
-        outcomes = exposure_outcomes(dataset, self.config.horizon_days)
+        # Purchase lines once: every snapshot's store and both outcome tables read them.
+        lines = purchase_lines(dataset, before=end)
+        outcomes = exposure_outcomes(dataset, self.config.horizon_days, lines)
         outcomes = outcomes.with_columns(_snapshot_expr(outcomes, self.config.max_snapshots))
         outcomes, self.estimated_propensities_ = estimate_missing_propensities(outcomes)
         treated_parts, control_parts = [], []
         for (snap,), rows in outcomes.group_by("snapshot", maintain_order=True):
             as_of = snap if isinstance(snap, datetime) else datetime.fromisoformat(str(snap))
+            # Buyer features only for this snapshot's buyers: the rows are the same as in
+            # the whole table, at a fraction of the cost (journey scoring above all).
+            buyers = rows["buyer_id"].unique()
             store = FeatureStore.build(
-                dataset, as_of, buyer_table(as_of) if buyer_table is not None else None
+                dataset,
+                as_of,
+                buyer_table(as_of, buyers) if buyer_table is not None else None,
+                lines=lines.filter(pl.col("ts") < as_of),
+                buyer_ids=buyers,
             )
             issued = rows.filter(pl.col("offer_id").is_not_null())
             if issued.height:
@@ -271,7 +309,9 @@ class ResponseUpliftModel(Estimator[ResponseConfig]):
             ctrl = rows.filter(pl.col("offer_id").is_null() & pl.col("propensity").is_not_null())
             if ctrl.height:
                 affinity = seller_affinity(store.buyer_seller)
-                expanded = control_outcomes(dataset, ctrl, affinity, self.config.horizon_days)
+                expanded = control_outcomes(
+                    dataset, ctrl, affinity, self.config.horizon_days, lines
+                )
                 control_parts.append(store.seller_rows(expanded))
         treated = pl.concat(treated_parts, how="diagonal_relaxed") if treated_parts else None
         control = pl.concat(control_parts, how="diagonal_relaxed") if control_parts else None
@@ -307,9 +347,16 @@ class ResponseUpliftModel(Estimator[ResponseConfig]):
         no information and are left out; the kept list is stored for prediction.
         """
         cfg = self.config
-        candidates = self._columns(base, with_tool)
-        x = self._matrix(frame, candidates)
-        keep = [c for c, has in zip(candidates, ~np.isnan(x).all(axis=0), strict=True) if has]
+        encoded = self.categories_.encode(frame)
+        present = [c for c in self._columns(base, with_tool) if c in encoded.columns]
+        values = [pl.col(c).cast(pl.Float64) for c in present]
+        has = (
+            encoded.select((v.is_not_null() & v.is_not_nan()).any() for v in values).row(0)
+            if values
+            else ()
+        )
+        keep = [c for c, has_value in zip(present, has, strict=True) if has_value]
+        x = self._matrix(frame, keep)  # built once: it is the largest thing a fit holds
         self.columns_[name] = keep
         categorical = [i for i, c in enumerate(keep) if c in ("stage_code", "tool_code")]
         model = HistGradientBoostingClassifier(
@@ -324,7 +371,12 @@ class ResponseUpliftModel(Estimator[ResponseConfig]):
             validation_fraction=cfg.validation_fraction,
             n_iter_no_change=15,
         )
-        return model.fit(self._matrix(frame, keep), frame[target].to_numpy(), sample_weight=weight)
+        return model.fit(x, frame[target].to_numpy(), sample_weight=weight)
+
+    def _narrow(self, rows: pl.DataFrame) -> pl.DataFrame:
+        """`rows` with only the columns fitting reads (features, targets, weights, keys)."""
+        wanted = {*_ROW_COLUMNS, *TREATED_FEATURES, *CONTROL_FEATURES, *self.buyer_columns_}
+        return rows.select(c for c in rows.columns if c in wanted)
 
     def _ipw(self, rows: pl.DataFrame) -> np.ndarray:
         p = rows["propensity"].fill_null(1.0).to_numpy()
@@ -341,7 +393,7 @@ class ResponseUpliftModel(Estimator[ResponseConfig]):
             pl.col(c).cast(pl.Float64) if c in frame.columns else pl.lit(None, pl.Float64).alias(c)
             for c in columns
         ]
-        return frame.select(exprs).to_numpy().astype(np.float64)
+        return frame.select(exprs).to_numpy().astype(np.float64, copy=False)
 
     def _predict(
         self, name: str, model: HistGradientBoostingClassifier, features: pl.DataFrame

@@ -310,6 +310,15 @@ def test_predict_gives_stage_and_probability(market: dict[str, Any], fitted: Jou
     assert mean_by_stage["loyal"] > mean_by_stage["repeat"] > mean_by_stage["churned"]
 
 
+def test_predict_from_features_computed_once_is_predict(
+    market: dict[str, Any], fitted: JourneyModel
+) -> None:
+    end = market["end"]
+    args = (market["events"], end, market["buyers"], market["items"])
+    features = buyer_features(*args)
+    assert fitted.predict_features(features).equals(fitted.predict(*args))
+
+
 def test_holdout_auc_and_calibration(market: dict[str, Any], fitted: JourneyModel) -> None:
     """Measured (seed 1): AUC 0.90, Brier 0.066 against 0.071 (stage rate) and 0.102 (base
     rate); 11.5 % of 1569 buyers bought in the holdout week."""

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from datetime import timedelta
 from pathlib import Path
 
 import polars as pl
@@ -13,7 +14,7 @@ from recsys.data import load_dataset
 from recsys.data.schema import SCORES_SCHEMA
 from recsys.data.synthetic import SyntheticConfig, generate
 from recsys.models.base import NotFittedError
-from recsys.models.ranker import PromoRanker, RankerConfig
+from recsys.models.ranker import PromoRanker, RankerConfig, data_end
 
 
 @pytest.fixture(scope="module")
@@ -80,6 +81,34 @@ def test_scoring_with_data_recomputes_features(
     with_data = ranker.score(pairs, dataset=load_dataset(market))
     assert with_data.select("buyer_id", "offer_id").equals(pairs)
     assert with_data["score"].to_list() == pytest.approx(ranker.score(pairs)["score"].to_list())
+
+
+def test_refreshed_ranker_keeps_its_models_and_scores_with_features_of_the_data(
+    market: Path, pairs: pl.DataFrame
+) -> None:
+    """A ranker fitted on older data, its features brought up to the data's end, scores
+    like the same ranker given the data at scoring time."""
+    dataset = load_dataset(market)
+    end = data_end(dataset)
+    older = PromoRanker(RankerConfig()).fit(dataset, as_of=end - timedelta(days=14))
+    refreshed = older.refreshed(dataset)
+    assert refreshed.store_ is not None and refreshed.store_.as_of == end
+    assert refreshed.mf_ is older.mf_ and refreshed.response_ is older.response_
+    assert older.store_ is not None and older.store_.as_of < end  # the original is unchanged
+    assert "features as of" in refreshed.report_.format()
+    refreshed.seller_order_value_ = older.seller_order_value_  # candidates() keeps the fit's
+    assert refreshed.score(pairs).equals(older.score(pairs, dataset=dataset))
+
+
+def test_a_ranker_cut_to_some_buyers_scores_their_pairs_the_same(
+    fitted: tuple[PromoRanker, Path], pairs: pl.DataFrame
+) -> None:
+    ranker, _ = fitted
+    some = pairs.head(40)
+    view = ranker.for_buyers(some["buyer_id"].unique())
+    assert view.store_ is not None and ranker.store_ is not None
+    assert view.store_.buyer_seller.height < ranker.store_.buyer_seller.height
+    assert view.score(some).equals(ranker.score(some))
 
 
 def test_report_says_what_was_learned(fitted: tuple[PromoRanker, Path]) -> None:
