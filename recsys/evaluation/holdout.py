@@ -24,6 +24,7 @@ report says why.
 
 from __future__ import annotations
 
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 
@@ -34,7 +35,8 @@ from pydantic import Field
 from recsys.config import StrictConfig
 from recsys.data.dataset import Dataset
 from recsys.evaluation.item_ranking import evaluate_item_ranking
-from recsys.evaluation.policy_eval import OPEReport, choose_best, off_policy_report
+from recsys.evaluation.off_policy import doubly_robust, ips, snips
+from recsys.evaluation.policy_eval import OPEReport, choose_best
 from recsys.evaluation.policy_eval import realized_rewards as _realized_rewards
 from recsys.evaluation.targeting import (
     brier_score,
@@ -176,16 +178,26 @@ def decision_options(dataset: Dataset, logged: pl.DataFrame) -> pl.DataFrame:
         .unique()
         .join(offers, on="offer_id")
     )
-    options = (
-        decided.select("exposure_id", "buyer_id", "seller_id", "ts", "wave")
-        .join(wave_offers, on="wave")
-        .filter(
-            (pl.col("seller_id").is_null() | (pl.col("offer_seller") == pl.col("seller_id")))
-            & (pl.col("start_ts").is_null() | (pl.col("start_ts") <= pl.col("ts")))
-            & (pl.col("end_ts").is_null() | (pl.col("ts") < pl.col("end_ts")))
-        )
-        .select("exposure_id", "buyer_id", "seller_id", "offer_id")
+    decisions = decided.select("exposure_id", "buyer_id", "seller_id", "ts", "wave")
+    # A decision with a seller is offered that seller's offers of its wave: join on both,
+    # never on the wave alone (decisions x every offer of the wave is a cross product of
+    # gigabytes at a million buyers); one without a seller gets every offer of its wave.
+    candidates = pl.concat(
+        [
+            decisions.filter(pl.col("seller_id").is_not_null()).join(
+                wave_offers,
+                left_on=["wave", "seller_id"],
+                right_on=["wave", "offer_seller"],
+                coalesce=False,
+            ),
+            decisions.filter(pl.col("seller_id").is_null()).join(wave_offers, on="wave"),
+        ],
+        how="diagonal_relaxed",
     )
+    options = candidates.filter(
+        (pl.col("start_ts").is_null() | (pl.col("start_ts") <= pl.col("ts")))
+        & (pl.col("end_ts").is_null() | (pl.col("ts") < pl.col("end_ts")))
+    ).select("exposure_id", "buyer_id", "seller_id", "offer_id")
     own = decided.filter(pl.col("offer_id").is_not_null()).select(
         "exposure_id", "buyer_id", "seller_id", "offer_id"
     )
@@ -220,13 +232,54 @@ def realized_rewards(dataset: Dataset, logged: pl.DataFrame, config: RankerConfi
     )
 
 
-def score_options(ranker: PromoRanker, options: pl.DataFrame, config: RankerConfig) -> pl.DataFrame:
-    """Options with the model's expected value and q, its expected reward of each action."""
+PAIR = ("buyer_id", "offer_id")
+SCORED_COLUMNS = (
+    "tool",
+    "p_redeem",
+    "uplift",
+    "p_purchase",
+    "order_value",
+    "margin",
+    "redemption_cost",
+    "expected_value",
+)
+"""The candidates' columns the held-out evaluation reads (q, choices, baselines, Qini)."""
+
+SCORE_CHUNK_ROWS = 500_000
+"""Pairs scored at a time by `score_options`: the model's wide feature rows of one chunk
+are dropped before the next is built, so memory stays bounded however many options the
+held-out waves have (millions at a million buyers). Every pair's answer depends on that
+pair alone, so chunking changes no number."""
+
+
+def score_options(
+    ranker: PromoRanker,
+    options: pl.DataFrame,
+    config: RankerConfig,
+    chunk_rows: int = SCORE_CHUNK_ROWS,
+    columns: Sequence[str] | None = None,
+) -> pl.DataFrame:
+    """Options with the model's expected value and q, its expected reward of each action.
+
+    `columns`: the candidates' columns to keep besides the pair (None: all of them; the
+    held-out evaluation keeps `SCORED_COLUMNS`, the ones it reads).
+    """
     # Options repeat a pair when a buyer was decided twice in the held-out days (live
     # decision logs do): score each pair once, then join back by pair.
+    # Chunks of whole buyers, each scored against the feature store cut to its buyers:
+    # joining a slice of pairs to the store's millions of rows would cost as much as
+    # joining them all, once per chunk.
     pairs = options.select("buyer_id", "offer_id").unique(maintain_order=True)
-    per_pair = expected_incremental_profit(ranker.candidates(pairs), config.policy)
-    scored = options.join(per_pair, on=["buyer_id", "offer_id"], how="left")
+    pairs = pairs.sort("buyer_id", maintain_order=True)
+    starts = range(0, pairs.height, chunk_rows) if pairs.height else range(1)
+    parts = []
+    for start in starts:
+        chunk = pairs.slice(start, chunk_rows)
+        scorer = ranker.for_buyers(chunk["buyer_id"].unique()) if len(starts) > 1 else ranker
+        valued = expected_incremental_profit(scorer.candidates(chunk), config.policy)
+        parts.append(valued if columns is None else valued.select(*PAIR, *columns))
+    per_pair = pl.concat(parts, how="vertical_relaxed")
+    scored = options.join(per_pair, on=["buyer_id", "offer_id"], how="left", maintain_order="left")
     base = pl.col("margin") * pl.col("order_value")
     return scored.with_columns(
         (
@@ -301,7 +354,7 @@ def evaluate_holdout(
     report = HoldoutReport(split=split)
     logged = logged_decisions(dataset, split.start)
     options = decision_options(dataset, logged)
-    scored = score_options(ranker, options, model_config)
+    scored = score_options(ranker, options, model_config, columns=SCORED_COLUMNS)
     rewards = realized_rewards(dataset, logged, model_config).join(
         logged.select("exposure_id", "propensity"), on="exposure_id"
     )
@@ -311,22 +364,91 @@ def evaluate_holdout(
     learned = _every_unit(
         units, choose_best(scored.select("exposure_id", "offer_id", "expected_value"))
     )
-    ope = off_policy_report(rewards, learned, q_hat)
+    baselines = {
+        name: _every_unit(units, chosen)
+        for name, chosen in baseline_choices(scored, config.seed).items()
+    }
+    reports = off_policy_reports(rewards, {LEARNED: learned, **baselines}, q_hat)
+    ope = reports.pop(LEARNED)
     m = report.metrics
     m["decisions"] = float(ope.n)
     m.update(_ope_metrics(ope))
     issued = float(learned["offer_id"].is_not_null().sum())
     m["offers_issued_share"] = issued / max(learned.height, 1)
     m["logged_value"] = ope.logged_value
-    for name, chosen in baseline_choices(scored, config.seed).items():
-        chosen = _every_unit(units, chosen)
-        estimate = off_policy_report(rewards, chosen, q_hat).dr
-        m[f"baseline_{name}_dr"] = estimate.value
-        m[f"baseline_{name}_dr_se"] = estimate.std_error
+    for name, baseline in reports.items():
+        m[f"baseline_{name}_dr"] = baseline.dr.value
+        m[f"baseline_{name}_dr_se"] = baseline.dr.std_error
     m["policy_lift_over_nothing_dr"] = m["policy_value_dr"] - m["baseline_nothing_dr"]
     _value_calibration(rewards, q_hat, report)
     uplift_and_targeting(dataset, rewards, scored, report, config.seed)
     return report
+
+
+LEARNED = "__learned__"
+"""The learned policy's name among the policies `evaluate_holdout` values together."""
+
+
+def off_policy_reports(
+    logged: pl.DataFrame, policies: Mapping[str, pl.DataFrame], q_hat: pl.DataFrame
+) -> dict[str, OPEReport]:
+    """`off_policy_report` of each policy (name -> its choices) on the same decisions.
+
+    The same estimates, computed once for all: decisions and actions are numbered once,
+    and the model's q of a (decision, action) is looked up by one integer key. Each
+    `off_policy_report` call would join its policy to every option of every decision
+    twice on string keys (seconds each, for millions of options).
+    """
+    key = pl.col("offer_id").fill_null(NOTHING)
+    decisions = logged.select("exposure_id").unique().sort("exposure_id").with_row_index("_d")
+    actions = (
+        pl.concat([f.select(key.alias("_action")) for f in (q_hat, logged, *policies.values())])
+        .unique()
+        .sort("_action")
+        .with_row_index("_a")
+    )
+    width = actions.height
+
+    def coded(frame: pl.DataFrame) -> pl.DataFrame:
+        """`frame` with its decision `_d`, action `_a` and their key `_k`."""
+        return (
+            frame.with_columns(key.alias("_action"))
+            .join(decisions, on="exposure_id", how="left", maintain_order="left")
+            .join(actions, on="_action", how="left", maintain_order="left")
+            .with_columns((pl.col("_d").cast(pl.Int64) * width + pl.col("_a")).alias("_k"))
+        )
+
+    q = coded(q_hat).select("_k", pl.col("q").fill_null(0.0)).sort("_k")
+    keys, values = q["_k"].to_numpy(), q["q"].to_numpy()
+
+    def q_of(codes: pl.Series) -> np.ndarray:
+        """The model's q of each (decision, action) key; 0 where it has none."""
+        wanted = codes.fill_null(-1).to_numpy()
+        if not len(keys):
+            return np.zeros(len(wanted))
+        at = np.minimum(np.searchsorted(keys, wanted), len(keys) - 1)
+        return np.where(keys[at] == wanted, values[at], 0.0)
+
+    base = coded(logged)
+    out = {}
+    for name, choices in policies.items():
+        chosen = coded(choices).select(
+            "_d", pl.col("_a").alias("_chosen"), pl.col("_k").alias("_kc")
+        )
+        frame = base.join(chosen, on="_d", how="inner", maintain_order="left")
+        rewards = frame["reward"].to_numpy()
+        prop = frame["propensity"].to_numpy()
+        target = (frame["_a"] == frame["_chosen"]).cast(pl.Float64).to_numpy()
+        out[name] = OPEReport(
+            ips=ips(rewards, prop, target),
+            snips=snips(rewards, prop, target),
+            dr=doubly_robust(rewards, prop, target, q_of(frame["_k"]), q_of(frame["_kc"])),
+            logged_value=float(rewards.mean()) if len(rewards) else float("nan"),
+            true_value=None,
+            n=frame.height,
+            match_rate=float(target.mean()) if len(target) else float("nan"),
+        )
+    return out
 
 
 def _every_unit(units: pl.DataFrame, choices: pl.DataFrame) -> pl.DataFrame:

@@ -338,6 +338,9 @@ class _PairScorer:
     """Stands in for `PromoRanker.candidates`: the same checks (a repeated pair is an
     error), a known answer per pair."""
 
+    def for_buyers(self, buyer_ids: pl.Series) -> _PairScorer:
+        return self
+
     def candidates(self, pairs: pl.DataFrame) -> pl.DataFrame:
         return validate_candidates(
             pairs.with_columns(
@@ -370,3 +373,20 @@ def test_options_repeating_a_pair_are_scored_once_and_answered_each_time() -> No
     q = scored["q"].to_list()
     assert q[0] == q[2] and q[1] == q[3]  # the same pair, the same answer
     assert q[0] == pytest.approx(0.3 * 40.0 * (0.2 + 0.1) - 0.5 * scored["redemption_cost"][0])
+
+
+def test_scoring_options_in_chunks_changes_nothing() -> None:
+    options = pl.DataFrame(
+        {
+            "exposure_id": ["e1", "e1", "e2", "e2", "e3"],
+            "buyer_id": ["b1", "b1", "b1", "b1", "b2"],
+            "offer_id": ["o1", "o2", "o1", "o2", "o3"],
+        }
+    )
+    config = RankerConfig()
+    whole = score_options(_PairScorer(), options, config)  # type: ignore[arg-type]
+    for rows in (1, 2, 3):
+        chunked = score_options(_PairScorer(), options, config, chunk_rows=rows)  # type: ignore[arg-type]
+        assert chunked.equals(whole)
+    empty = score_options(_PairScorer(), options.clear(), config)  # type: ignore[arg-type]
+    assert empty.height == 0
