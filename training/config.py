@@ -76,7 +76,16 @@ class DataConfig(StrictConfig):
 
 
 class EvaluationConfig(HoldoutConfig):
-    """How runs are judged and which one becomes champion."""
+    """How runs are judged, which model is shipped and which one becomes champion."""
+
+    refit: bool = Field(
+        True,
+        description="fit the model again on all the data after judging the held-out fit, "
+        "and register that one; false: register the held-out fit itself (models fitted "
+        "before the held-out waves, features brought up to the data's end), which saves "
+        "about half the training work on large data. Without held-out waves the model is "
+        "always fitted on all the data",
+    )
 
     primary_metric: PrimaryMetric = Field(
         "policy_value_dr",
@@ -100,6 +109,16 @@ class RayConfig(StrictConfig):
     num_cpus: int | None = Field(None, ge=1, description="local Ray only; null: all cores")
     cpus_per_task: int = Field(
         1, ge=1, description="CPUs (and threads) each model-fitting task gets"
+    )
+    heavy_stages: int | None = Field(
+        None,
+        ge=1,
+        description="at most this many memory-heavy stages (response and uplift fits, "
+        "evaluation, feature refresh: each holds a few times the dataset) run at once; "
+        "null: as many as CPUs allow. 1 keeps a large run on one machine to one such "
+        "stage's memory, at little cost in time (the light stages fill the other CPUs). "
+        "With a limit, every stage runs in a fresh worker process (freed memory is "
+        "returned when it exits)",
     )
 
 

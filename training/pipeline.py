@@ -7,10 +7,13 @@ model threads)::
       |-- held-out branch: MF || journey -> response/uplift + features -> evaluation
       |                                                   (policy value, value calibration)
       |-- full branch:     MF || journey -> response/uplift + features  (the model shipped)
+      |                    (`evaluation.refit: false`: the held-out fit is shipped instead,
+      |                    its feature store rebuilt as of the data's end)
       '-- item ranking:    MF vs popularity vs personal frequency
 
 The functions below the `run_*` entry points are plain functions of `recsys`; Ray only
-schedules them, so each is testable without Ray.
+schedules them, so each is testable without Ray. The dataset travels between tasks as
+Arrow buffers in Ray's shared object store (`SharedDataset`), never as pickled frames.
 """
 
 from __future__ import annotations
@@ -20,7 +23,7 @@ import os
 import resource
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -68,6 +71,8 @@ class PipelineResult:
     data: DataInfo
     seconds: dict[str, float] = field(default_factory=dict)
     peak_rss_mb: dict[str, float] = field(default_factory=dict)
+    cpu_seconds: dict[str, float] = field(default_factory=dict)
+    """CPU time of each stage task (all its threads): its cost whatever else runs."""
     notes: list[str] = field(default_factory=list)
 
 
@@ -184,20 +189,31 @@ def _as_of(dataset: Dataset, split: HoldoutSplit | None) -> datetime:
     return split.start if split is not None else data_end(dataset)
 
 
-def _data(dataset: Dataset, split: HoldoutSplit | None) -> Dataset:
-    return dataset.before(split.start) if split is not None else dataset
+def _records(dataset: Dataset, split: HoldoutSplit | None) -> Dataset:
+    """The dataset with its exposures and redemptions before the split (the response
+    stage's training examples); the events stay whole, since every stage reads them only
+    before its as_of (lazily), and copying them is gigabytes at a million buyers."""
+    if split is None:
+        return dataset
+
+    def cut(frame: pl.DataFrame | None) -> pl.DataFrame | None:
+        return None if frame is None else frame.filter(pl.col("ts") < split.start)
+
+    return replace(dataset, exposures=cut(dataset.exposures), redemptions=cut(dataset.redemptions))
 
 
 def mf_stage(
     model: RankerConfig, dataset: Dataset, split: HoldoutSplit | None
 ) -> MatrixFactorization:
-    return fit_mf(model, _data(dataset, split), _as_of(dataset, split))
+    # fit_mf reads only events before as_of (lazily): no copy of the data before the split.
+    return fit_mf(model, dataset, _as_of(dataset, split))
 
 
 def journey_stage(
     model: RankerConfig, dataset: Dataset, split: HoldoutSplit | None
 ) -> JourneyModel:
-    return fit_journey(model, _data(dataset, split), _as_of(dataset, split))
+    # fit_journey reads only events before as_of; buyers and items are never cut.
+    return fit_journey(model, dataset, _as_of(dataset, split))
 
 
 def response_stage(
@@ -208,7 +224,9 @@ def response_stage(
     journey: JourneyModel,
 ) -> PromoRanker:
     """Response and uplift, feature store: the ranker, finished."""
-    return PromoRanker.from_parts(model, _data(dataset, split), _as_of(dataset, split), mf, journey)
+    return PromoRanker.from_parts(
+        model, _records(dataset, split), _as_of(dataset, split), mf, journey
+    )
 
 
 def evaluate_stage(
@@ -221,12 +239,75 @@ def items_stage(dataset: Dataset, model: RankerConfig, config: HoldoutConfig) ->
     return item_ranking_metrics(dataset, model, config)
 
 
+def refresh_stage(ranker: PromoRanker, dataset: Dataset) -> PromoRanker:
+    """The held-out fit, shipped as it is (`evaluation.refit: false`): its feature store
+    rebuilt as of the data's end."""
+    return ranker.refreshed(dataset)
+
+
 def peak_rss_mb() -> float:
     """Peak resident memory of this process so far (Linux reports KiB)."""
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
+def cpu_seconds() -> float:
+    """CPU time of this process so far, all its threads, user and system."""
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    return usage.ru_utime + usage.ru_stime
+
+
 # ---------------------------------------------------------------------------- Ray
+
+
+@dataclass(frozen=True)
+class SharedDataset:
+    """A `Dataset` as Arrow record batches: the form in which it travels between Ray tasks.
+
+    A polars frame pickles into one opaque byte string that every task would decode into
+    a private copy: at a million buyers (21 million events) that is 2.8 GB written in
+    about 30 s by the load task, then 20 s and the whole dataset's memory again in each
+    of the nine tasks that read it. Arrow record batches pickle as their buffers instead
+    (out of band): Ray keeps one copy in its shared-memory object store, every task on
+    the node maps it without copying, and `pl.from_arrow` wraps the buffers without
+    copying either (the newest Arrow compatibility level keeps polars' string views).
+    Batches, not tables: Ray re-encodes Arrow *tables* through its own reducer, which
+    does not know string views.
+    """
+
+    tables: dict[str, tuple[Any, list[Any]]]
+    """Table name -> (`pyarrow.Schema`, its `pyarrow.RecordBatch` list), for the tables
+    the dataset has."""
+    source: Path | None = None
+
+    @classmethod
+    def of(cls, dataset: Dataset) -> SharedDataset:
+        level = pl.CompatLevel.newest()
+        tables = {}
+        for name in CONTRACT_FILES:
+            frame = dataset.table(name)
+            if frame is not None:
+                table = frame.to_arrow(compat_level=level)
+                tables[name] = (table.schema, table.to_batches())
+        return cls(tables, dataset.source)
+
+    def dataset(self) -> Dataset:
+        """The dataset again, its frames backed by the shared buffers (read-only)."""
+        import pyarrow as pa
+
+        frames: dict[str, pl.DataFrame] = {}
+        for name, (schema, batches) in self.tables.items():
+            frame = pl.from_arrow(pa.Table.from_batches(batches, schema=schema))
+            assert isinstance(frame, pl.DataFrame)
+            frames[name] = frame
+        return Dataset(**frames, source=self.source)
+
+
+def _shared(value: Any) -> Any:
+    return SharedDataset.of(value) if isinstance(value, Dataset) else value
+
+
+def _unshared(value: Any) -> Any:
+    return value.dataset() if isinstance(value, SharedDataset) else value
 
 
 def prefer_this_interpreter() -> None:
@@ -263,18 +344,33 @@ def init_ray(config: TrainConfig, echo: Echo) -> None:
     echo(f"ray: {cpus} CPUs ({'cluster ' + address if address else 'local'})")
 
 
-def _remote(fn: Callable[..., Any], cpus: int, returns: int = 1) -> Any:
+def _remote(fn: Callable[..., Any], cpus: int, returns: int = 1, fresh: bool = False) -> Any:
+    """`fn` as a Ray task returning its outputs and (peak RSS, seconds); `fresh`: in a
+    worker process of its own, which exits after it (whatever memory the task's
+    libraries kept, an idle worker keeps it no longer)."""
     import ray
 
-    def measured(*args: Any) -> Any:
-        began = time.perf_counter()
-        out = fn(*args)
-        stats = (peak_rss_mb(), time.perf_counter() - began)
-        return (out, stats) if returns == 1 else (*out, stats)
+    def measured(*args: Any, _after: Any = None) -> Any:
+        # `_after`: another task's result this one waits for (its value is not used).
+        began, cpu = time.perf_counter(), cpu_seconds()
+        out = fn(*[_unshared(a) for a in args])
+        stats = (peak_rss_mb(), time.perf_counter() - began, cpu_seconds() - cpu)
+        return (_shared(out), stats) if returns == 1 else (*map(_shared, out), stats)
 
     measured.__name__ = fn.__name__
     measured.__qualname__ = fn.__qualname__
-    return ray.remote(measured).options(num_cpus=cpus, num_returns=returns + 1, max_retries=0)
+    task = ray.remote(max_calls=1)(measured) if fresh else ray.remote(measured)
+    return task.options(num_cpus=cpus, num_returns=returns + 1, max_retries=0)
+
+
+def _heavy_cpus(cpus: int, heavy_at_once: int) -> int:
+    """CPUs for each of `heavy_at_once` heavy tasks: an equal share of the largest node
+    (never fewer than `cpus`, never more than one node has)."""
+    import ray
+
+    nodes = [n["Resources"].get("CPU", 0) for n in ray.nodes() if n.get("Alive")]
+    largest = int(max(nodes, default=cpus))
+    return max(cpus, min(largest, largest // heavy_at_once))
 
 
 class _Tracker:
@@ -285,6 +381,7 @@ class _Tracker:
         self.began = time.perf_counter()
         self.pending: dict[Any, str] = {}
         self.seconds: dict[str, float] = {}
+        self.cpu: dict[str, float] = {}
         self.rss: dict[str, float] = {}
 
     def started(self, label: str, stats_ref: Any) -> None:
@@ -301,8 +398,9 @@ class _Tracker:
             done, _ = ray.wait(list(self.pending), num_returns=1)
             for ref in done:
                 label = self.pending.pop(ref)
-                rss, seconds = ray.get(ref)
+                rss, seconds, cpu = ray.get(ref)
                 self.rss[label], self.seconds[label] = float(rss), float(seconds)
+                self.cpu[label] = float(cpu)
                 self.echo(f"[{self.elapsed():6.1f}s] finished {label} ({seconds:.1f}s)")
 
 
@@ -310,45 +408,90 @@ class _Stages:
     """Submits the pipeline's stages as Ray tasks on one dataset and tracks them."""
 
     def __init__(
-        self, path: Path, cpus: int, echo: Echo, decision_logs: Sequence[Path] = ()
+        self,
+        path: Path,
+        cpus: int,
+        echo: Echo,
+        decision_logs: Sequence[Path] = (),
+        heavy_at_once: int | None = None,
     ) -> None:
         import ray
 
         self.cpus = cpus
+        self.heavy_at_once = heavy_at_once
+        self.heavy: list[Any] = []
+        """Stats refs of the memory-heavy tasks, in submission order."""
+        self.heavy_cpus = cpus if heavy_at_once is None else _heavy_cpus(cpus, heavy_at_once)
+        """CPUs (and model threads) of a heavy task: with a limit, a share of the largest
+        node, so the heavy stages that run one after another use the CPUs the light ones
+        (all done by then) left."""
+        # Memory matters when heavy stages are limited: then every stage runs in a worker
+        # of its own, so no idle worker keeps what a finished stage's libraries held on to.
+        self.fresh = heavy_at_once is not None
         self.tracker = _Tracker(echo)
         logs = [str(log) for log in decision_logs]
-        self.dataset, self.info, stats = _remote(load_stage, cpus, returns=2).remote(
+        self.dataset, self.info, stats = _remote(load_stage, cpus, 2, self.fresh).remote(
             str(path), logs
         )
         self.tracker.started("load and validate", stats)
         self._ray = ray
 
+    def _heavy_turn(self) -> Any:
+        """What the next memory-heavy task waits for: with `heavy_at_once` = n, the end of
+        the n-th heavy task before it (Ray starts a task once its arguments are ready), so
+        at most n of them hold memory at once; None: no wait."""
+        n = self.heavy_at_once
+        return self.heavy[-n] if n is not None and len(self.heavy) >= n else None
+
     def split(self, waves: int) -> HoldoutSplit | None:
-        task = self._ray.remote(split_stage).options(num_cpus=0)
+        def split_task(dataset: SharedDataset, waves: int) -> HoldoutSplit | None:
+            return split_stage(dataset.dataset(), waves)
+
+        task = self._ray.remote(split_task).options(num_cpus=0)
         return self._ray.get(task.remote(self.dataset, waves))
 
     def fit(self, model: RankerConfig, split: HoldoutSplit | None) -> Any:
         """MF and journey side by side, then response and uplift: the ranker's ref."""
         which = "held-out fit" if split is not None else "full fit"
-        mf, s1 = _remote(mf_stage, self.cpus).remote(model, self.dataset, split)
+        mf, s1 = _remote(mf_stage, self.cpus, fresh=self.fresh).remote(model, self.dataset, split)
         self.tracker.started(f"matrix factorization ({which})", s1)
-        journey, s2 = _remote(journey_stage, self.cpus).remote(model, self.dataset, split)
-        self.tracker.started(f"purchase journey ({which})", s2)
-        ranker, s3 = _remote(response_stage, self.cpus).remote(
-            model, self.dataset, split, mf, journey
+        journey, s2 = _remote(journey_stage, self.cpus, fresh=self.fresh).remote(
+            model, self.dataset, split
         )
+        self.tracker.started(f"purchase journey ({which})", s2)
+        ranker, s3 = _remote(response_stage, self.heavy_cpus, fresh=self.fresh).remote(
+            threaded(model, self.heavy_cpus),
+            self.dataset,
+            split,
+            mf,
+            journey,
+            _after=self._heavy_turn(),
+        )
+        self.heavy.append(s3)
         self.tracker.started(f"response and uplift ({which})", s3)
         return ranker
 
     def evaluate(self, ranker: Any, split: HoldoutSplit, config: HoldoutConfig) -> Any:
-        report, stats = _remote(evaluate_stage, self.cpus).remote(
-            ranker, self.dataset, split, config
+        report, stats = _remote(evaluate_stage, self.heavy_cpus, fresh=self.fresh).remote(
+            ranker, self.dataset, split, config, _after=self._heavy_turn()
         )
+        self.heavy.append(stats)
         self.tracker.started("evaluation: policy value, uplift, targeting, calibration", stats)
         return report
 
+    def refresh(self, ranker: Any) -> Any:
+        """The ref of `ranker` with its features as of the data's end."""
+        refreshed, stats = _remote(refresh_stage, self.heavy_cpus, fresh=self.fresh).remote(
+            ranker, self.dataset, _after=self._heavy_turn()
+        )
+        self.heavy.append(stats)
+        self.tracker.started("feature store as of the data's end (held-out fit shipped)", stats)
+        return refreshed
+
     def item_ranking(self, model: RankerConfig, config: HoldoutConfig) -> Any:
-        metrics, stats = _remote(items_stage, self.cpus).remote(self.dataset, model, config)
+        metrics, stats = _remote(items_stage, self.cpus, fresh=self.fresh).remote(
+            self.dataset, model, config
+        )
         self.tracker.started("item ranking vs baselines", stats)
         return metrics
 
@@ -362,14 +505,14 @@ def run_pipeline(config: TrainConfig, echo: Echo = print) -> PipelineResult:
     seconds = {"prepare_data": time.perf_counter() - began}
     init_ray(config, echo)
     cpus = config.ray.cpus_per_task
-    stages = _Stages(path, cpus, echo, config.data.decision_logs)
+    stages = _Stages(path, cpus, echo, config.data.decision_logs, config.ray.heavy_stages)
     stages.tracker.wait_all()
     info: DataInfo = ray.get(stages.info)
     echo(info.summary)
     model, notes = with_truth_margins(config.model, path, config.data)
     model = threaded(model, cpus)
     split = stages.split(config.evaluation.waves)
-    evaluation_ref = None
+    evaluation_ref = ranker_ref = None
     if split is None:
         notes.append(
             "no randomized campaign waves (exposures with propensities) to hold out: "
@@ -380,8 +523,17 @@ def run_pipeline(config: TrainConfig, echo: Echo = print) -> PipelineResult:
             f"held out: {split.waves} wave(s) from {split.start:%Y-%m-%d}, "
             f"{split.decisions:,} logged decisions"
         )
-        evaluation_ref = stages.evaluate(stages.fit(model, split), split, config.evaluation)
-    ranker_ref = stages.fit(model, None)
+        held_out_ref = stages.fit(model, split)
+        evaluation_ref = stages.evaluate(held_out_ref, split, config.evaluation)
+        if not config.evaluation.refit:
+            notes.append(
+                f"evaluation.refit is false: the registered model is the held-out fit "
+                f"(models fitted on data before {split.start:%Y-%m-%d}), its features "
+                "rebuilt as of the data's end"
+            )
+            ranker_ref = stages.refresh(held_out_ref)
+    if ranker_ref is None:
+        ranker_ref = stages.fit(model, None)
     items_ref = stages.item_ranking(model, config.evaluation)
     stages.tracker.wait_all()
 
@@ -390,6 +542,7 @@ def run_pipeline(config: TrainConfig, echo: Echo = print) -> PipelineResult:
     evaluation.notes.extend(notes)
     ranker: PromoRanker = ray.get(ranker_ref)
     seconds.update({f"stage: {k}": v for k, v in stages.tracker.seconds.items()})
+    cpu = {f"stage: {k}": v for k, v in stages.tracker.cpu.items()}
     seconds["pipeline"] = time.perf_counter() - began
     rss = dict(stages.tracker.rss)
     rss["driver"] = peak_rss_mb()
@@ -400,6 +553,7 @@ def run_pipeline(config: TrainConfig, echo: Echo = print) -> PipelineResult:
         data=info,
         seconds=seconds,
         peak_rss_mb=rss,
+        cpu_seconds=cpu,
         notes=notes,
     )
 
@@ -411,7 +565,9 @@ def evaluate_config(config: TrainConfig, model: RankerConfig, echo: Echo = print
 
     path = prepare_data(config.data, echo)
     init_ray(config, echo)
-    stages = _Stages(path, config.ray.cpus_per_task, echo, config.data.decision_logs)
+    stages = _Stages(
+        path, config.ray.cpus_per_task, echo, config.data.decision_logs, config.ray.heavy_stages
+    )
     split = stages.split(config.evaluation.waves)
     if split is None:
         raise ValueError("the data has no randomized waves to judge a model on")

@@ -89,7 +89,7 @@ def evaluation_digest(data_digest: str, result: PipelineResult, config: TrainCon
     model = result.model_config.to_dict()
     terms = {term: _get(model, term) for term in MONEY_TERMS}
     evaluation = config.evaluation.to_dict()
-    for key in ("primary_metric", "min_improvement"):
+    for key in ("primary_metric", "min_improvement", "refit"):  # not what is judged, nor how
         evaluation.pop(key)
     payload = {
         "data": data_digest,
@@ -140,6 +140,7 @@ def log_pipeline_run(
         metrics = finite_metrics(result.evaluation.metrics)
         metrics.update({f"seconds.{_metric_key(k)}": v for k, v in result.seconds.items()})
         metrics.update({f"peak_rss_mb.{_metric_key(k)}": v for k, v in result.peak_rss_mb.items()})
+        metrics.update({f"cpu_seconds.{_metric_key(k)}": v for k, v in result.cpu_seconds.items()})
         mlflow.log_metrics(metrics)
         mlflow.log_text(yaml.safe_dump(resolved.to_dict(), sort_keys=False), "config.yaml")
         mlflow.log_text(result.evaluation.table(), "evaluation/report.txt")

@@ -11,12 +11,14 @@ from recsys.data.synthetic import SyntheticConfig, generate
 from recsys.models.ranker import PromoRanker, RankerConfig
 from training.config import DataConfig, EvaluationConfig
 from training.pipeline import (
+    SharedDataset,
     evaluate_stage,
     file_digest,
     journey_stage,
     load_stage,
     mf_stage,
     prepare_data,
+    refresh_stage,
     response_stage,
     split_stage,
     threaded,
@@ -48,6 +50,35 @@ def test_stages_compose_to_the_same_ranker_as_fit(market: Path) -> None:
     assert info.rows["events"] == dataset.events.height
     report = evaluate_stage(staged, dataset, split, EvaluationConfig())
     assert report.metrics["decisions"] == split.decisions
+
+
+def test_shared_dataset_gives_back_the_same_tables(market: Path) -> None:
+    """The Arrow form Ray tasks exchange: every table and dtype comes back as it was."""
+    dataset, _ = load_stage(str(market))
+    back = SharedDataset.of(dataset).dataset()
+    assert back.source == dataset.source
+    for name in ("items", "events", "buyers", "offers", "offer_items", "exposures", "redemptions"):
+        frame, again = dataset.table(name), back.table(name)
+        assert frame is not None and again is not None
+        assert again.schema == frame.schema and again.equals(frame)
+
+
+def test_refresh_stage_ships_the_held_out_fit_with_current_features(market: Path) -> None:
+    dataset, _ = load_stage(str(market))
+    config = RankerConfig()
+    split = split_stage(dataset, 2)
+    assert split is not None
+    held_out = response_stage(
+        config,
+        dataset,
+        split,
+        mf_stage(config, dataset, split),
+        journey_stage(config, dataset, split),
+    )
+    shipped = refresh_stage(held_out, dataset)
+    assert shipped.report_.as_of == held_out.report_.as_of == split.start.isoformat()
+    assert shipped.store_ is not None and held_out.store_ is not None
+    assert shipped.store_.as_of > split.start == held_out.store_.as_of
 
 
 def test_full_fit_stages_use_all_data(market: Path) -> None:
