@@ -68,7 +68,9 @@ def training_targets(runs: Sequence[dict[str, Any]]) -> list[Target]:
     """1,000,000 buyers end to end under 10 minutes, peak memory under 8 GiB.
 
     `runs` are `TrainingFigures.as_dict()` records (keys `buyers`, `wall_s`,
-    `peak_tree_mb`, `exit_code`); judged on the run with 1,000,000 buyers.
+    `peak_tree_mb`, `exit_code`, optional `settings`); each run with 1,000,000 buyers is
+    judged (the shipped defaults and, say, the settings docs/training.md gives for large
+    data).
     """
     wall_goal = f"{TRAINING_BUYERS:,} buyers end to end under {TRAINING_WALL_S / 60:g} min"
     mem_goal = f"{TRAINING_BUYERS:,} buyers with peak memory under {TRAINING_PEAK_MB / 1024:g} GiB"
@@ -80,24 +82,25 @@ def training_targets(runs: Sequence[dict[str, Any]]) -> list[Target]:
             Target("training_wall", wall_goal, "-", None, why),
             Target("training_memory", mem_goal, "-", None, why),
         ]
-    run = big[0]
+    return [t for run in big for t in _training_run_targets(run, wall_goal, mem_goal)]
+
+
+def _training_run_targets(run: dict[str, Any], wall_goal: str, mem_goal: str) -> list[Target]:
+    """Both training targets judged on one run; a run given `--set` overrides says so."""
+    settings = str(run.get("settings", ""))
+    suffix = f" [{settings}]" if settings else ""
+    wall_name, mem_name = f"training_wall{suffix}", f"training_memory{suffix}"
+    wall_goal, mem_goal = wall_goal + suffix, mem_goal + suffix
     if int(run.get("exit_code", 0)) != 0:
         why = f"the run failed (exit code {run.get('exit_code')})"
         return [
-            Target("training_wall", wall_goal, "failed", False, why),
-            Target("training_memory", mem_goal, "failed", False, why),
+            Target(wall_name, wall_goal, "failed", False, why),
+            Target(mem_name, mem_goal, "failed", False, why),
         ]
     return [
+        upper_bound(wall_name, wall_goal, float(run["wall_s"]), TRAINING_WALL_S, "min", scale=60),
         upper_bound(
-            "training_wall", wall_goal, float(run["wall_s"]), TRAINING_WALL_S, "min", scale=60
-        ),
-        upper_bound(
-            "training_memory",
-            mem_goal,
-            float(run["peak_tree_mb"]),
-            TRAINING_PEAK_MB,
-            "GiB",
-            scale=1024,
+            mem_name, mem_goal, float(run["peak_tree_mb"]), TRAINING_PEAK_MB, "GiB", scale=1024
         ),
     ]
 

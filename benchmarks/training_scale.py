@@ -275,6 +275,8 @@ class TrainingFigures:
     """Other `seconds.*` metrics: prepare_data, pipeline, total (inside the command)."""
     run_id: str = ""
     error: str = ""
+    settings: str = ""
+    """The `--set` overrides the run was given ("" for the shipped defaults)."""
 
     def as_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -452,7 +454,14 @@ def measure_training(
         run_s=parsed.run_s,
         run_id=run_id,
         error="" if code == 0 else "".join(lines[-20:]),
+        settings=settings_label(extra_args),
     )
+
+
+def settings_label(extra_args: Sequence[str]) -> str:
+    """The `--set key=value` pairs of a command line, comma-separated ("" if none)."""
+    pairs = zip(("", *extra_args), extra_args, strict=False)  # (previous argument, argument)
+    return ", ".join(arg for prev, arg in pairs if prev == "--set")
 
 
 # --------------------------------------------------------------------------- MF overhead
@@ -577,6 +586,10 @@ def _stage_cell(run: TrainingFigures, stage: str) -> str:
     return f"{run.stage_s[stage]:.1f}" + (f" ({cpu:.0f})" if cpu is not None else "")
 
 
+def _settings_cell(run: TrainingFigures) -> str:
+    return f"`{run.settings}`" if run.settings else "defaults"
+
+
 def format_training_markdown(
     runs: Sequence[TrainingFigures],
     overhead: Sequence[MFOverhead] = (),
@@ -595,14 +608,15 @@ def format_training_markdown(
         "the RSS peaks; CPU s is the tree's CPU time; task figures are each stage task's "
         "own peak RSS.",
         "",
-        "| buyers | events | wall s | CPU s | peak memory MB | largest task MB | driver MB "
-        "| exit |",
-        "|---:|---:|---:|---:|---:|---:|---:|---:|",
+        "| buyers | settings | events | wall s | CPU s | peak memory MB | largest task MB "
+        "| driver MB | exit |",
+        "|---:|---|---:|---:|---:|---:|---:|---:|---:|",
     ]
     for r in runs:
         tasks = [v for k, v in r.task_peak_rss_mb.items() if not k.startswith("driver")]
         lines.append(
-            f"| {r.buyers:,} | {r.events:,} | {r.wall_s:.1f} | {r.cpu_s:,.0f} "
+            f"| {r.buyers:,} | {_settings_cell(r)} | {r.events:,} | {r.wall_s:.1f} "
+            f"| {r.cpu_s:,.0f} "
             f"| {r.peak_tree_mb:,.0f} "
             f"({r.memory_kind}) | {max(tasks, default=0):,.0f} "
             f"| {r.task_peak_rss_mb.get('driver', 0):,.0f} | {r.exit_code} |"
@@ -610,7 +624,8 @@ def format_training_markdown(
     stages = sorted({s for r in runs for s in r.stage_s})
     if stages:
         lines += ["", "Stage tasks, wall seconds (CPU seconds, all threads):", ""]
-        lines.append("| stage | " + " | ".join(f"{r.buyers:,} buyers" for r in runs) + " |")
+        heads = [f"{r.buyers:,} buyers" + (f" ({r.settings})" if r.settings else "") for r in runs]
+        lines.append("| stage | " + " | ".join(heads) + " |")
         lines.append("|---|" + "---:|" * len(runs))
         for stage in stages:
             cells = [_stage_cell(r, stage) for r in runs]
@@ -618,8 +633,9 @@ def format_training_markdown(
         for key in ("pipeline", "total"):
             cells = [f"{r.run_s[key]:.1f}" if key in r.run_s else "-" for r in runs]
             lines.append(f"| ({key}, inside the command) | " + " | ".join(cells) + " |")
-    if len(runs) >= 2:
-        small, large = runs[0], runs[-1]
+    same = [r for r in runs if r.settings == runs[0].settings]
+    if len(same) >= 2:
+        small, large = same[0], same[-1]
         size = large.events / max(small.events, 1)
         lines += [
             "",

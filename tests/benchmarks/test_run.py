@@ -185,6 +185,15 @@ def test_training_targets_judge_the_million_buyer_run() -> None:
     assert "to spare" in memory.gap
 
 
+def test_training_targets_judge_every_million_buyer_run_and_name_its_settings() -> None:
+    large_data = {**TRAINING_RUNS[1], "wall_s": 480.0, "settings": "ray.heavy_stages=1"}
+    targets = training_targets([*TRAINING_RUNS, large_data])
+    assert [t.met for t in targets] == [False, True, True, True]
+    assert targets[2].name == "training_wall [ray.heavy_stages=1]"
+    assert "[ray.heavy_stages=1]" in targets[3].goal
+    assert "2.00 min to spare" in targets[2].gap
+
+
 def test_training_targets_not_judged_without_a_million_buyers() -> None:
     targets = training_targets(TRAINING_RUNS[:1])
     assert [t.met for t in targets] == [None, None]

@@ -18,6 +18,7 @@ from benchmarks.training_scale import (
     process_memory,
     process_tree,
     run_metrics,
+    settings_label,
     split_metrics,
 )
 
@@ -100,8 +101,9 @@ def test_metrics_are_read_from_the_store_and_named_as_printed(tmp_path: Path) ->
     assert parsed.run_s == {"pipeline": 100.0}
 
 
-def _run(buyers: int, events: int, wall: float, peak: float) -> TrainingFigures:
+def _run(buyers: int, events: int, wall: float, peak: float, settings: str = "") -> TrainingFigures:
     return TrainingFigures(
+        settings=settings,
         data=f"m{buyers}",
         buyers=buyers,
         events=events,
@@ -121,7 +123,11 @@ def _run(buyers: int, events: int, wall: float, peak: float) -> TrainingFigures:
 
 
 def test_markdown_has_runs_stages_growth_target_and_overhead() -> None:
-    runs = [_run(100_000, 2_000_000, 120.0, 3000.0), _run(1_000_000, 21_000_000, 700.0, 9000.0)]
+    runs = [
+        _run(100_000, 2_000_000, 120.0, 3000.0),
+        _run(1_000_000, 21_000_000, 700.0, 9000.0),
+        _run(1_000_000, 21_000_000, 500.0, 6000.0, "ray.heavy_stages=1"),
+    ]
     overhead = MFOverhead(
         data="m1",
         buyers=80_000,
@@ -137,9 +143,18 @@ def test_markdown_has_runs_stages_growth_target_and_overhead() -> None:
         ratio=1.125,
     )
     text = format_training_markdown(runs, [overhead])
-    assert "| 1,000,000 | 21,000,000 | 700.0 | 1,300 | 9,000 (pss) |" in text
-    assert "| matrix factorization (full fit) | 12.0 (11) | 70.0 (64) |" in text
+    assert "| 1,000,000 | defaults | 21,000,000 | 700.0 | 1,300 | 9,000 (pss) |" in text
+    assert "| 1,000,000 | `ray.heavy_stages=1` | 21,000,000 | 500.0 |" in text
+    assert "| matrix factorization (full fit) | 12.0 (11) | 70.0 (64) | 50.0 (45) |" in text
+    assert "1,000,000 buyers (ray.heavy_stages=1) |" in text
+    # growth compares runs with the same settings: the defaults at both sizes
     assert "wall time 5.8x, peak memory 3.0x" in text
     assert "missed (11.7 min, 8.79 GiB)" in text
     assert "| 80,000 | 1,800 | 900,000 | 1 | 9.00 | 0.80 | 8.00 | 1.12 |" in text
     assert runs[0].as_dict()["stage_s"] == runs[0].stage_s
+
+
+def test_settings_label_keeps_only_the_set_overrides() -> None:
+    args = ["--set", "evaluation.refit=false", "--verbose", "--set", "ray.heavy_stages=1"]
+    assert settings_label(args) == "evaluation.refit=false, ray.heavy_stages=1"
+    assert settings_label([]) == ""
