@@ -5,12 +5,13 @@ exact propensity, `policy` = the model version, `seller_id` = whose decision) an
 reported outcome a `redemptions` row, so the next `recsys train` learns from what the
 service did and off-policy evaluation can judge a new policy on it.
 
-The request path only validates rows and puts them in memory (`append_*`); a background
-thread writes them as Parquet parts when `max_rows` rows are waiting or the oldest has
-waited `max_seconds`:
+The request path validates rows, appends them to a write-ahead log and waits for it to
+be on disk (`serving.wal`; concurrent requests share one fsync), then buffers them; a
+background thread writes the buffer as Parquet parts when `max_rows` rows are waiting or
+the oldest has waited `max_seconds`:
 
-    <directory>/exposures/part-<UTC time>-<pid>-<seq>.parquet
-    <directory>/redemptions/part-<UTC time>-<pid>-<seq>.parquet
+    <directory>/exposures/part-<UTC time>-<pid>-<seq>-<owner>-w<segment>.parquet
+    <directory>/redemptions/part-<UTC time>-<pid>-<seq>-<owner>-w<segment>.parquet
 
 Each part is written to a hidden temporary file in the same directory, synced and then
 renamed into place, so a reader never sees half a part and no part is ever overwritten.
@@ -23,9 +24,9 @@ Both are checked with the dataset's rows: a decision read twice is a duplicate
 `exposure_id`, an error.
 A failed write (disk full, permissions) keeps its rows for the next attempt and is
 recorded (`last_error`, `stats()`), never raised into a request; `close()` raises if
-rows are still unwritten at the end, so nothing accepted is lost silently. Rows accepted
-but not yet written live only in memory: a process killed without `close()` (SIGKILL)
-loses at most one batch; a normal interpreter exit closes every open log.
+rows are still unwritten at the end (they stay in the write-ahead log). A process killed
+without `close()` (SIGKILL, OOM) loses nothing it acknowledged: the next `start()` on the
+directory writes the logged-ahead rows of stopped processes into parts, exactly once.
 
 Pure Python and polars (no Ray, no web framework), so it is tested in seconds.
 """
@@ -50,6 +51,7 @@ import polars as pl
 from recsys.data.errors import ContractError
 from recsys.data.loader import conform_table
 from recsys.data.schema import EXPOSURES, REDEMPTIONS, TableSpec
+from serving.wal import WriteAheadError, WriteAheadLog, part_tag, recover
 
 log = logging.getLogger(__name__)
 
@@ -80,6 +82,8 @@ class LogStats:
     """Flush passes in which at least one table could not be written."""
     buffered_rows: int
     """Rows accepted and not yet written."""
+    rows_recovered: int = 0
+    """Rows of stopped processes' write-ahead logs written into parts by `start()`."""
 
 
 class DecisionLogError(RuntimeError):
@@ -97,13 +101,23 @@ class DecisionLog:
         The background thread writes as soon as this many rows are buffered.
     max_seconds
         ... or as soon as the oldest buffered row has waited this long.
+    durable
+        Once started, every append is in the write-ahead log (`serving.wal`) and on disk
+        before it returns, so a killed process loses nothing that was acknowledged; the
+        next `start()` on the directory writes such rows into parts. False: appends wait
+        for no disk, and a killed process loses what was buffered (at most `max_rows`
+        rows or `max_seconds` of them).
 
-    Call `start()` (or use the log as a context manager) to flush in the background;
-    without it, rows are written only by `flush()` and `close()`.
+    Call `start()` (or use the log as a context manager) to recover, log ahead and flush
+    in the background; without it, rows are written only by `flush()` and `close()`.
     """
 
     def __init__(
-        self, directory: str | Path, max_rows: int = 5000, max_seconds: float = 1.0
+        self,
+        directory: str | Path,
+        max_rows: int = 5000,
+        max_seconds: float = 1.0,
+        durable: bool = True,
     ) -> None:
         if max_rows < 1:
             raise ValueError(f"max_rows must be at least 1 (got {max_rows})")
@@ -129,15 +143,22 @@ class DecisionLog:
         self._failed_flushes = 0
         self._closed = False
         self._thread: threading.Thread | None = None
+        self.durable = durable
+        self._wal: WriteAheadLog | None = None
+        self._recovered = 0
 
     # ----------------------------------------------------------------------- lifecycle
 
     def start(self) -> Self:
-        """Start the background flushing thread (a daemon); calling it again does nothing."""
+        """Recover what stopped processes logged ahead, open this process's write-ahead
+        log (`durable`) and start the background flushing thread (a daemon); calling it
+        again does nothing."""
         with self._cond:
             if self._closed:
                 raise RuntimeError("the decision log is closed; create a new DecisionLog")
             if self._thread is None:
+                if self.durable:
+                    self._recover()
                 self._thread = threading.Thread(
                     target=self._run, name=f"decision-log:{self.directory}", daemon=True
                 )
@@ -162,11 +183,22 @@ class DecisionLog:
             self._flush_pass()
         with self._cond:
             left = self._buffered
+            done = self._wal if left == 0 else None
+            if done is not None:
+                self._wal = None
+        if done is not None:
+            done.close(remove=True)  # every row is in a part
         if left:
+            kept = (
+                f"; they are kept in the write-ahead log {self._wal.directory} and written "
+                "by the next start() on this directory"
+                if self._wal is not None
+                else ", or the rows are lost when the process ends"
+            )
             raise DecisionLogError(
                 f"{left} decision-log rows could not be written to {self.directory} "
                 f"({self.last_error!r}); free space or fix the permissions there and call "
-                "close() again, or the rows are lost when the process ends"
+                f"close() again{kept}"
             ) from self.last_error
 
     def __enter__(self) -> Self:
@@ -191,7 +223,11 @@ class DecisionLog:
         self._append(REDEMPTIONS, rows)
 
     def _append(self, spec: TableSpec, rows: pl.DataFrame) -> None:
-        """All rows or none: `ContractError` before anything is buffered; no I/O here."""
+        """All rows or none: `ContractError` before anything is buffered.
+
+        Durable and started: returns once the rows are in the write-ahead log on disk
+        (`DecisionLogError` if they cannot be written there: then they were not taken).
+        """
         if self._closed:
             raise RuntimeError("the decision log is closed; rows can no longer be appended")
         frame = conform_rows(rows, spec)
@@ -200,6 +236,10 @@ class DecisionLog:
         with self._cond:
             if self._closed:
                 raise RuntimeError("the decision log is closed; rows can no longer be appended")
+            if self.durable and self._thread is not None and self._wal is None:
+                self._wal = self._open_wal()  # on the first rows: nothing on disk before
+            wal = self._wal
+            seq = self._log_ahead(wal, spec, frame) if wal is not None else 0
             first = self._buffered == 0
             self._buffers[spec.name].append(frame)
             self._buffered += frame.height
@@ -208,6 +248,48 @@ class DecisionLog:
                 self._oldest = time.monotonic()
             if first or self._buffered >= self.max_rows:
                 self._cond.notify_all()
+        if wal is not None:
+            # Outside the lock, so concurrent appends share one fsync. If it fails the rows
+            # stay buffered (written as parts by the next flush), but the caller is told
+            # they were not made durable.
+            try:
+                wal.sync(seq)
+            except WriteAheadError as exc:
+                raise DecisionLogError(
+                    f"decision-log rows could not be made durable in {wal.directory} ({exc}); "
+                    "free space or fix the permissions there"
+                ) from exc
+
+    def _log_ahead(self, wal: WriteAheadLog, spec: TableSpec, frame: pl.DataFrame) -> int:
+        """Append `frame` to the write-ahead log (caller holds `_cond`); its sequence."""
+        try:
+            return wal.append(spec.name, frame)
+        except WriteAheadError as exc:
+            raise DecisionLogError(
+                f"decision-log rows could not be written to {wal.directory} ({exc}); they "
+                "were not accepted. Free space or fix the permissions there"
+            ) from exc
+
+    def _recover(self) -> None:
+        """Write the logged-ahead rows of stopped processes as parts (see `serving.wal`)."""
+
+        def write(table: str, rows: pl.DataFrame, tag: str) -> None:
+            _write_part(rows, self.directory / table, tag)
+
+        for done in recover(self.directory, [spec.name for spec in TABLES], write):
+            self._recovered += sum(done.rows.values())
+
+    def _open_wal(self) -> WriteAheadLog:
+        """This process's write-ahead log, open (caller holds `_cond`)."""
+        wal = WriteAheadLog(self.directory, [spec.name for spec in TABLES])
+        try:
+            wal.open()
+        except OSError as exc:
+            raise DecisionLogError(
+                f"cannot open the write-ahead log in {wal.directory} ({exc}); the rows were "
+                "not accepted. Free space or fix the permissions there"
+            ) from exc
+        return wal
 
     # ----------------------------------------------------------------------- writing
 
@@ -235,6 +317,7 @@ class DecisionLog:
                 flushes=self._flushes,
                 failed_flushes=self._failed_flushes,
                 buffered_rows=self._buffered,
+                rows_recovered=self._recovered,
             )
 
     def _flush_pass(self) -> tuple[int, Exception | None]:
@@ -248,6 +331,11 @@ class DecisionLog:
             self._buffers = {spec.name: [] for spec in TABLES}
             oldest = self._oldest
             self._oldest = None
+            wal = self._wal
+            # Under the lock appends hold: every row taken is in a segment up to `through`.
+            has_rows = any(taken.values())
+            through = wal.rotate() if wal is not None and has_rows else None
+        tag = part_tag(wal.owner, through) if wal is not None and through is not None else None
         written = 0
         error: Exception | None = None
         failed: dict[str, list[pl.DataFrame]] = {}
@@ -257,7 +345,7 @@ class DecisionLog:
                 continue
             frame = pl.concat(frames, how="vertical")
             try:
-                _write_part(frame, self.directory / spec.name)
+                _write_part(frame, self.directory / spec.name, tag)
             except Exception as exc:  # any failure: keep the rows, never lose them
                 log.warning(
                     "could not write %d %s rows to %s (kept for the next flush): %r",
@@ -288,6 +376,8 @@ class DecisionLog:
                 self._flushes += 1
                 self._retry_delay = 0.0
                 self._retry_at = 0.0
+        if not failed and wal is not None and through is not None:
+            wal.drop_through(through)  # their rows are all in parts now
         return written, error
 
     def _run(self) -> None:
@@ -337,16 +427,17 @@ def conform_rows(rows: pl.DataFrame, spec: TableSpec) -> pl.DataFrame:
 # --------------------------------------------------------------------------- files
 
 
-def _write_part(frame: pl.DataFrame, directory: Path) -> Path:
+def _write_part(frame: pl.DataFrame, directory: Path, tag: str | None = None) -> Path:
     """Write `frame` as a new part in `directory` atomically; the part's path.
 
     Temporary file in the same directory, fsync, rename: a crash leaves at most a hidden
-    `.tmp` file, which readers ignore. A name that exists already is never reused.
+    `.tmp` file, which readers ignore. A name that exists already is never reused. `tag`
+    (see `serving.wal.part_tag`) ends the name: which logged-ahead rows the part holds.
     """
     directory.mkdir(parents=True, exist_ok=True)
-    final = directory / _part_name()
+    final = directory / _part_name(tag)
     while final.exists():
-        final = directory / _part_name()
+        final = directory / _part_name(tag)
     tmp = directory / f".{final.name}.tmp"
     try:
         frame.write_parquet(tmp)
@@ -360,8 +451,8 @@ def _write_part(frame: pl.DataFrame, directory: Path) -> Path:
     return final
 
 
-def _part_name() -> str:
-    """`part-<UTC time to the microsecond>-<pid>-<sequence>.parquet`, unique per host.
+def _part_name(tag: str | None = None) -> str:
+    """`part-<UTC time to the microsecond>-<pid>-<sequence>[-<tag>].parquet`, unique per host.
 
     The sequence is shared by every log of the process, so two logs writing to one
     directory never pick the same name; the pid separates processes. Names sort by time.
@@ -369,7 +460,8 @@ def _part_name() -> str:
     with _SEQUENCE_LOCK:
         seq = next(_SEQUENCE)
     stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%S%fZ")
-    return f"part-{stamp}-{os.getpid()}-{seq:06d}.parquet"
+    suffix = f"-{tag}" if tag else ""
+    return f"part-{stamp}-{os.getpid()}-{seq:06d}{suffix}.parquet"
 
 
 def _fsync_directory(directory: Path) -> None:

@@ -237,11 +237,11 @@ def _fail_once(monkeypatch: pytest.MonkeyPatch, error: Exception) -> list[int]:
     real = decision_log._write_part
     calls: list[int] = []
 
-    def flaky(frame: pl.DataFrame, directory: Path) -> Path:
+    def flaky(frame: pl.DataFrame, directory: Path, tag: str | None = None) -> Path:
         calls.append(frame.height)
         if len(calls) == 1:
             raise error
-        return real(frame, directory)
+        return real(frame, directory, tag)
 
     monkeypatch.setattr(decision_log, "_write_part", flaky)
     return calls
@@ -366,7 +366,7 @@ def test_an_existing_part_name_is_never_reused(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     names = iter(["part-x-1.parquet", "part-x-1.parquet", "part-x-2.parquet"])
-    monkeypatch.setattr(decision_log, "_part_name", lambda: next(names))
+    monkeypatch.setattr(decision_log, "_part_name", lambda tag=None: next(names))
     log = DecisionLog(tmp_path)
     log.append_exposures(exposures([0]))
     log.flush()
