@@ -59,8 +59,8 @@ def hash_key(key: str) -> str:
 
     API keys are long random tokens (see `generate_key`), not passwords, so an unsalted
     SHA-256 is the standard for them: a key cannot be guessed from its hash, and an
-    unsalted hash lets `KeyRing` find a presented key with one dictionary lookup instead
-    of trying every stored salt.
+    unsalted hash lets `KeyRing` compare a presented key's one hash with every stored
+    hash instead of hashing it again under every stored salt.
 
     Examples
     --------
@@ -247,6 +247,7 @@ class KeyRing:
                     f"from the serve config or {ENV_VAR}"
                 )
         self._by_hash = by_hash
+        self._hashes = tuple(by_hash.values())
         if not by_hash:
             log.warning(
                 "no API keys are configured, so every request will be refused with 401; "
@@ -269,9 +270,10 @@ class KeyRing:
         """The caller that the `Authorization` header value identifies.
 
         Raises `AuthError` (401) when the header is missing, is not `Bearer <key>`, or
-        holds an unknown key. The presented key is hashed and its hash looked up, so no
-        raw key is ever compared or kept; the lookup's timing can reveal at most something
-        about a hash, which does not help guess a key.
+        holds an unknown key. The presented key is hashed, and its hash is compared with
+        every stored hash by `hmac.compare_digest`, without stopping at a match: no raw key
+        is ever compared or kept, and the time taken does not depend on which key, if any,
+        matched, nor on how much of a stored hash a presented one shares.
         """
         return self.authenticate_key(_bearer_token(authorization))
 
@@ -281,8 +283,11 @@ class KeyRing:
         if not key or not key.strip():
             raise AuthError(f"missing API key. Fix: send the header '{HEADER_FORM}'")
         presented = hash_key(key.strip())
-        entry = self._by_hash.get(presented)
-        if entry is None or not hmac.compare_digest(entry.key_hash, presented):
+        entry: ApiKeyEntry | None = None
+        for stored in self._hashes:  # every one, each in constant time: no early exit
+            if hmac.compare_digest(stored.key_hash, presented):
+                entry = stored
+        if entry is None:
             raise AuthError(
                 f"unknown API key. Fix: send a key issued for this service as the header "
                 f"'{HEADER_FORM}'"
