@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ipaddress
 import os
 from pathlib import Path
 from typing import Annotated
@@ -14,11 +15,49 @@ def _fail(message: str, code: int = 2) -> typer.Exit:
     return typer.Exit(code)
 
 
+DEFAULT_HOST = "127.0.0.1"
+"""`recsys serve` listens on loopback unless `--host` says otherwise."""
+
+
+def is_loopback(host: str) -> bool:
+    """Whether `host` is reachable from this machine only (127.0.0.0/8, ::1, localhost).
+
+    Examples
+    --------
+    >>> [is_loopback(h) for h in ("127.0.0.1", "::1", "localhost", "0.0.0.0", "10.0.0.5")]
+    [True, True, True, False, False]
+    """
+    if host.strip().lower() == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host.strip().strip("[]")).is_loopback
+    except ValueError:  # a host name: it may resolve to any interface
+        return False
+
+
+def exposure_warning(host: str, port: int) -> str | None:
+    """The warning `recsys serve` prints for a host beyond loopback (None for loopback)."""
+    if is_loopback(host):
+        return None
+    return (
+        f"warning: --host {host} listens beyond this machine: anyone who can reach port "
+        f"{port} on it can call the API (and try keys against it), over plain HTTP, so keys "
+        "and answers cross the network unencrypted. Put it behind a firewall and a TLS "
+        f"proxy, or leave --host at its default, {DEFAULT_HOST}."
+    )
+
+
 def serve(
     config: Annotated[
         Path | None, typer.Option(help="serve config YAML (see configs/serve.yaml)")
     ] = None,
-    host: Annotated[str, typer.Option(help="address to listen on")] = "127.0.0.1",
+    host: Annotated[
+        str,
+        typer.Option(
+            help="address to listen on; the default keeps the API on this machine, any "
+            "other (e.g. 0.0.0.0) exposes it to the network"
+        ),
+    ] = DEFAULT_HOST,
     port: Annotated[int, typer.Option(min=1, max=65535)] = 8000,
 ) -> None:
     """Start the ranking API on Ray Serve (local Ray, or RAY_ADDRESS); Ctrl-C stops it."""
@@ -34,6 +73,9 @@ def serve(
         raise _fail(str(exc)) from None
     if len(keys) == 0:
         typer.echo("warning: no API keys configured; every request will get 401")
+    exposed = exposure_warning(host, port)
+    if exposed is not None:
+        typer.secho(exposed, fg=typer.colors.YELLOW, err=True)
     os.environ.setdefault("RAY_ENABLE_UV_RUN_RUNTIME_ENV", "0")
     import ray
     from ray import serve as ray_serve
