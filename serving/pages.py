@@ -6,7 +6,8 @@ SaaS (`/v1/sellers/{seller_id}/campaigns?budget=...`) and draws the tables and c
 as SVG. Login is a form that takes the seller's API key and keeps it in a cookie:
 
 - the cookie is HttpOnly (page scripts cannot read it), SameSite=Strict (other sites
-  cannot make the browser send it) and Secure when the page is served over HTTPS;
+  cannot make the browser send it) and Secure when the page is served over HTTPS
+  (directly, or behind a proxy that ends TLS and sends `X-Forwarded-Proto: https`);
 - only reads accept it (the page's campaign and CSV requests): every request that
   changes something still needs the `Authorization` header, so a cookie cannot be
   turned into a forged decision or outcome;
@@ -94,7 +95,7 @@ def add_seller_pages(api: FastAPI, keyring: Callable[[], KeyRing]) -> None:
             key,
             httponly=True,
             samesite="strict",
-            secure=request.url.scheme == "https",
+            secure=_over_https(request),
             path="/",
         )
         return response
@@ -119,6 +120,14 @@ def add_seller_pages(api: FastAPI, keyring: Callable[[], KeyRing]) -> None:
 def _static_text(name: str) -> str:
     """A file of `serving/static`, read once per process."""
     return resources.files("serving").joinpath("static", name).read_text("utf-8")
+
+
+def _over_https(request: Request) -> bool:
+    """Whether the browser reached us over HTTPS: directly, or through a proxy that ends
+    TLS and says so (`X-Forwarded-Proto`). Trusting the header is safe here: it can only
+    make the cookie stricter (Secure), never weaker."""
+    forwarded = request.headers.get("x-forwarded-proto", "").split(",")[0].strip().lower()
+    return request.url.scheme == "https" or forwarded == "https"
 
 
 def _who(principal: Principal) -> str:
