@@ -14,13 +14,14 @@ UV := $(shell command -v uv 2>/dev/null || echo "python3 -m uv")
 RUN := $(UV) run --frozen --no-sync
 DEMO_DIR ?= .demo
 
-.PHONY: demo test test-reliability lint format bench sync browser clean help
+.PHONY: demo test test-reliability lint format bench audit sync browser clean help
 
 help:
 	@echo "make demo   - generate a synthetic marketplace, validate it, and run what exists so far"
 	@echo "make test   - the whole test suite"
 	@echo "make lint   - ruff check, ruff format --check, mypy"
 	@echo "make bench  - benchmarks (writes BENCHMARKS.md)"
+	@echo "make audit  - known vulnerabilities in the locked dependencies (pip-audit)"
 
 sync:
 	@$(UV) --version >/dev/null 2>&1 || python3 -m pip install --quiet uv
@@ -57,6 +58,15 @@ format: sync
 # the others' last figures; data, models, logs and py-spy profiles go to .recsys/bench/.
 bench: sync
 	$(RUN) python -m benchmarks.run $(BENCH_ARGS)
+
+# Known vulnerabilities (PyPI's advisories) in every locked package, runtime and dev, as
+# uv.lock pins them for this machine; fails if one is found or a package cannot be checked.
+# The export is complete and pinned, so pip-audit resolves nothing itself (--no-deps).
+audit: sync
+	@reqs=$$(mktemp) && trap 'rm -f "$$reqs"' EXIT && \
+	$(UV) export --frozen --quiet --format requirements.txt --all-groups --no-emit-project \
+	  --no-hashes --output-file "$$reqs" && \
+	$(RUN) pip-audit --strict --no-deps --disable-pip --progress-spinner off -r "$$reqs"
 
 clean:
 	rm -rf $(DEMO_DIR) .pytest_cache .mypy_cache .ruff_cache
