@@ -1,7 +1,8 @@
 """The Ray Serve application: a thin FastAPI adapter over `serving.service.RankingService`.
 
-- `create_api(holder, keyring, metrics, rank)` builds the FastAPI app (routes, auth,
-  errors, metrics); it knows nothing of Ray, so it is tested with a plain test client.
+- `create_api(state, max_body_bytes=...)` builds the FastAPI app (routes, auth, errors,
+  metrics, request size limits); it knows nothing of Ray, so it is tested with a plain
+  test client.
 - `RankerDeployment` (built by `deployment()`) owns one replica's state: the current
   service (model), the decision log, the champion poller; `/v1/rank` goes through
   `@serve.batch`, so concurrent requests are scored together in one vectorized call.
@@ -13,7 +14,9 @@ from __future__ import annotations
 
 import asyncio
 import functools
+import json
 import logging
+import math
 import os
 import re
 import time
@@ -21,16 +24,27 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from fastapi import FastAPI, Header, Query, Request
+from fastapi import FastAPI, Header, Path, Query, Request
+from fastapi.encoders import jsonable_encoder
+from fastapi.exception_handlers import http_exception_handler
+from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, PlainTextResponse, Response
+from starlette.exceptions import HTTPException
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from recsys.campaigns import AudienceKind
 from recsys.campaigns.planner import UnknownCampaignError
 from serving.auth import ENV_VAR, AccessError, ApiKeyEntry, KeyRing, Principal, parse_env_keys
 from serving.config import ServeConfig
+from serving.decision_log import DecisionLogError
 from serving.metrics import Metrics
 from serving.pages import add_seller_pages, cookie_key
 from serving.schemas import (
+    MAX_BATCH,
+    MAX_BODY_BYTES,
+    MAX_ID,
+    MAX_MONEY,
+    MAX_OUTCOMES,
     BatchRankRequest,
     BatchRankResponse,
     CampaignsResponse,
@@ -46,10 +60,16 @@ log = logging.getLogger(__name__)
 BUDGET_QUERY = Query(
     None,
     ge=0,
-    le=1e12,
-    description="spend limit to plan for; default: the serving policy's budget, else none",
+    le=MAX_MONEY,
+    allow_inf_nan=False,
+    description="spend limit to plan for (a finite number); default: the serving policy's "
+    "budget, else none",
 )
 AUDIENCE_QUERY = Query("journey_stage", description="what groups buyers into audiences")
+SELLER_PATH = Path(min_length=1, max_length=MAX_ID, description="the seller's id")
+CAMPAIGN_PATH = Path(
+    min_length=1, max_length=1024, description="a campaign id of the seller's plan"
+)
 
 Ranker = Callable[[list[RankRequest], list[Principal]], Awaitable[list[RankResponse]]]
 
@@ -74,17 +94,21 @@ class ApiState:
     rank: Ranker | None = None
 
 
-def create_api(state: Callable[[], ApiState]) -> FastAPI:
+def create_api(state: Callable[[], ApiState], *, max_body_bytes: int = MAX_BODY_BYTES) -> FastAPI:
     """The HTTP API over `state()` (see the module docstring).
 
     `state` is looked up on every request rather than captured, because Ray Serve ships
     this app to each replica by pickling it: a captured object would be a stale copy.
+    A request body over `max_body_bytes` is refused with 413 (see `BodyLimit`); a body
+    that is not UTF-8 JSON, or a number Python cannot read, is a 422 naming the body.
     """
     api = FastAPI(
         title="promo-recsys ranking API",
         version="1",
         description="Which offer, if any, to give each buyer; decisions are logged.",
     )
+    # Added before `measure`, so it runs inside it and refused bodies are counted too.
+    api.add_middleware(BodyLimit, max_bytes=max_body_bytes)
 
     async def rank_direct(requests: list[RankRequest], who: list[Principal]) -> list[RankResponse]:
         service = ready_service()
@@ -122,6 +146,11 @@ def create_api(state: Callable[[], ApiState]) -> FastAPI:
     async def not_ready(request: Request, exc: NotReadyError) -> JSONResponse:
         return JSONResponse({"detail": str(exc)}, status_code=503)
 
+    @api.exception_handler(DecisionLogError)
+    async def log_unavailable(request: Request, exc: DecisionLogError) -> JSONResponse:
+        # The decision could not be made durable, so it is not acknowledged: retry later.
+        return JSONResponse({"detail": str(exc)}, status_code=503, headers={"Retry-After": "5"})
+
     @api.exception_handler(UnknownCampaignError)
     async def unknown_campaign(request: Request, exc: UnknownCampaignError) -> JSONResponse:
         return JSONResponse({"detail": str(exc)}, status_code=404)
@@ -129,6 +158,20 @@ def create_api(state: Callable[[], ApiState]) -> FastAPI:
     @api.exception_handler(ValueError)
     async def bad_value(request: Request, exc: ValueError) -> JSONResponse:
         return JSONResponse({"detail": str(exc)}, status_code=422)
+
+    @api.exception_handler(RequestValidationError)
+    async def invalid_request(request: Request, exc: RequestValidationError) -> JSONResponse:
+        # FastAPI's own handler, except that inputs JSON cannot carry (NaN, infinities,
+        # lone surrogates) are echoed as text: echoed as they are, they fail the answer.
+        errors = _json_safe(jsonable_encoder(exc.errors()))
+        return JSONResponse({"detail": errors}, status_code=422)
+
+    @api.exception_handler(HTTPException)
+    async def http_error(request: Request, exc: HTTPException) -> Response:
+        unreadable = _unreadable_body(exc)
+        if unreadable is not None:
+            return JSONResponse({"detail": [unreadable]}, status_code=422)
+        return await http_exception_handler(request, exc)
 
     @api.post("/v1/rank", response_model=RankResponse)
     async def rank_one(body: RankRequest, authorization: str | None = Header(None)) -> RankResponse:
@@ -169,8 +212,8 @@ def create_api(state: Callable[[], ApiState]) -> FastAPI:
 
     @api.get("/v1/sellers/{seller_id}/campaigns", response_model=CampaignsResponse)
     async def campaigns(
-        seller_id: str,
         request: Request,
+        seller_id: str = SELLER_PATH,
         budget: float | None = BUDGET_QUERY,
         audience: AudienceKind = AUDIENCE_QUERY,
         authorization: str | None = Header(None),
@@ -188,9 +231,9 @@ def create_api(state: Callable[[], ApiState]) -> FastAPI:
         responses={200: {"content": {"text/csv": {}}, "description": "buyer_id,offer_id,..."}},
     )
     async def campaign_targets(
-        seller_id: str,
-        campaign_id: str,
         request: Request,
+        seller_id: str = SELLER_PATH,
+        campaign_id: str = CAMPAIGN_PATH,
         budget: float | None = BUDGET_QUERY,
         audience: AudienceKind = AUDIENCE_QUERY,
         authorization: str | None = Header(None),
@@ -235,6 +278,161 @@ class NotReadyError(RuntimeError):
     """No model is loaded yet (503)."""
 
 
+class BodyTooLargeError(HTTPException):
+    """A request body grew past the limit while it was being read (413)."""
+
+
+class BodyLimit:
+    """Pure ASGI middleware refusing request bodies over `max_bytes` bytes (413).
+
+    A `Content-Length` over the limit is refused before any of the body is read; a body
+    without one (chunked) is counted as it streams in, and refused as soon as it passes
+    the limit, so the app never holds more than `max_bytes` of it. A `Content-Length`
+    that is not one non-negative integer is a 400. Answers are JSON `{"detail": ...}`
+    naming the limit and what to do instead.
+    """
+
+    def __init__(self, app: ASGIApp, max_bytes: int) -> None:
+        if max_bytes < 0:
+            raise ValueError(f"max_bytes must be >= 0 (got {max_bytes})")
+        self.app = app
+        self.max_bytes = max_bytes
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        declared = [value for name, value in scope["headers"] if name.lower() == b"content-length"]
+        try:
+            length = _content_length(declared)
+        except ValueError as exc:
+            await _send_json(send, 400, str(exc))
+            return
+        if length is not None and length > self.max_bytes:
+            await _send_json(send, 413, self._too_large(f"its Content-Length is {length}"))
+            return
+        received = 0
+        started = False
+
+        async def limited_receive() -> Message:
+            nonlocal received
+            message = await receive()
+            if message["type"] == "http.request":
+                received += len(message.get("body", b""))
+                if received > self.max_bytes:
+                    # Raised where the app reads the body: FastAPI answers it as a 413.
+                    raise BodyTooLargeError(
+                        413,
+                        self._too_large(f"more than {self.max_bytes} bytes were sent"),
+                        headers={"Connection": "close"},
+                    )
+            return message
+
+        async def tracked_send(message: Message) -> None:
+            nonlocal started
+            started = started or message["type"] == "http.response.start"
+            await send(message)
+
+        try:
+            await self.app(scope, limited_receive, tracked_send)
+        except BodyTooLargeError as exc:  # an app that let it through unanswered
+            if started:
+                raise
+            await _send_json(send, 413, str(exc.detail))
+
+    def _too_large(self, what: str) -> str:
+        return (
+            f"the request body is too large: {what}, and this service reads at most "
+            f"{_size(self.max_bytes)} per request. "
+            f"Fix: split the work into several calls (at most {MAX_BATCH} requests per "
+            f"/v1/rank/batch call, {MAX_OUTCOMES} outcomes per /v1/outcomes call); the "
+            "limit is the serve config's max_body_bytes"
+        )
+
+
+def _content_length(values: list[bytes]) -> int | None:
+    """The body size the `Content-Length` header(s) declare; None when there is none.
+
+    `ValueError` naming the header when it is not one non-negative integer (repeated
+    headers must agree). A number too long to be a real size counts as a huge one.
+    """
+    if not values:
+        return None
+    distinct = {value.strip() for value in values}
+    text = next(iter(distinct)).decode("latin-1")
+    if len(distinct) > 1 or not re.fullmatch(r"[0-9]+", text):
+        shown = ", ".join(repr(v.decode("latin-1")[:40]) for v in values[:3])
+        raise ValueError(
+            f"the Content-Length header must be one non-negative integer, the body's size "
+            f"in bytes (got {shown}). Fix: send the body's exact size, or no Content-Length "
+            "with a chunked body"
+        )
+    return int(text) if len(text) <= 18 else 10**18
+
+
+def _size(n: int) -> str:
+    """`n` bytes, readably: "4096 bytes", "16777216 bytes (16 MiB)"."""
+    return f"{n} bytes" + (f" ({n / 2**20:.3g} MiB)" if n >= 2**20 else "")
+
+
+async def _send_json(send: Send, status: int, detail: str) -> None:
+    """Answer `{"detail": detail}` with `status` straight from ASGI, closing the
+    connection (the body was not read, so the connection cannot carry another request)."""
+    body = json.dumps({"detail": detail}).encode("utf-8")
+    headers = [
+        (b"content-type", b"application/json"),
+        (b"content-length", str(len(body)).encode("ascii")),
+        (b"connection", b"close"),
+    ]
+    await send({"type": "http.response.start", "status": status, "headers": headers})
+    await send({"type": "http.response.body", "body": body})
+
+
+def _unreadable_body(exc: HTTPException) -> dict[str, Any] | None:
+    """A validation error naming the body, when FastAPI failed to read it (a 400 caused
+    by a decoding error); None for any other HTTP error."""
+    cause = exc.__cause__
+    if exc.status_code != 400 or not isinstance(cause, ValueError | RecursionError):
+        return None
+    if isinstance(cause, RecursionError):
+        return {
+            "type": "json_invalid",
+            "loc": ["body"],
+            "msg": "the request body nests arrays or objects too deeply to read. Fix: send "
+            "the JSON the API's schema describes",
+            "input": None,
+        }
+    if isinstance(cause, UnicodeError):
+        start = getattr(cause, "start", None)
+        return {
+            "type": "utf8_invalid",
+            "loc": ["body", start] if isinstance(start, int) else ["body"],
+            "msg": f"the request body is not UTF-8 text ({cause}). Fix: send JSON encoded as UTF-8",
+            "input": None,
+        }
+    return {
+        "type": "json_invalid",
+        "loc": ["body"],
+        "msg": f"the request body could not be read as JSON ({cause}). Fix: send the JSON "
+        "the API's schema describes (numbers have at most 4300 digits)",
+        "input": None,
+    }
+
+
+def _json_safe(value: Any) -> Any:
+    """`value` (JSON-like) with every NaN or infinite float replaced by its text, and
+    every lone surrogate in a string by its escape (`"\\ud800"`)."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return str(value)
+    if isinstance(value, str):
+        return value.encode("utf-8", "backslashreplace").decode("utf-8")
+    if isinstance(value, dict):
+        return {_json_safe(key): _json_safe(item) for key, item in value.items()}
+    if isinstance(value, list):
+        return [_json_safe(item) for item in value]
+    return value
+
+
 def keyring_entries(config: ServeConfig) -> list[ApiKeyEntry]:
     """Hashed keys of the config plus those of RECSYS_API_KEYS (hashed on reading)."""
     return [*config.api_keys, *parse_env_keys(os.environ.get(ENV_VAR, ""))]
@@ -247,6 +445,24 @@ def keyring_from(config: ServeConfig) -> KeyRing:
 
 # ---------------------------------------------------------------------------- Ray Serve
 
+
+_CREDENTIALS = re.compile(r"(?P<scheme>[A-Za-z][A-Za-z0-9+.-]*://)[^/@\s]+@")
+
+
+def redacted(text: str) -> str:
+    """`text` with the credentials of any URL in it replaced (`/readyz` shows load errors
+    to callers without a key, and a tracking URI may hold a user and password).
+
+    Examples
+    --------
+    >>> redacted("cannot reach https://ann:s3cret@mlflow.example:5000/api (timeout)")
+    'cannot reach https://***@mlflow.example:5000/api (timeout)'
+    """
+    return _CREDENTIALS.sub(r"\g<scheme>***@", text)
+
+
+MAX_RETRY_SECONDS = 300.0
+"""Longest wait before a replica tries again to load a model version that failed."""
 
 _REPLICA: list[ApiState] = []
 """This process's replica state (set by the deployment's constructor)."""
@@ -325,7 +541,7 @@ def deployment(config: ServeConfig) -> Any:
                 service = service_for(self.config, ranker, version, self.log, self.history)
                 service.warm_up()
             except Exception as exc:  # keep serving the old model, say why
-                holder.load_error = f"model version {version} failed to load: {exc!r}"
+                holder.load_error = redacted(f"model version {version} failed to load: {exc!r}")
                 metrics.inc("model_load_failures_total")
                 log.exception("model version %s failed to load", version)
                 return
@@ -349,15 +565,29 @@ def deployment(config: ServeConfig) -> Any:
             log.info("frequency caps: %d recent offers read from the decision log", seeded)
 
         async def _poll(self) -> None:
+            """Follow the alias: load a new version; a version that failed is tried again
+            after a back-off (twice as long each time, at most `MAX_RETRY_SECONDS`), not at
+            every poll; the alias back on the version served clears the error."""
+            failed: dict[str, tuple[int, float]] = {}  # version -> (failures, retry at)
             while True:
                 await asyncio.sleep(self.config.poll_seconds)
                 try:
                     version = await asyncio.to_thread(self.source.current_version)
                 except Exception as exc:
-                    self.holder.load_error = f"cannot read {self.config.model_uri}: {exc!r}"
+                    self.holder.load_error = redacted(
+                        f"cannot read {self.config.model_uri}: {exc!r}"
+                    )
                     continue
-                if version != self.holder.version:
-                    await asyncio.to_thread(self._load, version)
+                if version == self.holder.version:
+                    self.holder.load_error = None  # e.g. rolled back to what is served
+                    continue
+                failures, retry_at = failed.get(version, (0, 0.0))
+                if time.monotonic() < retry_at:
+                    continue
+                await asyncio.to_thread(self._load, version)
+                if self.holder.version != version:
+                    wait = min(self.config.poll_seconds * 2**failures, MAX_RETRY_SECONDS)
+                    failed[version] = (failures + 1, time.monotonic() + wait)
 
         async def rank_each(
             self, requests: list[RankRequest], who: list[Principal]
@@ -395,7 +625,8 @@ def deployment(config: ServeConfig) -> Any:
         def __del__(self) -> None:
             self.log.close()
 
-    ingress = serve.ingress(create_api(replica_state))(RankerDeployment)
+    api = create_api(replica_state, max_body_bytes=config.max_body_bytes)
+    ingress = serve.ingress(api)(RankerDeployment)
     return serve.deployment(
         ingress,
         name="ranker",

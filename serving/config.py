@@ -11,6 +11,7 @@ from pydantic import Field
 from recsys.config import StrictConfig
 from recsys.policy import PolicyConfig
 from serving.auth import ApiKeyEntry
+from serving.schemas import MAX_BODY_BYTES
 
 
 class BatchingConfig(StrictConfig):
@@ -69,6 +70,13 @@ class ServeConfig(StrictConfig):
         "replays on historical data; null: the real clock",
     )
     batching: BatchingConfig = Field(default_factory=BatchingConfig)
+    max_body_bytes: int = Field(
+        MAX_BODY_BYTES,
+        ge=4096,
+        le=1024**3,
+        description="largest request body read, in bytes; a bigger one is refused with 413 "
+        "(the default fits the largest valid /v1/rank/batch call with a margin)",
+    )
     replicas: int = Field(1, ge=1)
     cpus_per_replica: float = Field(1.0, gt=0)
 

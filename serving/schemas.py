@@ -1,21 +1,78 @@
 """Request and response models of the ranking API (pydantic; OpenAPI comes from them).
 
 Unknown fields are rejected (422 naming the field), so a client's typo never silently
-changes a decision.
+changes a decision. Ids are non-empty and at most `MAX_ID` characters, and money is a
+finite number up to `MAX_MONEY` (JSON's `NaN` and `Infinity`, which Python's parser
+accepts, are refused naming the field), so every accepted body fits `MAX_BODY_BYTES`.
 """
 
 from __future__ import annotations
 
-from datetime import datetime
-from typing import Literal
+from datetime import UTC, datetime
+from typing import Annotated, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field
 
 MAX_BATCH = 500
 """Most buyers one /v1/rank/batch call may ask for."""
 
 MAX_K = 20
 """Most offers one answer may list."""
+
+MAX_OFFER_IDS = 200
+"""Most offer ids one request may restrict its ranking to."""
+
+MAX_OUTCOMES = 1000
+"""Most outcomes one /v1/outcomes call may report."""
+
+MAX_ID = 128
+"""Longest buyer, seller, offer, decision or order id."""
+
+MAX_MONEY = 1e12
+"""Largest cart value, order amount or budget accepted (in the data's currency)."""
+
+MAX_BODY_BYTES = 16 * 1024 * 1024
+"""Largest request body the API reads (16 MiB; `ServeConfig.max_body_bytes` changes it).
+
+The largest valid body is a /v1/rank/batch call of `MAX_BATCH` requests, each with
+every id at `MAX_ID` ASCII characters and `MAX_OFFER_IDS` offer ids: 13.4 MB as compact
+JSON, 14.3 MB indented by two spaces (`MAX_OUTCOMES` outcomes of the same kind are 0.6
+MB). The limit leaves a margin of more than 15 % above that; bigger bodies are refused
+with 413 before they are read whole.
+"""
+
+
+def _unicode(value: str) -> str:
+    """`value`, unless it holds a lone UTF-16 surrogate (JSON's `"\\ud800"`): that is not
+    Unicode text, so it could be neither logged nor answered."""
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError:
+        raise ValueError(
+            "must be Unicode text; it holds a lone surrogate escape such as \\ud800"
+        ) from None
+    return value
+
+
+def _utc(value: datetime) -> datetime:
+    """`value` as an aware UTC datetime (a naive one is read as UTC, the data contract's
+    rule), unless it falls outside the years 1 to 9999 once in UTC."""
+    try:
+        return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
+    except OverflowError:
+        raise ValueError(
+            "is out of range once converted to UTC; send a moment between the years 1 and 9999"
+        ) from None
+
+
+Moment = Annotated[datetime, AfterValidator(_utc)]
+"""A moment, held in UTC."""
+
+Channel = Annotated[str, Field(max_length=64), AfterValidator(_unicode)]
+Page = Annotated[str, Field(max_length=128), AfterValidator(_unicode)]
+
+Id = Annotated[str, Field(min_length=1, max_length=MAX_ID), AfterValidator(_unicode)]
+"""A buyer, seller, offer, decision or order id: 1 to `MAX_ID` characters."""
 
 
 class _Strict(BaseModel):
@@ -25,25 +82,30 @@ class _Strict(BaseModel):
 class RankContext(_Strict):
     """What the caller knows about the moment of the decision."""
 
-    cart_value: float | None = Field(None, ge=0, description="the buyer's current cart value")
-    channel: str | None = Field(None, max_length=64, description="e.g. email, sms, web, app")
-    page: str | None = Field(None, max_length=128, description="e.g. cart, product, home")
+    cart_value: float | None = Field(
+        None,
+        ge=0,
+        le=MAX_MONEY,
+        allow_inf_nan=False,
+        description="the buyer's current cart value (a finite number)",
+    )
+    channel: Channel | None = Field(None, description="e.g. email, sms, web, app")
+    page: Page | None = Field(None, description="e.g. cart, product, home")
 
 
 class RankRequest(_Strict):
     """Which offers, if any, to give one buyer now."""
 
-    buyer_id: str = Field(min_length=1, max_length=128)
-    seller_id: str | None = Field(
+    buyer_id: Id
+    seller_id: Id | None = Field(
         None,
-        max_length=128,
         description="rank this seller's offers only; a seller's API key implies its seller",
     )
     context: RankContext | None = None
-    offer_ids: list[str] | None = Field(
+    offer_ids: list[Id] | None = Field(
         None,
         min_length=1,
-        max_length=200,
+        max_length=MAX_OFFER_IDS,
         description="rank only these offers; default: every offer valid now in scope",
     )
     k: int = Field(3, ge=1, le=MAX_K, description="most offers to return")
@@ -95,16 +157,22 @@ class BatchRankResponse(_Strict):
 class Outcome(_Strict):
     """What happened after a decision: a redemption of the offer, or a purchase."""
 
-    decision_id: str = Field(min_length=1, max_length=128)
+    decision_id: Id
     type: Literal["redemption", "purchase"]
-    offer_id: str | None = Field(None, description="required for a redemption")
-    ts: datetime | None = Field(None, description="when; default: when received")
-    order_id: str | None = Field(None, max_length=128)
-    amount: float | None = Field(None, ge=0, description="order value")
+    offer_id: Id | None = Field(None, description="required for a redemption")
+    ts: Moment | None = Field(None, description="when; default: when received")
+    order_id: Id | None = None
+    amount: float | None = Field(
+        None,
+        ge=0,
+        le=MAX_MONEY,
+        allow_inf_nan=False,
+        description="order value (a finite number)",
+    )
 
 
 class OutcomesRequest(_Strict):
-    outcomes: list[Outcome] = Field(min_length=1, max_length=1000)
+    outcomes: list[Outcome] = Field(min_length=1, max_length=MAX_OUTCOMES)
 
 
 class OutcomesResponse(_Strict):

@@ -10,8 +10,9 @@ import pytest
 from fastapi.testclient import TestClient
 
 from recsys.campaigns.planner import UnknownCampaignError
-from serving.app import ApiState, ServiceHolder, create_api
+from serving.app import ApiState, ServiceHolder, create_api, redacted
 from serving.auth import ApiKeyEntry, ForbiddenError, KeyRing, Principal, hash_key
+from serving.decision_log import DecisionLogError
 from serving.metrics import Metrics
 from serving.schemas import (
     BuyerInfo,
@@ -207,3 +208,25 @@ def test_openapi_documents_the_routes(parts: Any) -> None:
     paths = client.get("/openapi.json").json()["paths"]
     for path in ("/v1/rank", "/v1/rank/batch", "/v1/outcomes", "/v1/sellers/{seller_id}/campaigns"):
         assert path in paths
+
+
+def test_a_decision_the_log_cannot_keep_is_503_and_not_acknowledged(parts: Any) -> None:
+    client, holder, _ = parts
+
+    def full(requests: list[RankRequest], who: list[Principal]) -> list[RankResponse]:
+        raise DecisionLogError("decision-log rows could not be made durable (No space left)")
+
+    holder.service.rank = full
+    response = client.post("/v1/rank", json={"buyer_id": "b1"}, headers=auth(SELLER_KEY))
+    assert response.status_code == 503
+    assert response.headers["Retry-After"] == "5"
+    assert "No space left" in response.json()["detail"]
+    assert "decision_id" not in response.text
+
+
+def test_load_errors_shown_by_readyz_carry_no_credentials() -> None:
+    text = redacted(
+        "cannot read models:/m@champion: ConnectionError('http://alice:hunter2@h:5000/x')"
+    )
+    assert "alice" not in text and "hunter2" not in text
+    assert "http://***@h:5000/x" in text and "models:/m@champion" in text

@@ -34,6 +34,8 @@ ADMIN_KEY = "serve-test-admin-key-0000000000"
 MODEL = "promo-ranker"
 OTHER_SELLERS = ("s001", "s002", "s003", "s004")
 SEND_COST = 0.02
+MAX_BODY = 200_000
+"""The serve config's body limit here, below the default, to see that replicas apply it."""
 
 
 def seller_key(seller: str) -> str:
@@ -107,6 +109,7 @@ def app(tmp_path_factory: pytest.TempPathFactory) -> Iterator[App]:
                 # Sending costs something (an e-mail, an SMS), so a seller's budget binds
                 # even on a plan of reminders.
                 "policy": {"send_cost": SEND_COST},
+                "max_body_bytes": MAX_BODY,
             }
         ),
         name="promo-test",
@@ -155,6 +158,15 @@ def test_keys_are_required_and_scoped(app: App) -> None:
         timeout=60,
     )
     assert response.status_code == 403
+
+
+def test_the_configured_body_limit_reaches_the_replicas(app: App) -> None:
+    requests = [{"buyer_id": f"b{i:07d}", "k": 1} for i in range(4000)]  # ~130 kB per 1000
+    response = app.post("/v1/rank/batch", {"requests": requests}, key=ADMIN_KEY)
+    assert response.status_code == 413
+    assert f"{MAX_BODY:,}" in response.text or str(MAX_BODY) in response.text
+    small = app.post("/v1/rank/batch", {"requests": requests[:5]}, key=ADMIN_KEY)
+    assert small.status_code == 200, small.text
 
 
 def test_the_seller_page_in_headless_chromium(app: App, tmp_path: Path) -> None:
