@@ -54,7 +54,7 @@ class ServeConfig(StrictConfig):
     )
     api_keys: list[ApiKeyEntry] = Field(
         default_factory=list,
-        description="hashed keys (see `recsys keys hash`); RECSYS_API_KEYS adds raw ones",
+        description="hashed keys (see `recsys keys new`); RECSYS_API_KEYS adds raw ones",
     )
     policy: PolicyConfig | None = Field(
         None, description="serving policy (exploration, caps); null: the model's own"
