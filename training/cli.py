@@ -65,13 +65,17 @@ def train(
     except ConfigError as exc:
         raise _fail(str(exc)) from None
     from training.run import train as run_training
+    from training.tracking import TrackingError
 
     try:
         outcome = run_training(cfg, echo=typer.echo)
     except ContractError as exc:
-        # Rebuilt from the violations: an error raised in a Ray task carries its traceback.
+        # Rebuilt from the violations: one raised in a Ray task would carry its traceback.
         clean = ContractError.from_violations(exc.violations)
-        raise _fail(f"invalid dataset:\n{clean}", code=1) from None
+        where = f" {cfg.data.path}" if cfg.data.path is not None else ""
+        raise _fail(f"invalid dataset{where}:\n{clean}", code=1) from None
+    except TrackingError as exc:
+        raise _fail(str(exc), code=1) from None
     except (FileNotFoundError, ValueError) as exc:
         raise _fail(str(exc), code=1) from None
     typer.echo(outcome.summary(cfg.evaluation.primary_metric))
@@ -85,14 +89,16 @@ def promote(
     """Make VERSION the champion by hand, overriding the gate."""
     from training.config import TrainConfig
     from training.registry import promote as move
-    from training.tracking import connect
+    from training.tracking import FIX_URI, TrackingError, connect, tracking_step
 
     uri = TrainConfig().tracking_uri()
-    client = connect(uri)
     try:
-        previous = move(client, model, version, reason)
+        with tracking_step(uri, f"making v{version} champion", f"Fix: {FIX_URI}"):
+            previous = move(connect(uri), model, version, reason)
     except ValueError as exc:
         raise _fail(f"{exc} (tracking store {uri})", code=1) from None
+    except TrackingError as exc:
+        raise _fail(str(exc), code=1) from None
     typer.echo(f"{model} v{version} is champion (was v{previous or 'none'})")
 
 

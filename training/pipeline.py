@@ -1,9 +1,12 @@
 """The training pipeline as Ray tasks: load, fit (held-out and full), evaluate.
 
+The dataset is loaded and validated in the driver first (`load_data`), before Ray
+starts or MLflow records anything, so a dataset that breaks the contract stops the run
+before any work; the stages then read that one validated copy from Ray's object store.
 Stages and what runs beside what (each task gets `ray.cpus_per_task` CPUs and as many
 model threads)::
 
-    load + validate
+    load + validate (driver)
       |-- held-out branch: MF || journey -> response/uplift + features -> evaluation
       |                                                   (policy value, value calibration)
       |-- full branch:     MF || journey -> response/uplift + features  (the model shipped)
@@ -181,6 +184,63 @@ def load_stage(path: str, decision_logs: Sequence[str] = ()) -> tuple[Dataset, D
     return dataset, info
 
 
+@dataclass
+class LoadedData:
+    """The run's dataset, loaded and validated once in the driver (`load_data`).
+
+    `dataset` is the driver's copy until `share` puts it into Ray's object store; from
+    then on every stage (and the gate's re-evaluation) reads `ref`, never the files again.
+    """
+
+    path: Path
+    info: DataInfo
+    dataset: Dataset | None
+    seconds: dict[str, float] = field(default_factory=dict)
+    """Seconds spent preparing (generating) and loading the data."""
+    cpu_seconds: float = 0.0
+    peak_rss_mb: float = 0.0
+    """The driver's peak RSS right after loading."""
+    ref: Any = None
+    """Ray object ref of the `SharedDataset`, once shared."""
+
+
+def load_data(config: DataConfig, echo: Echo = print) -> LoadedData:
+    """The dataset of `config` (generated first when synthetic), loaded and validated here.
+
+    Raises `ContractError` naming every violation: called before Ray starts and before
+    MLflow is written to, it stops a run on bad data before any work or record. The data
+    is read and checked once per run; `share` hands this copy to the stages.
+    """
+    began = time.perf_counter()
+    path = prepare_data(config, echo)
+    prepared = time.perf_counter()
+    cpu = cpu_seconds()
+    dataset, info = load_stage(str(path), [str(log) for log in config.decision_logs])
+    loaded = time.perf_counter() - prepared
+    echo(f"[{loaded:6.1f}s] finished load and validate ({loaded:.1f}s)")
+    echo(info.summary)
+    return LoadedData(
+        path=path,
+        info=info,
+        dataset=dataset,
+        seconds={"prepare_data": prepared - began, "load and validate": loaded},
+        cpu_seconds=cpu_seconds() - cpu,
+        peak_rss_mb=peak_rss_mb(),
+    )
+
+
+def share(data: LoadedData) -> Any:
+    """The dataset's ref in Ray's object store: put there on the first call, as Arrow
+    buffers (`SharedDataset`), and the driver's copy dropped (its memory is the stages')."""
+    import ray
+
+    if data.ref is None:
+        assert data.dataset is not None, "the dataset was dropped before it was shared"
+        data.ref = ray.put(SharedDataset.of(data.dataset))
+        data.dataset = None
+    return data.ref
+
+
 def split_stage(dataset: Dataset, waves: int) -> HoldoutSplit | None:
     return holdout_split(dataset, waves)
 
@@ -265,7 +325,7 @@ class SharedDataset:
 
     A polars frame pickles into one opaque byte string that every task would decode into
     a private copy: at a million buyers (21 million events) that is 2.8 GB written in
-    about 30 s by the load task, then 20 s and the whole dataset's memory again in each
+    about 30 s when it is put, then 20 s and the whole dataset's memory again in each
     of the nine tasks that read it. Arrow record batches pickle as their buffers instead
     (out of band): Ray keeps one copy in its shared-memory object store, every task on
     the node maps it without copying, and `pl.from_arrow` wraps the buffers without
@@ -408,15 +468,12 @@ class _Stages:
     """Submits the pipeline's stages as Ray tasks on one dataset and tracks them."""
 
     def __init__(
-        self,
-        path: Path,
-        cpus: int,
-        echo: Echo,
-        decision_logs: Sequence[Path] = (),
-        heavy_at_once: int | None = None,
+        self, dataset: Any, cpus: int, echo: Echo, heavy_at_once: int | None = None
     ) -> None:
+        """`dataset`: the ref of the run's `SharedDataset` (`share`)."""
         import ray
 
+        self.dataset = dataset
         self.cpus = cpus
         self.heavy_at_once = heavy_at_once
         self.heavy: list[Any] = []
@@ -429,11 +486,6 @@ class _Stages:
         # of its own, so no idle worker keeps what a finished stage's libraries held on to.
         self.fresh = heavy_at_once is not None
         self.tracker = _Tracker(echo)
-        logs = [str(log) for log in decision_logs]
-        self.dataset, self.info, stats = _remote(load_stage, cpus, 2, self.fresh).remote(
-            str(path), logs
-        )
-        self.tracker.started("load and validate", stats)
         self._ray = ray
 
     def _heavy_turn(self) -> Any:
@@ -496,19 +548,24 @@ class _Stages:
         return metrics
 
 
-def run_pipeline(config: TrainConfig, echo: Echo = print) -> PipelineResult:
-    """Every stage on Ray; returns the full-data ranker and its held-out evaluation."""
+def run_pipeline(
+    config: TrainConfig, echo: Echo = print, data: LoadedData | None = None
+) -> PipelineResult:
+    """Every stage on Ray; returns the full-data ranker and its held-out evaluation.
+
+    `data`: the dataset `load_data` already loaded and validated (loaded here if None).
+    """
     import ray
 
     began = time.perf_counter()
-    path = prepare_data(config.data, echo)
-    seconds = {"prepare_data": time.perf_counter() - began}
+    before = 0.0 if data is None else sum(data.seconds.values())  # loaded before the call
+    if data is None:
+        data = load_data(config.data, echo)
+    path, info = data.path, data.info
+    seconds = {"prepare_data": data.seconds.get("prepare_data", 0.0)}
     init_ray(config, echo)
     cpus = config.ray.cpus_per_task
-    stages = _Stages(path, cpus, echo, config.data.decision_logs, config.ray.heavy_stages)
-    stages.tracker.wait_all()
-    info: DataInfo = ray.get(stages.info)
-    echo(info.summary)
+    stages = _Stages(share(data), cpus, echo, config.ray.heavy_stages)
     model, notes = with_truth_margins(config.model, path, config.data)
     model = threaded(model, cpus)
     split = stages.split(config.evaluation.waves)
@@ -541,10 +598,13 @@ def run_pipeline(config: TrainConfig, echo: Echo = print) -> PipelineResult:
     evaluation.metrics.update(ray.get(items_ref))
     evaluation.notes.extend(notes)
     ranker: PromoRanker = ray.get(ranker_ref)
+    load = "load and validate"
+    seconds[f"stage: {load}"] = data.seconds.get(load, 0.0)
     seconds.update({f"stage: {k}": v for k, v in stages.tracker.seconds.items()})
-    cpu = {f"stage: {k}": v for k, v in stages.tracker.cpu.items()}
-    seconds["pipeline"] = time.perf_counter() - began
-    rss = dict(stages.tracker.rss)
+    cpu = {f"stage: {load}": data.cpu_seconds}
+    cpu.update({f"stage: {k}": v for k, v in stages.tracker.cpu.items()})
+    seconds["pipeline"] = before + time.perf_counter() - began
+    rss = {load: data.peak_rss_mb, **stages.tracker.rss}
     rss["driver"] = peak_rss_mb()
     return PipelineResult(
         ranker=ranker,
@@ -558,16 +618,18 @@ def run_pipeline(config: TrainConfig, echo: Echo = print) -> PipelineResult:
     )
 
 
-def evaluate_config(config: TrainConfig, model: RankerConfig, echo: Echo = print) -> HoldoutReport:
+def evaluate_config(
+    config: TrainConfig, model: RankerConfig, echo: Echo = print, data: LoadedData | None = None
+) -> HoldoutReport:
     """Only the held-out branch, for another model config on this run's data (the gate
-    re-judging a champion). The config's money terms should already be this run's."""
+    re-judging a champion). The config's money terms should already be this run's.
+    `data`: the run's dataset, already in the object store (loaded here if None)."""
     import ray
 
-    path = prepare_data(config.data, echo)
+    if data is None:
+        data = load_data(config.data, echo)
     init_ray(config, echo)
-    stages = _Stages(
-        path, config.ray.cpus_per_task, echo, config.data.decision_logs, config.ray.heavy_stages
-    )
+    stages = _Stages(share(data), config.ray.cpus_per_task, echo, config.ray.heavy_stages)
     split = stages.split(config.evaluation.waves)
     if split is None:
         raise ValueError("the data has no randomized waves to judge a model on")

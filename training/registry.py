@@ -10,6 +10,10 @@ the current champion on the configured primary metric *on the same evaluation da
   the same evaluation.
 
 `promote(version)` moves `champion` by hand (the override), recording who decided.
+
+Only "not found" answers of the registry mean "no such model or alias": any other
+failure (the tracking server unreachable, an internal error) is raised, never taken for
+"there is no champion", which would promote a challenger without comparing it.
 """
 
 from __future__ import annotations
@@ -23,6 +27,11 @@ from pathlib import Path
 
 import mlflow
 from mlflow.exceptions import MlflowException
+from mlflow.protos.databricks_pb2 import (
+    INVALID_PARAMETER_VALUE,
+    RESOURCE_DOES_NOT_EXIST,
+    ErrorCode,
+)
 from mlflow.tracking import MlflowClient
 
 from recsys.evaluation.holdout import LOWER_IS_BETTER
@@ -75,23 +84,55 @@ def decide(
     return GateDecision(better, metric, challenger, champion, reason)
 
 
+_NOT_FOUND = {ErrorCode.Name(RESOURCE_DOES_NOT_EXIST)}
+_NO_ALIAS = _NOT_FOUND | {ErrorCode.Name(INVALID_PARAMETER_VALUE)}
+"""Error codes of a missing model, and of a missing model or alias (MLflow answers an
+unknown alias with INVALID_PARAMETER_VALUE)."""
+
+
 def register(client: MlflowClient, name: str, model_uri: str, run_id: str) -> str:
-    """Register the logged model as a new version of `name`; alias it `challenger`."""
+    """Register the logged model as a new version of `name`; alias it `challenger`.
+
+    `model_uri` is what logging the model returned: in MLflow 3 a logged model's
+    `models:/<model_id>`, whose id a tracking server needs beside it (it refuses the
+    source alone; a local store accepts either).
+    """
     try:
         client.get_registered_model(name)
-    except MlflowException:
+    except MlflowException as exc:
+        if exc.error_code not in _NOT_FOUND:
+            raise
         client.create_registered_model(
             name, description="Promotion ranker: which offer, if any, to give each buyer."
         )
-    version = client.create_model_version(name, model_uri, run_id=run_id)
+    version = client.create_model_version(
+        name, model_uri, run_id=run_id, model_id=_logged_model_id(model_uri)
+    )
     client.set_registered_model_alias(name, CHALLENGER, version.version)
     return str(version.version)
 
 
+def _logged_model_id(model_uri: str) -> str | None:
+    """The id in a logged model's URI `models:/<model_id>`; None for other URIs (a run's
+    `runs:/...`, a registered `models:/name/version` or `models:/name@alias`).
+
+    >>> _logged_model_id("models:/m-0123abcd"), _logged_model_id("runs:/r1/model")
+    ('m-0123abcd', None)
+    """
+    rest = model_uri.removeprefix("models:/")
+    if rest == model_uri or not rest or "/" in rest or "@" in rest:
+        return None
+    return rest
+
+
 def champion_version(client: MlflowClient, name: str) -> str | None:
+    """The version `champion` points to; None when the model or the alias does not exist
+    (any other registry failure is raised)."""
     try:
         return str(client.get_model_version_by_alias(name, CHAMPION).version)
-    except MlflowException:
+    except MlflowException as exc:
+        if exc.error_code not in _NO_ALIAS:
+            raise
         return None
 
 
@@ -116,7 +157,40 @@ def gate(
     reevaluate: Callable[[RankerConfig], float],
     echo: Callable[[str], None] = print,
 ) -> GateDecision:
-    """Run the promotion gate for `version` and move `champion` if it wins."""
+    """Run the promotion gate for `version` and move `champion` if it wins (`judge`, then
+    `crown`)."""
+    decision = judge(
+        client,
+        name,
+        version,
+        metric,
+        challenger_value,
+        evaluation_digest,
+        min_improvement,
+        reevaluate,
+        echo,
+    )
+    if decision.promoted:
+        crown(client, name, version)
+    return decision
+
+
+def judge(
+    client: MlflowClient,
+    name: str,
+    version: str,
+    metric: str,
+    challenger_value: float,
+    evaluation_digest: str,
+    min_improvement: float,
+    reevaluate: Callable[[RankerConfig], float],
+    echo: Callable[[str], None] = print,
+) -> GateDecision:
+    """The gate's decision for `version`, recorded as its `gate.*` tags; no alias moves.
+
+    A training run calls `crown` for a promoted version only after everything else of
+    the run is logged, so a failure anywhere before leaves `champion` where it was.
+    """
     current = champion_version(client, name)
     champion_value: float | None = None
     how = ""
@@ -145,16 +219,21 @@ def gate(
     }
     for key, value in tags.items():
         client.set_model_version_tag(name, version, key, value)
-    if decision.promoted:
-        client.set_registered_model_alias(name, CHAMPION, version)
     return decision
+
+
+def crown(client: MlflowClient, name: str, version: str) -> None:
+    """Move `champion` to `version`: one call, the last of a training run."""
+    client.set_registered_model_alias(name, CHAMPION, version)
 
 
 def promote(client: MlflowClient, name: str, version: str, reason: str = "") -> str | None:
     """Make `version` champion by hand; returns the previous champion's version."""
     try:
         client.get_model_version(name, version)
-    except MlflowException:
+    except MlflowException as exc:
+        if exc.error_code not in _NO_ALIAS:
+            raise
         raise ValueError(f"{name} has no version {version}") from None
     previous = champion_version(client, name)
     client.set_registered_model_alias(name, CHAMPION, version)

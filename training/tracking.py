@@ -12,6 +12,7 @@ import logging
 import math
 import os
 import tempfile
+import time
 import warnings
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
@@ -21,6 +22,7 @@ from typing import Any
 import mlflow
 import mlflow.pyfunc
 import yaml
+from mlflow.exceptions import MlflowException
 from mlflow.tracking import MlflowClient
 
 from recsys.models.ranker import PromoRanker
@@ -40,6 +42,104 @@ MONEY_TERMS = (
     "response.horizon_days",
 )
 """Model-config values that define the realized reward, not the model's choices."""
+
+
+REACH_RETRIES = 2
+"""Retries of the up-front reachability check (MLflow's own default is 7, minutes of
+backoff): a server that is down fails the run within seconds."""
+
+REACH_TIMEOUT_S = 10
+"""Seconds the reachability check waits for each answer (MLflow's default is 120)."""
+
+FIX_URI = (
+    "start the tracking server (or correct its address), or point MLFLOW_TRACKING_URI "
+    "(or tracking.tracking_uri in the config) at one that answers; unset both to use the "
+    "embedded store sqlite:///mlruns/mlflow.db"
+)
+
+
+def is_tracking_failure(exc: BaseException) -> bool:
+    """Whether `exc` is what MLflow's client raises when its server cannot be reached or
+    fails: an `MlflowException`, or an HTTP error of `requests` / `urllib3` (artifact
+    uploads). Errors of other libraries (a Ray task's, a disk's) are not."""
+    module = type(exc).__module__.split(".")[0]
+    return isinstance(exc, MlflowException) or module in ("requests", "urllib3")
+
+
+class TrackingError(RuntimeError):
+    """The MLflow tracking server could not be reached, or failed during a run."""
+
+
+def check_reachable(uri: str, experiment: str) -> None:
+    """`TrackingError` unless the tracking server at an HTTP(S) `uri` answers a read.
+
+    Run before any work, so a server that is down or misaddressed fails the run in
+    seconds rather than after training. Bounded: `REACH_RETRIES` retries with a short
+    backoff, `REACH_TIMEOUT_S` per attempt (lower values set in MLflow's
+    `MLFLOW_HTTP_REQUEST_MAX_RETRIES` / `MLFLOW_HTTP_REQUEST_TIMEOUT` are kept). Reads
+    only (the experiment by name): nothing is created. Local stores (`sqlite:///`,
+    files) are not checked: `connect` creates them.
+    """
+    if not uri.lower().startswith(("http://", "https://")):
+        return
+    began = time.perf_counter()
+    try:
+        with _bounded_http(REACH_RETRIES, REACH_TIMEOUT_S):
+            MlflowClient(tracking_uri=uri).get_experiment_by_name(experiment)
+    except Exception as exc:
+        if not is_tracking_failure(exc):
+            raise
+        seconds = time.perf_counter() - began
+        raise TrackingError(
+            f"MLflow tracking server {uri} did not answer (checked before any work: "
+            f"{seconds:.0f}s, up to {REACH_RETRIES + 1} attempts): {_reason(exc)}. "
+            f"Nothing was trained or recorded. Fix: {FIX_URI}."
+        ) from None
+
+
+@contextmanager
+def _bounded_http(retries: int, timeout: int) -> Iterator[None]:
+    """MLflow's HTTP retries and timeout bounded by `retries` and `timeout` (seconds),
+    with a one-second backoff factor, for the calls inside; the environment is restored."""
+    bounds = {
+        "MLFLOW_HTTP_REQUEST_MAX_RETRIES": retries,
+        "MLFLOW_HTTP_REQUEST_TIMEOUT": timeout,
+        "MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR": 1,
+    }
+    saved = {name: os.environ.get(name) for name in bounds}
+    try:
+        for name, bound in bounds.items():
+            current = saved[name]
+            lower = min(bound, int(current)) if current and current.isdigit() else bound
+            os.environ[name] = str(lower)
+        yield
+    finally:
+        for name, value in saved.items():
+            if value is None:
+                os.environ.pop(name, None)
+            else:
+                os.environ[name] = value
+
+
+@contextmanager
+def tracking_step(uri: str, step: str, consequence: str = "") -> Iterator[None]:
+    """Turn an MLflow client failure inside into a `TrackingError` that says which step of
+    the run failed, against which server, and `consequence` (what it left behind)."""
+    try:
+        yield
+    except Exception as exc:
+        if not is_tracking_failure(exc):
+            raise
+        after = f" {consequence.rstrip('.')}." if consequence else ""
+        raise TrackingError(
+            f"MLflow tracking at {uri} failed while {step}: {_reason(exc)}.{after}"
+        ) from exc
+
+
+def _reason(exc: BaseException) -> str:
+    """The first line of an MLflow client error, without its trailing dot, kept short."""
+    text = (str(exc).strip().splitlines() or [type(exc).__name__])[0].rstrip(".")
+    return text if len(text) <= 400 else text[:397] + "..."
 
 
 def connect(uri: str) -> MlflowClient:

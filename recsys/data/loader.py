@@ -75,9 +75,11 @@ _TS_FORMATS: tuple[str, ...] = (
 """ISO 8601 forms accepted in text timestamps; `%#z` accepts `Z`, `+02:00` and `+0200`."""
 
 _UNREADABLE_HINTS = {
-    "Parquet": "the file looks truncated or corrupt; write it again",
-    "CSV": "save it as UTF-8 text with one header line and the same number of fields on every line",
+    "Parquet": "the file {path} looks truncated or corrupt; write it again",
+    "CSV": "save {path} as UTF-8 text with one header line and the same number of fields "
+    "on every line",
 }
+"""How to fix a file that cannot be read; `{path}` is its full path (found at a glance)."""
 _KIND = {"id": "an id", "float": "a number", "int": "a whole number", "ts": "a timestamp"}
 _CAST_HINTS = {
     "id": "ids must be text or whole numbers",
@@ -102,8 +104,9 @@ def load_dataset(path: str | Path, decision_logs: Sequence[str | Path] = ()) -> 
     a decision logged twice (a log both in the dataset and given here, or copied) is a
     duplicate `exposure_id` naming both files, never dropped silently.
 
-    Raises `ContractError` listing every violation found in every table; unknown files in
-    the directory are ignored. Optional tables that are absent are None in the result.
+    Raises `ContractError` listing every violation found in every table (a required table
+    with no rows is one); unknown files in the directory are ignored. Optional tables that
+    are absent are None in the result; an optional table may have no rows.
     """
     dataset, _ = load_dataset_files(path, decision_logs)
     return dataset
@@ -135,6 +138,8 @@ def load_dataset_files(
             continue
         table = _load_table(source, spec)
         violations += table.violations
+        if spec.required and table.complete and table.frame is not None and not table.frame.height:
+            violations.append(_empty_table(source, spec.name))
         tables[spec.name] = table
         if table.frame is not None:
             log.info(
@@ -359,7 +364,7 @@ def _read_raw(path: Path, spec: TableSpec, label: str | None = None) -> pl.DataF
         raise ContractError(
             label,
             f"cannot be read as {kind} ({reason})",
-            hint=_UNREADABLE_HINTS[kind],
+            hint=_UNREADABLE_HINTS[kind].format(path=path),
         ) from None
 
 
@@ -379,6 +384,16 @@ def _missing_table(root: Path, name: str) -> Violation:
         f"the required table {name} is missing: expected {name}.parquet or {name}.csv in {root} "
         f"(or Parquet parts in {name}/)",
         hint=f"export the {name} table as described in DATA_CONTRACT.md",
+    )
+
+
+def _empty_table(source: TableSource, name: str) -> Violation:
+    """A required table whose files hold no rows: nothing could be trained on it."""
+    return Violation(
+        source.describe(),
+        f"the required table {name} has no rows",
+        hint=f"export the {name} rows (a header alone is not enough); an export that ended "
+        "early or a filter that matched nothing writes such a file",
     )
 
 

@@ -395,3 +395,18 @@ def test_resolve_model_that_is_not_a_ranker_is_file_not_found(
     version = new_version(store, name, with_ranker=False)
     with pytest.raises(FileNotFoundError, match="is not a promo-ranker model"):
         resolve_model(f"models:/{name}/{version}", tmp_path / "dst")
+
+
+@pytest.mark.parametrize(
+    ("uri", "model_id"),
+    [
+        ("models:/m-0123abcd", "m-0123abcd"),  # what logging a model returns (MLflow 3)
+        ("runs:/r1/model", None),
+        ("models:/promo-ranker/3", None),
+        ("models:/promo-ranker@champion", None),
+    ],
+)
+def test_registration_names_the_logged_model_a_server_needs(uri: str, model_id: str | None) -> None:
+    from training.registry import _logged_model_id
+
+    assert _logged_model_id(uri) == model_id
