@@ -161,7 +161,7 @@ def test_keys_are_required_and_scoped(app: App) -> None:
 
 
 def test_the_configured_body_limit_reaches_the_replicas(app: App) -> None:
-    requests = [{"buyer_id": f"b{i:07d}", "k": 1} for i in range(4000)]  # ~130 kB per 1000
+    requests = [{"buyer_id": f"buyer-{i:020d}", "k": 1} for i in range(8000)]  # ~360 kB
     response = app.post("/v1/rank/batch", {"requests": requests}, key=ADMIN_KEY)
     assert response.status_code == 413
     assert f"{MAX_BODY:,}" in response.text or str(MAX_BODY) in response.text

@@ -12,7 +12,8 @@ from mlflow.tracking import MlflowClient
 
 RECSYS = str(Path(sys.executable).with_name("recsys"))
 
-pytestmark = pytest.mark.slow
+# A whole `recsys train` run (~75 s): in `make test-reliability`, to keep `make test` near 10 min.
+pytestmark = [pytest.mark.slow, pytest.mark.reliability]
 
 
 def test_without_refit_the_held_out_fit_is_registered_with_current_features(
