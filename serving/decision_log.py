@@ -51,7 +51,7 @@ import polars as pl
 from recsys.data.errors import ContractError
 from recsys.data.loader import conform_table
 from recsys.data.schema import EXPOSURES, REDEMPTIONS, TableSpec
-from serving.wal import WriteAheadError, WriteAheadLog, part_tag, recover
+from serving.wal import WriteAheadError, WriteAheadLog, fsync_directory, part_tag, recover
 
 log = logging.getLogger(__name__)
 
@@ -447,7 +447,7 @@ def _write_part(frame: pl.DataFrame, directory: Path, tag: str | None = None) ->
     except BaseException:
         tmp.unlink(missing_ok=True)
         raise
-    _fsync_directory(directory)
+    fsync_directory(directory)
     return final
 
 
@@ -462,20 +462,6 @@ def _part_name(tag: str | None = None) -> str:
     stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%S%fZ")
     suffix = f"-{tag}" if tag else ""
     return f"part-{stamp}-{os.getpid()}-{seq:06d}{suffix}.parquet"
-
-
-def _fsync_directory(directory: Path) -> None:
-    """Make the rename durable; best effort (not every platform can sync a directory)."""
-    try:
-        fd = os.open(directory, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass
-    finally:
-        os.close(fd)
 
 
 def read_log(directory: str | Path) -> dict[str, pl.DataFrame]:

@@ -111,7 +111,7 @@ class WriteAheadLog:
                     raise
         self._lock_file = (self.directory / "LOCK").open("wb")
         fcntl.flock(self._lock_file.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
-        _fsync_directory(self.directory.parent)
+        fsync_directory(self.directory.parent)
         self._start_segment(1)
 
     def append(self, table: str, frame: pl.DataFrame) -> int:
@@ -182,7 +182,7 @@ class WriteAheadLog:
     def _start_segment(self, number: int) -> None:
         self._segment = number
         self._file = self._segment_path(number).open("ab")
-        _fsync_directory(self.directory)
+        fsync_directory(self.directory)
 
     def _close_segment(self) -> None:
         if self._file is None:
@@ -258,7 +258,7 @@ def _recover_owner(
     for path, _ in segments:
         path.unlink(missing_ok=True)
     shutil.rmtree(owner_dir, ignore_errors=True)
-    _fsync_directory(owner_dir.parent)
+    fsync_directory(owner_dir.parent)
     _remove_if_empty(owner_dir.parent)
     if any(rows.values()) or torn:
         log.warning(
@@ -351,8 +351,9 @@ def _remove_if_empty(directory: Path) -> None:
         directory.rmdir()
 
 
-def _fsync_directory(directory: Path) -> None:
-    """Make a file's creation, rename or removal in `directory` durable (best effort)."""
+def fsync_directory(directory: Path) -> None:
+    """Make a file's creation, rename or removal in `directory` durable; best effort (not
+    every platform can sync a directory). The decision log's part renames use it too."""
     try:
         fd = os.open(directory, os.O_RDONLY)
     except OSError:
