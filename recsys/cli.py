@@ -66,6 +66,13 @@ def data_synth(
         Path | None, typer.Option(help="YAML file of SyntheticConfig fields (overrides apply)")
     ] = None,
     overwrite: Annotated[bool, typer.Option(help="replace an existing non-empty --out")] = False,
+    effects: Annotated[
+        str | None,
+        typer.Option(
+            help="where the offers' effects vary: stage (default), attributes or uniform "
+            "(docs/synthetic.md)"
+        ),
+    ] = None,
 ) -> None:
     """Generate a synthetic marketplace (contract tables plus ground truth under truth/)."""
     from recsys.config import ConfigError
@@ -73,7 +80,10 @@ def data_synth(
 
     try:
         base = SyntheticConfig.from_yaml(config).to_dict() if config else {}
-        cfg = SyntheticConfig.from_dict({**base, "buyers": buyers, "seed": seed})
+        overrides: dict[str, object] = {"buyers": buyers, "seed": seed}
+        if effects is not None:
+            overrides["effects"] = effects
+        cfg = SyntheticConfig.from_dict({**base, **overrides})
     except ConfigError as exc:
         raise _fail(str(exc)) from None
     try:

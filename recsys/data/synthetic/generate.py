@@ -16,7 +16,7 @@ import pyarrow.parquet as pq
 from recsys.data.schema import EVENT_TYPES, TABLES_BY_NAME
 from recsys.data.synthetic.campaigns import KIND_NAMES, Offers, build_offers
 from recsys.data.synthetic.catalog import Catalog, build_catalog
-from recsys.data.synthetic.params import STAGES, TOOLS, SyntheticConfig
+from recsys.data.synthetic.params import ACQUISITION, STAGES, TOOLS, SyntheticConfig
 from recsys.data.synthetic.population import Buyers, make_buyers
 from recsys.data.synthetic.simulate import ChunkLog, simulate_chunk
 from recsys.data.synthetic.truth import expected_outcomes
@@ -194,12 +194,16 @@ def buyers_frame(config: SyntheticConfig, buyers: Buyers, rng: np.random.Generat
                 "offset": buyers.join_offset_s,
                 "country": buyers.country,
                 "age": 3 - age,
+                "acquisition": buyers.acquisition,
             }
         ).select(
             buyer_ids(pl.col("code")).alias("buyer_id"),
             _ts(start_s + pl.col("join") * 7 * 86400 + pl.col("offset")).alias("first_seen"),
             pl.col("country").replace_strict(list(range(4)), list(COUNTRIES)).alias("country"),
             pl.col("age").replace_strict(list(range(4)), list(AGE_BANDS)).alias("age_band"),
+            pl.col("acquisition")
+            .replace_strict(list(range(len(ACQUISITION))), list(ACQUISITION))
+            .alias("acquisition"),
         ),
         "buyers",
     )
@@ -313,7 +317,9 @@ def decision_truth_frame(
     rows = np.repeat(rows, n_slots)
     offer = decision[np.repeat(sellers, n_slots), np.tile(np.arange(n_slots), len(sellers))]
     stage = buyers.stage[rows]
-    truth = expected_outcomes(buyers, catalog, offers, rows, stage, offer, config.send_cost)
+    truth = expected_outcomes(
+        buyers, catalog, offers, rows, stage, offer, config.send_cost, config.effects
+    )
     return pl.DataFrame(
         {
             "buyer": buyers.code[rows],
@@ -353,6 +359,7 @@ def buyer_truth_frame(buyers: Buyers) -> pl.DataFrame:
             "activity": buyers.activity,
             "habit": buyers.habit,
             "home": buyers.share.argmax(axis=1),
+            "acquisition": buyers.acquisition,
         }
     ).select(
         buyer_ids(pl.col("buyer")).alias("buyer_id"),
@@ -361,6 +368,9 @@ def buyer_truth_frame(buyers: Buyers) -> pl.DataFrame:
         "activity",
         "habit",
         seller_ids(pl.col("home")).alias("home_seller_id"),
+        pl.col("acquisition")
+        .replace_strict(list(range(len(ACQUISITION))), list(ACQUISITION))
+        .alias("acquisition"),
     )
 
 

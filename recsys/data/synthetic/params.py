@@ -8,6 +8,7 @@ are documented in `docs/synthetic.md`; tests check the generated data against th
 from __future__ import annotations
 
 from datetime import UTC, datetime
+from typing import Literal
 
 import numpy as np
 from pydantic import Field, model_validator
@@ -70,6 +71,30 @@ EFFECT = np.array(
         [0.01, 0.020, 0.05, 0.00, 0.00, 0.01, 0.000],  # reminder
     ]
 )
+# Where the causal effects' heterogeneity lives (`SyntheticConfig.effects`):
+# - "stage": EFFECT[tool, stage] above, the latent journey stage (today's world);
+# - "attributes": EFFECT_BY_ACQUISITION[tool, channel], by the buyer's acquisition channel,
+#   an attribute written to buyers.parquet; the journey stage does not matter;
+# - "uniform": UNIFORM_EFFECT[tool], one effect per tool for every buyer.
+# In "stage" and "attributes" money-off tools also move price-sensitive buyers more, an
+# offer matters as much as the buyer shops at its seller, and an item-scoped offer as much
+# as the buyer likes its category; in "uniform" none of that applies.
+EffectsWorld = Literal["stage", "attributes", "uniform"]
+EFFECTS_WORLDS: tuple[str, ...] = ("stage", "attributes", "uniform")
+ACQUISITION: tuple[str, ...] = ("organic", "search_ads", "social", "deal_site")
+ACQUISITION_SHARE = np.array([0.40, 0.25, 0.20, 0.15])
+EFFECT_BY_ACQUISITION = np.array(
+    [
+        # organic search social deal_site
+        [0.000, 0.040, 0.010, 0.100],  # percent_off
+        [0.005, 0.070, 0.010, 0.090],  # amount_off
+        [0.000, 0.030, 0.060, 0.050],  # free_shipping
+        [0.030, 0.000, 0.000, 0.020],  # points
+        [0.010, 0.010, 0.050, 0.000],  # reminder
+    ]
+)
+UNIFORM_EFFECT = np.array([0.030, 0.035, 0.030, 0.015, 0.012])
+
 # Probability that a buyer holding an offer uses it on an order with the seller.
 REDEEM_GIVEN_ORDER = np.array([0.40, 0.45, 0.50, 0.50, 0.0])
 # How price sensitivity scales the effect of money-off tools: 0.4 + 1.2 * sensitivity.
@@ -103,6 +128,11 @@ class SyntheticConfig(StrictConfig):
     participation: float = Field(0.6, gt=0, le=1, description="share of buyers in a wave")
     control_share: float = Field(0.2, gt=0, lt=1, description="share of a wave kept as control")
     send_cost: float = Field(0.02, ge=0, description="cost of issuing one offer")
+    effects: EffectsWorld = Field(
+        "stage",
+        description="where the offers' causal effects vary: by journey stage, by a buyer "
+        "attribute (acquisition channel), or uniform (one effect per tool)",
+    )
     chunk_buyers: int = Field(50_000, ge=100, description="buyers simulated per chunk")
 
     @model_validator(mode="after")

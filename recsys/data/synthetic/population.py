@@ -14,6 +14,7 @@ import numpy as np
 
 from recsys.data.synthetic.catalog import Catalog
 from recsys.data.synthetic.params import (
+    ACQUISITION_SHARE,
     INITIAL_STAGE,
     MEAN_LINES,
     MEAN_QTY,
@@ -39,6 +40,7 @@ class Buyers:
     share: np.ndarray  # (n, S) probability that an order goes to seller s
     expected_price: np.ndarray  # (n, S) expected price of an order line at seller s
     country: np.ndarray
+    acquisition: np.ndarray  # code into params.ACQUISITION
 
     def __len__(self) -> int:
         return len(self.code)
@@ -121,4 +123,9 @@ def make_buyers(
         share=share,
         expected_price=expected_price,
         country=rng.choice(4, size=n, p=[0.4, 0.3, 0.2, 0.1]),
+        # From a generator of its own, so the other draws (and the worlds made before the
+        # attribute existed) stay exactly as they were.
+        acquisition=np.random.default_rng([config.seed, 11, first]).choice(
+            len(ACQUISITION_SHARE), size=n, p=ACQUISITION_SHARE
+        ),
     )

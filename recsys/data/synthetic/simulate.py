@@ -180,7 +180,9 @@ def _log_exposures(
     manual = treated & (offers.kind[np.maximum(offer, 0)] == 1)
     # A control row is scored against its seller's store-wide percent-off for the truth.
     stand_in = np.where(treated, offer, _slot0_of_seller(offers, config, week, treatment, rows))
-    truth = expected_outcomes(buyers, catalog, offers, rows, stage, stand_in, config.send_cost)
+    truth = expected_outcomes(
+        buyers, catalog, offers, rows, stage, stand_in, config.send_cost, config.effects
+    )
     treatment.effect[rows] = np.where(treated, truth.effect, 0.0)
     treatment.relevance[rows] = truth.relevance
     probs = logging_probabilities(stage, config.control_share)
@@ -233,6 +235,7 @@ def _log_options(
         buyers.stage[option_rows],
         codes.ravel(),
         config.send_cost,
+        config.effects,
     )
     log.options.add(
         buyer=buyers.code[option_rows],

@@ -8,6 +8,8 @@ the truth that a policy's incremental profit is measured against:
 - an offer adds one order, only when there was none, with probability e, so
   p1 = p0 + (1 - p0) * e, with e = EFFECT[tool, stage] * price modifier
   * min(1, 2 share_s) * scope relevance;
+  (`causal_effect`: that is the "stage" world; the "attributes" world takes the effect by
+  the buyer's acquisition channel instead of the stage, the "uniform" world one per tool);
 - the first order at s uses the offer with probability REDEEM_GIVEN_ORDER[tool]
   (an item-scoped offer needs a scoped item in it: base orders include one with the
   scope's relevance, induced orders always);
@@ -25,6 +27,7 @@ from recsys.data.synthetic.catalog import Catalog
 from recsys.data.synthetic.params import (
     AMOUNT_OFF,
     EFFECT,
+    EFFECT_BY_ACQUISITION,
     FREE_SHIPPING,
     MEAN_LINES,
     MEAN_QTY,
@@ -36,6 +39,8 @@ from recsys.data.synthetic.params import (
     SCOPE_RELEVANCE_SCALE,
     SELLER_AFFINITY_SCALE,
     SHIPPING_COST,
+    UNIFORM_EFFECT,
+    EffectsWorld,
 )
 from recsys.data.synthetic.population import Buyers
 
@@ -77,6 +82,36 @@ def scoped_price(
     return (buyers.style_pref[rows] * prices).sum(axis=1)
 
 
+def causal_effect(
+    effects: EffectsWorld,
+    buyers: Buyers,
+    rows: np.ndarray,
+    stage: np.ndarray,
+    tool: np.ndarray,
+    share: np.ndarray,
+    relevance: np.ndarray,
+) -> np.ndarray:
+    """P(the offer adds an order | the buyer would not have ordered), per row, in a world.
+
+    "stage": EFFECT[tool, stage]; "attributes": EFFECT_BY_ACQUISITION[tool, channel]; both
+    times the price modifier, the seller-share factor and the scope relevance. "uniform":
+    UNIFORM_EFFECT[tool], the same for every buyer.
+    """
+    if effects == "uniform":
+        return UNIFORM_EFFECT[tool]
+    base = (
+        EFFECT[tool, stage]
+        if effects == "stage"
+        else EFFECT_BY_ACQUISITION[tool, buyers.acquisition[rows]]
+    )
+    return (
+        base
+        * price_modifier(tool, buyers.price_sensitivity[rows])
+        * np.minimum(1.0, SELLER_AFFINITY_SCALE * share)
+        * relevance
+    )
+
+
 def expected_outcomes(
     buyers: Buyers,
     catalog: Catalog,
@@ -85,8 +120,10 @@ def expected_outcomes(
     stage: np.ndarray,
     offer: np.ndarray,
     send_cost: float,
+    effects: EffectsWorld = "stage",
 ) -> Expectation:
-    """Expectations for buyers `rows` (in their `stage`) each given `offer` (codes)."""
+    """Expectations for buyers `rows` (in their `stage`) each given `offer` (codes), in the
+    `effects` world (see `causal_effect`)."""
     tool = offers.tool[offer]
     seller = offers.seller[offer]
     category = offers.scope_category[offer]
@@ -95,12 +132,7 @@ def expected_outcomes(
     lam = ORDER_RATE[stage] * buyers.activity[rows] * share
     p0 = 1.0 - np.exp(-lam)
     relevance = scope_relevance(buyers, rows, category)
-    effect = (
-        EFFECT[tool, stage]
-        * price_modifier(tool, buyers.price_sensitivity[rows])
-        * np.minimum(1.0, SELLER_AFFINITY_SCALE * share)
-        * relevance
-    )
+    effect = causal_effect(effects, buyers, rows, stage, tool, share, relevance)
     p1 = p0 + (1.0 - p0) * effect
     p_coupon_order = p0 * relevance + (p1 - p0)
     p_redeem = REDEEM_GIVEN_ORDER[tool] * p_coupon_order
