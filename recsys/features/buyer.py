@@ -408,3 +408,35 @@ def time_scale_days(
     assert isinstance(median, float)
     low, high = TIME_SCALE_BOUNDS
     return float(min(max(median, low), high))
+
+
+ATTRIBUTE_PREFIX = "attr_"
+"""Prefix of the buyers table's own attributes among the buyer features."""
+
+
+def buyer_attributes(
+    buyers: pl.DataFrame | None, buyer_ids: pl.Series | None = None
+) -> pl.DataFrame:
+    """The buyers table's own attributes (country, age band, a channel, income...) as
+    ``attr_<name>`` columns: strings stay strings (categories), numbers become Float64.
+
+    `first_seen` is not an attribute (tenure is built from it). Dates and other types are
+    left out. With `buyer_ids`, only those buyers' rows. Costs one pass over the table.
+    """
+    schema = {"buyer_id": pl.String}
+    if buyers is None:
+        return pl.DataFrame(schema=schema)
+    frame = (
+        buyers
+        if buyer_ids is None
+        else buyers.filter(pl.col("buyer_id").is_in(buyer_ids.implode()))
+    )
+    exprs = [pl.col("buyer_id")]
+    for name, dtype in buyers.schema.items():
+        if name in ("buyer_id", "first_seen"):
+            continue
+        if dtype == pl.String or dtype == pl.Categorical or dtype == pl.Enum:
+            exprs.append(pl.col(name).cast(pl.String).alias(ATTRIBUTE_PREFIX + name))
+        elif dtype.is_numeric() or dtype == pl.Boolean:
+            exprs.append(pl.col(name).cast(pl.Float64).alias(ATTRIBUTE_PREFIX + name))
+    return frame.select(exprs)
