@@ -4,39 +4,51 @@
 
 1. matrix factorization of buyer x item interactions (`MatrixFactorization`),
 2. the purchase journey: stages and P(purchase within the horizon) (`JourneyModel`),
-3. response and uplift of offers (`ResponseUpliftModel`), with journey, RFM and MF
+3. response of offers, P(redeem | issued) (`ResponseModel`), with journey, RFM and MF
    affinity features,
+4. the value of each offer to each buyer, learned from randomized decisions by the
+   profit they realized (`recsys.learning.PolicyLearner`): expected incremental profit,
+   its standard error, the seller's default and the conservative decision score,
 
 and keeps the feature tables as of the data's end, so `score(pairs)` answers a target
-list with no dataset at hand (or recomputes features from a newer dataset). Scores go
-through the `OfferPolicy` value model: `expected_value` is the expected incremental
-profit of issuing the offer; `score` ranks by it.
+list with no dataset at hand (or recomputes features from a newer dataset).
+`expected_value` is the expected incremental profit of issuing the offer; `score` is the
+number the policy decides by (`recsys.policy.value.decision_scores`).
 """
 
 from __future__ import annotations
 
 import json
 import math
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from datetime import datetime, timedelta
 from pathlib import Path
 
+import numpy as np
 import polars as pl
 from pydantic import Field
 
 from recsys.config import StrictConfig
 from recsys.data.dataset import Dataset
 from recsys.data.schema import SCORES_SCHEMA
-from recsys.features.buyer import buyer_features
+from recsys.features.buyer import buyer_attributes, buyer_features
 from recsys.features.interactions import OfferItems, build_offer_items
-from recsys.features.pairs import PLATFORM, FeatureStore, seller_id_of_key
+from recsys.features.pairs import (
+    PLATFORM,
+    FeatureStore,
+    purchase_lines,
+    seller_id_of_key,
+)
+from recsys.learning.decisions import MoneyTerms, kind_expr
+from recsys.learning.learner import LearningConfig, PolicyLearner
 from recsys.models.base import Estimator
 from recsys.models.journey import JourneyConfig, JourneyModel
 from recsys.models.mf import MatrixFactorization, MFConfig
-from recsys.models.response import ResponseConfig, ResponseUpliftModel
+from recsys.models.response import ResponseConfig, ResponseModel
 from recsys.policy import PolicyConfig, expected_incremental_profit, validate_candidates
 
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2
 
 
 class RankerConfig(StrictConfig):
@@ -45,6 +57,7 @@ class RankerConfig(StrictConfig):
     mf: MFConfig = Field(default_factory=MFConfig)
     journey: JourneyConfig = Field(default_factory=JourneyConfig)
     response: ResponseConfig = Field(default_factory=ResponseConfig)
+    learning: LearningConfig = Field(default_factory=LearningConfig)
     policy: PolicyConfig = Field(default_factory=PolicyConfig)
     seller_margins: dict[str, float] = Field(
         default_factory=dict,
@@ -154,17 +167,24 @@ class PromoRanker(Estimator[RankerConfig]):
         report.learned.append(
             f"purchase journey (time scale {self.journey_.time_scale_days_:.1f} days)"
         )
-        self.response_: ResponseUpliftModel | None = None
+        self.response_: ResponseModel | None = None
+        self.learner_: PolicyLearner | None = None
         self.offer_items_: OfferItems | None = None
         self.catalog_ = _Catalog.of(dataset)
+        self.store_ = (
+            FeatureStore.build(dataset, as_of, self._buyer_table(dataset, as_of))
+            if dataset.offers is not None
+            else None
+        )
+        self.seller_order_value_ = _seller_order_values(self.store_)
         if dataset.offers is None or dataset.exposures is None:
             report.skipped.append(
-                "response and uplift: the dataset has no offers or exposures table; offers "
-                "are scored by MF relevance and journey only"
+                "response and policy learning: the dataset has no offers or exposures table; "
+                "offers are scored by MF relevance and journey only"
             )
         else:
             self.offer_items_ = self._offer_items(dataset)
-            self.response_ = ResponseUpliftModel(self.config.response).fit(
+            self.response_ = ResponseModel(self.config.response).fit(
                 dataset,
                 buyer_table=lambda t, buyers: self._buyer_table(dataset, t, buyers),
                 pair_extra=(
@@ -178,18 +198,135 @@ class PromoRanker(Estimator[RankerConfig]):
             report.rows.update(support.rows)
             if support.response:
                 report.learned.append("response P(redeem | issued)")
-            if support.uplift:
-                report.learned.append("uplift (treated vs control purchase probability)")
-            else:
-                report.skipped.append("uplift: ranking falls back to response")
             report.notes.extend(support.notes)
-        self.store_ = (
-            FeatureStore.build(dataset, as_of, self._buyer_table(dataset, as_of))
-            if dataset.offers is not None
-            else None
-        )
-        self.seller_order_value_ = _seller_order_values(self.store_)
+            self.learner_ = PolicyLearner(self.config.learning).fit(
+                dataset,
+                as_of,
+                self._describer(dataset, as_of),
+                self._money_terms(),
+                self.config.policy,
+            )
+            learned = self.learner_.support_
+            report.rows.update(learned.rows)
+            if learned.learned:
+                report.learned.append(
+                    "policy: expected incremental profit per buyer and offer, learned from "
+                    "randomized decisions by realized profit"
+                )
+            else:
+                report.skipped.append("policy learning: offers are valued by response only")
+            report.notes.append(self.learner_.report())
         self.report_ = report
+
+    def _money_terms(self) -> MoneyTerms:
+        """How realized profit is counted (the policy's money settings)."""
+        policy = self.config.policy
+        return MoneyTerms(
+            margins=self.config.seller_margins,
+            margin_default=policy.margin_default,
+            send_cost=policy.send_cost,
+            horizon_days=self.config.response.horizon_days,
+            shipping_cost=policy.default_shipping_cost,
+        )
+
+    def _describer(
+        self, dataset: Dataset, end: datetime
+    ) -> Callable[[datetime, pl.DataFrame], pl.DataFrame]:
+        """What policy learning reads about (buyer_id, offer_id, seller_key) rows as of a
+        day: every feature and money column `candidates` gives, from data before the day
+        (MF affinity folded in from the buyer's events before it)."""
+        lines = purchase_lines(dataset, before=end)
+        events = events_before(dataset, end)
+
+        def describe(day: datetime, rows: pl.DataFrame) -> pl.DataFrame:
+            buyers = rows["buyer_id"].unique()
+            store = FeatureStore.build(
+                dataset,
+                day,
+                self._buyer_table(dataset, day, buyers),
+                lines=lines.filter(pl.col("ts") < day),
+                buyer_ids=buyers,
+            )
+            return self._describe(
+                store,
+                rows,
+                lambda offers: self._mf_features_before(
+                    offers.with_columns(pl.lit(day).alias("snapshot")), events
+                ).drop("snapshot"),
+            )
+
+        return describe
+
+    def _describe(
+        self,
+        store: FeatureStore,
+        rows: pl.DataFrame,
+        mf_features: Callable[[pl.DataFrame], pl.DataFrame],
+        threads: int | None = None,
+    ) -> pl.DataFrame:
+        """Features and money columns of (buyer_id, offer_id, seller_key) rows, in order.
+
+        A row with an offer gets its pair features; one without (offer_id null) is the
+        buyer's "nothing" at `seller_key`: the buyer's and the buyer-seller features only.
+        """
+        if rows.height == 0:
+            empty = store.pair_features(rows.drop("seller_key").head(0))
+            return self._money(mf_features(empty), threads)
+        indexed = rows.with_row_index("_order")
+        has_offer = pl.col("offer_id").is_not_null()
+        offer_rows = indexed.filter(has_offer)
+        parts = []
+        if offer_rows.height:
+            feats = mf_features(store.pair_features(offer_rows.drop("seller_key")))
+            parts.append(feats)
+        nothing = indexed.filter(~has_offer)
+        if nothing.height:
+            parts.append(store.seller_rows(nothing))
+        out = pl.concat(parts, how="diagonal_relaxed").sort("_order").drop("_order")
+        return self._money(out, threads)
+
+    def _money(self, feats: pl.DataFrame, threads: int | None = None) -> pl.DataFrame:
+        """`feats` with the policy's money columns: P(redeem), margin, order value, the
+        offer's terms and kind, and `journey_stage` kept for segments and reasons."""
+        if "seller_key" not in feats.columns:
+            feats = feats.with_columns(pl.lit(None, pl.String).alias("seller_key"))
+        p_redeem = (
+            self.response_.predict(feats, threads)
+            if self.response_ is not None
+            else np.full(feats.height, np.nan)
+        )
+        fallback_value = self.seller_order_value_
+        columns = {
+            "tool": pl.lit(None, pl.String),
+            "offer_value": pl.lit(None, pl.Float64),
+            "offer_cost": pl.lit(None, pl.Float64),
+            "offer_min_spend": pl.lit(None, pl.Float64),
+            "offer_scoped": pl.lit(None, pl.Float64),
+            "bs_mean_order_value": pl.lit(None, pl.Float64),
+        }
+        feats = feats.with_columns(
+            *[expr.alias(name) for name, expr in columns.items() if name not in feats.columns]
+        )
+        return feats.with_columns(
+            pl.Series("p_redeem", p_redeem).fill_nan(None),
+            pl.coalesce(
+                "bs_mean_order_value",
+                pl.col("seller_key").replace_strict(
+                    fallback_value,
+                    default=fallback_value.get("*", 0.0),
+                    return_dtype=pl.Float64,
+                ),
+            ).alias("order_value"),
+            pl.col("seller_key")
+            .replace_strict(
+                self.config.seller_margins,
+                default=self.config.policy.margin_default,
+                return_dtype=pl.Float64,
+            )
+            .alias("margin"),
+            pl.col("offer_min_spend").alias("min_spend"),
+            kind_expr(pl.col("tool"), pl.col("offer_scoped").fill_null(0.0) > 0),
+        )
 
     def refreshed(self, dataset: Dataset) -> PromoRanker:
         """A copy with its feature store rebuilt from `dataset` as of the data's end.
@@ -244,7 +381,8 @@ class PromoRanker(Estimator[RankerConfig]):
     def _buyer_table(
         self, dataset: Dataset, as_of: datetime, buyer_ids: pl.Series | None = None
     ) -> pl.DataFrame:
-        """Per-buyer features as of `as_of`: RFM and activity, journey stage and P(buy).
+        """Per-buyer features as of `as_of`: RFM and activity, journey stage and P(buy),
+        and the buyers table's own attributes (``attr_*``).
 
         With `buyer_ids`, only those buyers' rows (each buyer's features depend on their
         own events alone, so the rows are the same as in the whole table).
@@ -258,7 +396,12 @@ class PromoRanker(Estimator[RankerConfig]):
             pl.col("stage").alias("journey_stage"),
             pl.col("p_purchase").alias("journey_p_purchase"),
         )
-        return feats.join(journey, on="buyer_id", how="left")
+        # A buyer known only by attributes (no event yet) still has a row: a promotion
+        # test on a customer list decides for exactly such buyers.
+        attributes = buyer_attributes(dataset.buyers, buyer_ids)
+        return feats.join(journey, on="buyer_id", how="left").join(
+            attributes, on="buyer_id", how="full", coalesce=True
+        )
 
     def _mf_features(
         self, pairs: pl.DataFrame, offer_items: OfferItems | None = None
@@ -311,15 +454,24 @@ class PromoRanker(Estimator[RankerConfig]):
         """Model outputs for each (buyer_id, offer_id) pair, in order, in the policy's form.
 
         With `dataset`, features are recomputed from it as of its last event (new buyers
-        and offers become known); otherwise the fitted feature store is used.
+        and offers become known); otherwise the fitted feature store is used. Where policy
+        learning learned, `expected_value`, `value_se`, `advantage_se`, `score` and
+        `is_default` come from it; otherwise the policy values offers by response.
         """
         self.check_is_fitted("candidates")
         store = self._store_for(dataset)
         offer_items = self.offer_items_
         if dataset is not None and dataset.offers is not None:
             offer_items = self._offer_items(dataset)
-        feats = store.pair_features(pairs.select("buyer_id", "offer_id"))
-        feats = self._mf_features(feats, offer_items)
+        with_seller = pairs.select("buyer_id", "offer_id").join(
+            store.offers.select("offer_id", "seller_key"),
+            on="offer_id",
+            how="left",
+            maintain_order="left",
+        )
+        feats = self._describe(
+            store, with_seller, lambda f: self._mf_features(f, offer_items), threads
+        )
         known_buyer = (
             pl.col("journey_stage").is_not_null()
             if "journey_stage" in feats.columns
@@ -328,50 +480,44 @@ class PromoRanker(Estimator[RankerConfig]):
         feats = feats.with_columns(
             (~pl.col("offer_known") | ~known_buyer.fill_null(False)).alias("cold_start")
         )
-        pred = (
-            self.response_.predict(feats, threads)
-            if self.response_ is not None
-            else pl.DataFrame(
-                {
-                    c: [None] * feats.height
-                    for c in ("p_redeem", "p_purchase", "p_purchase_treated", "uplift")
-                },
-                schema={
-                    c: pl.Float64
-                    for c in ("p_redeem", "p_purchase", "p_purchase_treated", "uplift")
-                },
+        if self.learner_ is not None and self.learner_.learned:
+            learned = self.learner_.values(feats).with_columns(
+                pl.when(feats["offer_known"]).then(pl.col("uplift")).alias("uplift")
             )
-        )
-        margins = self.config.seller_margins
+            feats = pl.concat(
+                [feats.drop(learned.columns, strict=False), learned], how="horizontal"
+            )
+        else:
+            feats = feats.with_columns(
+                pl.lit(None, pl.Float64).alias("uplift"),
+                pl.col("journey_p_purchase").alias("p_purchase")
+                if "journey_p_purchase" in feats.columns
+                else pl.lit(None, pl.Float64).alias("p_purchase"),
+            )
         offers = store.offers.select("offer_id", "start_ts", "end_ts")
-        out = pl.concat([feats, pred], how="horizontal").join(offers, on="offer_id", how="left")
-        fallback_value = self.seller_order_value_
+        out = feats.join(offers, on="offer_id", how="left", maintain_order="left")
+        learned_columns = [
+            c
+            for c in ("expected_value", "value_se", "advantage_se", "score", "is_default")
+            if c in out.columns
+        ]
         return out.select(
             "buyer_id",
             "offer_id",
             seller_id_of_key(pl.col("seller_key")).alias("seller_id"),
             pl.col("tool").fill_null("unknown"),
             pl.col("p_redeem").fill_null(0.0),
-            pl.when(pl.col("offer_known")).then(pl.col("uplift")).alias("uplift"),
-            pl.col("p_purchase").fill_null(
+            "uplift",
+            pl.col("p_purchase")
+            .fill_null(
                 pl.col("journey_p_purchase") if "journey_p_purchase" in out.columns else None
-            ),
-            pl.coalesce(
-                "bs_mean_order_value",
-                pl.col("seller_key").replace_strict(
-                    fallback_value,
-                    default=fallback_value.get("*", 0.0),
-                    return_dtype=pl.Float64,
-                ),
-            ).alias("order_value"),
-            pl.col("seller_key")
-            .replace_strict(
-                margins, default=self.config.policy.margin_default, return_dtype=pl.Float64
             )
-            .alias("margin"),
-            pl.col("offer_value"),
-            pl.col("offer_cost"),
-            pl.col("offer_min_spend").alias("min_spend"),
+            .fill_null(0.0),
+            pl.col("order_value").fill_null(0.0),
+            "margin",
+            "offer_value",
+            "offer_cost",
+            "min_spend",
             "start_ts",
             "end_ts",
             (
@@ -379,6 +525,7 @@ class PromoRanker(Estimator[RankerConfig]):
                 if "journey_stage" in out.columns
                 else pl.lit(None, pl.String)
             ).alias("journey_stage"),
+            *learned_columns,
             "cold_start",
             pl.col("scope_purchases").alias("history"),
         ).pipe(validate_candidates)
@@ -397,12 +544,7 @@ class PromoRanker(Estimator[RankerConfig]):
             self.candidates(unique, dataset, threads), self.config.policy
         )
         answers = valued.select(
-            *keys,
-            "p_redeem",
-            "uplift",
-            "expected_value",
-            pl.col("expected_value").alias("score"),
-            "cold_start",
+            *keys, "p_redeem", "uplift", "expected_value", "score", "cold_start"
         )
         return asked.join(answers, on=keys, how="left", maintain_order="left").cast(
             SCORES_SCHEMA  # type: ignore[arg-type]
@@ -434,6 +576,8 @@ class PromoRanker(Estimator[RankerConfig]):
         self.journey_.save(path / "journey")
         if self.response_ is not None:
             self.response_.save(path / "response")
+        if self.learner_ is not None:
+            self.learner_.save(path / "learning")
         if self.store_ is not None:
             self.store_.save(path / "store")
         self.catalog_.save(path / "catalog")
@@ -458,7 +602,10 @@ class PromoRanker(Estimator[RankerConfig]):
         model.mf_ = MatrixFactorization.load(path / "mf")
         model.journey_ = JourneyModel.load(path / "journey")
         model.response_ = (
-            ResponseUpliftModel.load(path / "response") if (path / "response").exists() else None
+            ResponseModel.load(path / "response") if (path / "response").exists() else None
+        )
+        model.learner_ = (
+            PolicyLearner.load(path / "learning") if (path / "learning").exists() else None
         )
         model.store_ = FeatureStore.load(path / "store") if (path / "store").exists() else None
         model.catalog_ = _Catalog.load(path / "catalog")
