@@ -53,7 +53,9 @@ def listed_answers(
         "offer_id": pl.String(),
         "seller_id": pl.String(),
         "tool": pl.String(),
+        "score": pl.Float64(),
         "expected_value": pl.Float64(),
+        "value_se": pl.Float64(),
         "p_redeem": pl.Float64(),
         "uplift": pl.Float64(),
         "propensity": pl.Float64(),
@@ -75,7 +77,17 @@ def listed_answers(
         )
     chosen = decisions.chosen.rename({"buyer_id": UNIT})
     ranked = decisions.ranked.rename({"buyer_id": UNIT})
-    offer_cols = [UNIT, "offer_id", "seller_id", "tool", "expected_value", "p_redeem", "uplift"]
+    offer_cols = [
+        UNIT,
+        "offer_id",
+        "seller_id",
+        "tool",
+        "score",
+        "expected_value",
+        "value_se",
+        "p_redeem",
+        "uplift",
+    ]
     first = (
         chosen.filter(pl.col("offer_id").is_not_null())
         .select(UNIT, "offer_id", "propensity", "reason_codes", "reason_text")
@@ -84,7 +96,7 @@ def listed_answers(
     )
     k = units.select(UNIT, "k")
     rest = (
-        ranked.filter(pl.col("expected_value") > PROFIT_EPS)
+        ranked.filter(pl.col("score") > PROFIT_EPS)
         .join(first.select(UNIT), on=UNIT, how="semi")
         .join(first.select(UNIT, "offer_id"), on=[UNIT, "offer_id"], how="anti")
         .join(k, on=UNIT, how="left")

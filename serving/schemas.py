@@ -115,8 +115,15 @@ class RankedOffer(_Strict):
     offer_id: str
     seller_id: str | None
     tool: str
-    score: float = Field(description="what offers are ranked by (= expected_value)")
+    score: float = Field(
+        description="what offers are ranked by: the learned policy's decision score (an "
+        "offer other than the seller's default only where its gain is sure at the "
+        "configured z), or the expected value where no policy was learned"
+    )
     expected_value: float = Field(description="expected incremental profit of issuing it")
+    value_se: float | None = Field(
+        None, description="standard error of expected_value (the model's uncertainty)"
+    )
     p_redeem: float | None = Field(description="P(redeem | issued)")
     uplift: float | None = Field(description="change in P(purchase) it causes; null: unknown")
     propensity: float = Field(

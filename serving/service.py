@@ -497,7 +497,7 @@ class RankingService:
             others = [
                 row
                 for row in unit.ranked
-                if row["expected_value"] > PROFIT_EPS and row["offer_id"] != unit.offer["offer_id"]
+                if row["score"] > PROFIT_EPS and row["offer_id"] != unit.offer["offer_id"]
             ][: k_of[unit.buyer_id] - 1]
             probability = unit.probabilities or {}
             offers_of[unit.buyer_id] = [
@@ -944,8 +944,9 @@ def _ranked_offer(
         offer_id=row["offer_id"],
         seller_id=row["seller_id"],
         tool=row["tool"],
-        score=row["expected_value"],
+        score=row["score"],
         expected_value=row["expected_value"],
+        value_se=row.get("value_se"),
         p_redeem=row["p_redeem"],
         uplift=row["uplift"],
         propensity=propensity,

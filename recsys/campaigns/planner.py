@@ -15,12 +15,15 @@ offers, as `PromoRanker.candidates` gives them) into campaigns a seller can run:
    expected incremental orders, incremental revenue, redemptions, discount cost, send
    cost, budget spend, expected profit and ROI, with a range.
 
-The range covers the randomness of buyers' responses given the model's probabilities:
-a buyer's incremental order is a Bernoulli(uplift) worth margin x order value and a
-redemption a Bernoulli(p_redeem) costing the discount, so the profit of a campaign has
-variance sum((m V)^2 u (1 - u) + C^2 p (1 - p)) (covariances dropped: the range is a
-little wider than exact), and the range is the normal interval of the config's coverage.
-It does not include the error of the model's estimates themselves.
+The range covers the randomness of buyers' responses given the model's probabilities
+and the model's own uncertainty. A buyer's incremental order is a Bernoulli(uplift) worth
+margin x order value and a redemption a Bernoulli(p_redeem) costing the discount, so the
+responses add variance sum((m V)^2 u (1 - u) + C^2 p (1 - p)) (covariances dropped). The
+model's error is shared by the buyers of a campaign (one estimated effect moves all their
+values together), so its standard error is taken as sum(value_se) -- the errors fully
+correlated, an upper bound -- and added in quadrature. The range is the normal interval
+of the config's coverage. Offers are chosen by the policy's decision score (a learned
+policy's conservative score: `recsys.policy.value.decision_scores`).
 
 A campaign's target list is in the data contract's *pairs* form (buyer_id, offer_id),
 with the expected figures of each pair as extra columns, so it can be scored again or
@@ -249,7 +252,7 @@ def _one_offer_per_audience(
         pl.struct("audience", "offer_id").rank("dense").cast(pl.Int64).alias("g") - 1,
     )
     audience, group = codes["a"].to_numpy(), codes["g"].to_numpy()
-    value = valued["expected_value"].to_numpy()
+    value = valued["score"].to_numpy()
     spend = valued["spend"].to_numpy()
     group_audience = np.zeros(int(group.max()) + 1 if len(group) else 0, dtype=np.int64)
     group_audience[group] = audience
@@ -341,7 +344,7 @@ def _campaign_id() -> pl.Expr:
 def _figures(send_cost: float, z: float) -> list[pl.Expr]:
     """The SUMMARY_SCHEMA aggregations over option rows (one group = one campaign)."""
     profit = pl.col("expected_value").sum()
-    sd = pl.col("_variance").sum().sqrt()
+    sd = (pl.col("_variance").sum() + pl.col("value_se").fill_null(0.0).sum().pow(2)).sqrt()
     cost = (pl.col("p_redeem") * pl.col("redemption_cost")).sum() + pl.len() * send_cost
     return [
         pl.len().cast(pl.Int64).alias("buyers"),

@@ -6,8 +6,9 @@ send_cost``, ``"worst_case"`` = ``cost + send_cost``) charged to its seller's bu
 most one offer: the buyer (``one_offer_per="buyer"``) or the buyer x seller pair
 (``"seller"``).
 
-The batch problem — maximize total expected value subject to each seller's total spend
-<= budget — is solved by Lagrangian relaxation:
+The batch problem — maximize the total decision score (``score``: the expected value,
+or the learned policy's conservative score, `recsys.policy.value.decision_scores`)
+subject to each seller's total spend <= budget — is solved by Lagrangian relaxation:
 
 1. For prices ``lambda_s >= 0`` each unit independently takes the action maximizing
    ``value - lambda_s * spend``, or nothing (worth 0) when no action is positive.
@@ -37,7 +38,7 @@ import numpy as np
 import polars as pl
 from numpy.typing import NDArray
 
-from recsys.policy.value import PROFIT_EPS, spend_expr
+from recsys.policy.value import PROFIT_EPS, spend_expr, with_score
 
 if TYPE_CHECKING:
     from recsys.policy.policy import PolicyConfig
@@ -75,7 +76,7 @@ def unit_keys(one_offer_per: str) -> list[str]:
 def allocate(valued: pl.DataFrame, config: PolicyConfig) -> Allocation:
     """Choose at most one action per decision unit under the per-seller budgets.
 
-    ``valued`` holds eligible candidates with ``expected_value`` and ``redemption_cost``
+    ``valued`` holds eligible candidates with ``score`` and ``redemption_cost``
     (:func:`~recsys.policy.expected_incremental_profit`); optional ``offers_left`` /
     ``tool_left`` columns (from eligibility) cap how many offers a buyer may still get
     when one buyer can receive several (``one_offer_per="seller"``).
@@ -84,9 +85,10 @@ def allocate(valued: pl.DataFrame, config: PolicyConfig) -> Allocation:
     budgets = dict(config.budgets or {})
     bkeys = sorted(budgets)
     pos = (
-        valued.with_columns(spend_expr(config.budget_basis, config.send_cost))
+        with_score(valued)
+        .with_columns(spend_expr(config.budget_basis, config.send_cost))
         .with_row_index("_row")
-        .filter(pl.col("expected_value") > PROFIT_EPS)
+        .filter(pl.col("score") > PROFIT_EPS)
     )
     caps = config.one_offer_per == "seller" and any(
         c in pos.columns for c in ("offers_left", "tool_left")
@@ -95,10 +97,10 @@ def allocate(valued: pl.DataFrame, config: PolicyConfig) -> Allocation:
     cap_cols = [c for c in ("offers_left", "tool_left") if caps and c in pos.columns]
     work = pos.select(
         "_row",
-        *dict.fromkeys([*keys, "buyer_id", "tool", "offer_id", "expected_value", "spend"]),
+        *dict.fromkeys([*keys, "buyer_id", "tool", "offer_id", "score", "spend"]),
         pl.col("seller_id").fill_null(PLATFORM_BUDGET_KEY).alias("_bkey"),
         *cap_cols,
-    ).sort([*keys, "expected_value", "offer_id"], descending=[False] * len(keys) + [True, False])
+    ).sort([*keys, "score", "offer_id"], descending=[False] * len(keys) + [True, False])
     new_unit = pl.any_horizontal(
         pl.int_range(pl.len()) == 0, *[pl.col(k).ne_missing(pl.col(k).shift(1)) for k in keys]
     )
@@ -111,7 +113,7 @@ def allocate(valued: pl.DataFrame, config: PolicyConfig) -> Allocation:
 
     if work.height:
         unit = work["_unit"].to_numpy().astype(np.int64)
-        value = work["expected_value"].to_numpy()
+        value = work["score"].to_numpy()
         spend = work["spend"].to_numpy()
         bidx = work["_bidx"].to_numpy()
         budget_arr = np.array([budgets[k] for k in bkeys], dtype=np.float64)
@@ -218,7 +220,7 @@ def _within_allowance(new: pl.DataFrame, *, rank: bool = True) -> pl.DataFrame:
     null means no cap. With ``rank=True`` the rows compete: a buyer with room for one more
     offer keeps only its best row. With ``rank=False`` each row is checked on its own.
     """
-    out = new.sort(["expected_value", "offer_id"], descending=[True, False]) if rank else new
+    out = new.sort(["score", "offer_id"], descending=[True, False]) if rank else new
     used_bt = pl.int_range(pl.len()).over("buyer_id", "tool") if rank else pl.lit(0)
     used_b = pl.int_range(pl.len()).over("buyer_id") if rank else pl.lit(0)
     if "tool_left" in new.columns:
@@ -248,9 +250,9 @@ def _repair(picks: pl.DataFrame, budgets: dict[str, float]) -> pl.DataFrame:
     budget_of = pl.col("_bkey").replace_strict(
         list(budgets), list(budgets.values()), default=None, return_dtype=pl.Float64
     )
-    ratio = pl.when(pl.col("spend") > 0).then(pl.col("expected_value") / pl.col("spend"))
+    ratio = pl.when(pl.col("spend") > 0).then(pl.col("score") / pl.col("spend"))
     ordered = picks.with_columns(budget_of.alias("_budget"), ratio.alias("_ratio")).sort(
-        ["_bkey", "_ratio", "expected_value"], descending=[False, True, True], nulls_last=False
+        ["_bkey", "_ratio", "score"], descending=[False, True, True], nulls_last=False
     )
     while True:
         kept = ordered.filter(
@@ -304,7 +306,7 @@ def _greedy_fill(
         best = (
             remaining.filter(pl.int_range(pl.len()).over("_unit") == 0)
             .join(room, on="_bkey", how="left")
-            .sort(["expected_value", "offer_id"], descending=[True, False])
+            .sort(["score", "offer_id"], descending=[True, False])
         )
         accept = best.filter(
             pl.col("_room").is_null() | (pl.col("spend").cum_sum().over("_bkey") <= pl.col("_room"))

@@ -173,7 +173,7 @@ class OfferPolicy:
             spend_expr(cfg.budget_basis, cfg.send_cost)
         )
         valued = candidate_reason_codes(valued).sort(
-            ["buyer_id", "expected_value", "offer_id"], descending=[False, True, False]
+            ["buyer_id", "score", "offer_id"], descending=[False, True, False]
         )
         valued = valued.with_columns(
             pl.int_range(1, pl.len() + 1, dtype=pl.Int64).over("buyer_id").alias("rank")
@@ -263,15 +263,21 @@ class OfferPolicy:
                 on=["buyer_id", "offer_id"],
                 how="left",
             )
-            values = flagged.select(*keys, "offer_id", "expected_value", "_exploit")
+            values = flagged.select(*keys, "offer_id", "score", "_exploit")
             return epsilon_greedy(
-                values, cfg.epsilon, rng, keys=keys, exploit="_exploit", return_table=True
+                values,
+                cfg.epsilon,
+                rng,
+                keys=keys,
+                value="score",
+                exploit="_exploit",
+                return_table=True,
             )
-        # Softmax over budget-priced values: value - shadow_price * spend.
+        # Softmax over budget-priced scores: score - shadow_price * spend.
         values = valued.select(
             *keys,
             "offer_id",
-            (pl.col("expected_value") - pl.col("shadow_price") * pl.col("spend")).alias("score"),
+            (pl.col("score") - pl.col("shadow_price") * pl.col("spend")).alias("score"),
         )
         return softmax(values, cfg.temperature, rng, keys=keys, value="score", return_table=True)
 
@@ -297,7 +303,7 @@ class OfferPolicy:
         when = as_of if as_of is not None else datetime.now(UTC)
         validated, valued, rejected = self._score(candidates, when, history, context)
         top = candidate_reason_text(
-            valued.filter((pl.col("expected_value") > PROFIT_EPS) & (pl.col("rank") <= k)),
+            valued.filter((pl.col("score") > PROFIT_EPS) & (pl.col("rank") <= k)),
             assumed_share=share,
         ).select(RANK_COLUMNS)
         units = _units(validated, rejected, ["buyer_id"], "buyer")
@@ -367,6 +373,7 @@ def _units(
 _TEXT_COLUMNS = (
     "tool",
     "expected_value",
+    "score",
     "value_basis",
     "spend",
     "shadow_price",
@@ -416,6 +423,7 @@ def _explain(
     best = best.join(best_text, on=keys, how="left", nulls_equal=True).select(
         *keys,
         pl.col("expected_value").alias("_best_value"),
+        pl.col("score").alias("_best_score"),
         pl.col("spend").alias("_best_spend"),
         pl.col("shadow_price").alias("_best_price"),
         pl.col("reason_codes").alias("_best_codes"),
@@ -440,7 +448,7 @@ def _explain(
     nothing = pl.col("offer_id").is_null()
     explored = pl.col("explored")
     has_best = pl.col("_best_value").is_not_null()
-    positive = has_best & (pl.col("_best_value") > PROFIT_EPS)
+    positive = has_best & (pl.col("_best_score") > PROFIT_EPS)
     by_budget = positive & (pl.col("_best_price") > 0)
     anyway = has_best & (pl.col("_best_codes").list.first() == Reason.WOULD_BUY_ANYWAY.value)
     case = (

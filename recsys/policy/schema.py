@@ -52,6 +52,20 @@ CANDIDATE_COLUMNS: tuple[CandidateColumn, ...] = (
     CandidateColumn("start_ts", TS, False, "offer valid from (inclusive)"),
     CandidateColumn("end_ts", TS, False, "offer valid until (exclusive)"),
     CandidateColumn("journey_stage", pl.String(), False, "buyer's purchase-journey stage"),
+    CandidateColumn(
+        "value_se", pl.Float64(), False, "standard error of the offer's expected value", 0.0
+    ),
+    CandidateColumn(
+        "advantage_se",
+        pl.Float64(),
+        False,
+        "standard error of the offer's gain over its seller's default offer",
+        0.0,
+    ),
+    CandidateColumn(
+        "score", pl.Float64(), False, "what the policy decides by; null = the expected value"
+    ),
+    CandidateColumn("is_default", pl.Boolean(), False, "the seller's default kind of offer"),
 )
 """The candidates schema, in output column order."""
 

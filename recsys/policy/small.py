@@ -99,7 +99,7 @@ def decide_small(
             else:
                 eligible.append(_valued({**row, "min_spend_unverified": verdict}, config))
         if eligible:
-            eligible.sort(key=lambda r: (-r["expected_value"], r["offer_id"]))
+            eligible.sort(key=lambda r: (-r["score"], r["offer_id"]))
             for position, row in enumerate(eligible, start=1):
                 row["rank"] = position
             ranked[unit] = eligible
@@ -249,11 +249,13 @@ def _valued(row: Row, config: PolicyConfig) -> Row:
     cost = _redemption_cost(row, config)
     value = margin * incremental * row["order_value"] - row["p_redeem"] * cost - config.send_cost
     risk = row["p_redeem"] * cost if config.budget_basis == "expected" else cost
+    given = row.get("score")
     row.update(
         redemption_cost=cost,
         incremental_p=incremental,
         value_basis=BASIS_UPLIFT if has_uplift else BASIS_RESPONSE,
         expected_value=value,
+        score=given if given is not None else value,
         spend=risk + config.send_cost,
     )
     row["reason_codes"] = _codes(row)
@@ -297,9 +299,7 @@ def _actions(
     ranked: Mapping[str, list[Row]], config: PolicyConfig, rng: np.random.Generator | None
 ) -> dict[str, _Action]:
     """Each unit's action: its best positive offer, or an exploration draw around it."""
-    best = {
-        u: rows[0] if rows[0]["expected_value"] > PROFIT_EPS else None for u, rows in ranked.items()
-    }
+    best = {u: rows[0] if rows[0]["score"] > PROFIT_EPS else None for u, rows in ranked.items()}
     if config.exploration == "none":
         return {u: _Action(best[u], 1.0, False, None) for u in ranked}
     tables = {u: _option_table(rows, best[u], config) for u, rows in ranked.items()}
@@ -326,12 +326,12 @@ def _option_table(
     options: list[Row | None] = [*rows, None]
     options.sort(
         key=lambda o: (
-            -(o["expected_value"] if o is not None else 0.0),
+            -(o["score"] if o is not None else 0.0),
             o is not None,
             o["offer_id"] if o is not None else "",
         )
     )
-    values = [o["expected_value"] if o is not None else 0.0 for o in options]
+    values = [o["score"] if o is not None else 0.0 for o in options]
     if config.exploration == "epsilon":
         n, eps = len(options), config.epsilon
         exploit = [o is best for o in options]
@@ -437,7 +437,7 @@ def _case(action: _Action, best: Row) -> str:
         return "explored_offer" if action.offer is not None else "explored_nothing"
     if action.offer is not None:
         return "offer"
-    if best["expected_value"] > PROFIT_EPS:
+    if best["score"] > PROFIT_EPS:
         return "cap"
     if best["reason_codes"][0] == Reason.WOULD_BUY_ANYWAY.value:
         return "anyway"

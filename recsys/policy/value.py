@@ -27,6 +27,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
+import numpy as np
 import polars as pl
 
 if TYPE_CHECKING:
@@ -92,12 +93,15 @@ def redemption_cost(
 
 
 def expected_incremental_profit(candidates: pl.DataFrame, config: PolicyConfig) -> pl.DataFrame:
-    """Add ``redemption_cost``, ``incremental_p``, ``expected_value`` and ``value_basis``.
+    """Add ``redemption_cost``, ``incremental_p``, ``expected_value``, ``value_basis`` and
+    ``score``.
 
     ``candidates`` is a validated candidates frame (:func:`~recsys.policy.validate_candidates`);
     a null ``margin`` is taken as ``config.margin_default``. ``incremental_p`` is the change
     in purchase probability used: the uplift, or ``assumed_incremental_share * p_redeem``
     in the response-only fallback. See the module docstring for the derivation.
+    ``score`` is what the policy decides by: the candidates' own ``score`` where the
+    scorer gave one (`decision_scores` of a learned policy), else the expected value.
     """
     margin = pl.col("margin").fill_null(config.margin_default)
     has_uplift = pl.col("uplift").is_not_null() & pl.col("uplift").is_not_nan()
@@ -114,13 +118,19 @@ def expected_incremental_profit(candidates: pl.DataFrame, config: PolicyConfig) 
         .otherwise(pl.lit(BASIS_RESPONSE))
         .alias("value_basis"),
     )
-    return out.with_columns(
-        (
-            margin * pl.col("incremental_p") * pl.col("order_value")
-            - pl.col("p_redeem") * pl.col("redemption_cost")
-            - config.send_cost
-        ).alias("expected_value")
+    value = (
+        margin * pl.col("incremental_p") * pl.col("order_value")
+        - pl.col("p_redeem") * pl.col("redemption_cost")
+        - config.send_cost
     )
+    return with_score(out.with_columns(value.alias("expected_value")))
+
+
+def with_score(valued: pl.DataFrame) -> pl.DataFrame:
+    """`valued` with ``score``, what the policy decides by: its own where a learned
+    policy gave one, else the expected value."""
+    given = pl.col("score") if "score" in valued.columns else pl.lit(None, pl.Float64)
+    return valued.with_columns(pl.coalesce(given, pl.col("expected_value")).alias("score"))
 
 
 def spend_expr(basis: str, send_cost: float) -> pl.Expr:
@@ -137,3 +147,61 @@ def spend_expr(basis: str, send_cost: float) -> pl.Expr:
     else:
         raise ValueError(f"budget_basis must be 'expected' or 'worst_case', got {basis!r}")
     return (cost + send_cost).alias("spend")
+
+
+def decision_scores(
+    unit: np.ndarray,
+    value: np.ndarray,
+    draws: np.ndarray,
+    is_default: np.ndarray,
+    z: float,
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """The number the policy decides by: leave the default only where it surely pays.
+
+    Per candidate row: its decision unit (`unit`, integer codes), expected incremental
+    profit over nothing (`value`), draws from that value's uncertainty (B x n, shared
+    across rows: draw b of every row comes from the same model draw, so contrasts keep
+    their correlation) and whether it is its unit's *default* (the kind its seller would
+    send everyone). With d the unit's default (the default row with the highest upper
+    bound), or nothing (value 0, no doubt) when the unit has none::
+
+        score = (value_d + z * se_d) + (value - value_d) - z * sd(draws - draws_d)
+
+    so the default scores its upper confidence bound (it is dropped for nothing only
+    when even that is negative), and another offer beats it only when the lower bound of
+    its gain over the default is positive. Without a default this is the lower bound of
+    the value itself. The policy issues a unit's best-scored offer when its score is
+    positive. Returns (value_se, advantage_se, score); `advantage_se` is the standard
+    error of the gain over the default (of the value, without one). Cost: O(B x n).
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> unit = np.array([0, 0])
+    >>> value, draws = np.array([1.0, 1.5]), np.array([[1.0, 1.0], [1.0, 3.0]])
+    >>> _, _, score = decision_scores(unit, value, draws, np.array([True, False]), 1.0)
+    >>> score.round(3).tolist()  # the gain of 0.5 is within its doubt (sd 1.414)
+    [1.0, 0.086]
+    """
+    value = np.asarray(value, dtype=np.float64)
+    if len(value) == 0:
+        return np.empty(0), np.empty(0), np.empty(0)
+    draws = np.asarray(draws, dtype=np.float64).reshape(-1, len(value))
+    centred = draws - draws.mean(axis=0) if draws.shape[0] > 1 else np.zeros_like(draws)
+    se = np.sqrt((centred**2).sum(axis=0) / max(draws.shape[0] - 1, 1))
+    ucb = value + z * se
+    # The default row of each unit: the default with the highest upper bound.
+    default_row = np.full(int(unit.max()) + 1 if len(unit) else 0, -1, dtype=np.int64)
+    candidates = np.flatnonzero(is_default)
+    if len(candidates):
+        order = candidates[np.lexsort((-ucb[candidates], unit[candidates]))]
+        first = np.unique(unit[order], return_index=True)[1]
+        default_row[unit[order[first]]] = order[first]
+    d = default_row[unit] if len(unit) else np.empty(0, dtype=np.int64)
+    has = d >= 0
+    d_safe = np.where(has, d, 0)
+    gap = centred - np.where(has, centred[:, d_safe], 0.0)
+    advantage_se = np.sqrt((gap**2).sum(axis=0) / max(draws.shape[0] - 1, 1))
+    base = np.where(has, ucb[d_safe] - value[d_safe], 0.0)
+    score = base + value - z * advantage_se
+    return se, advantage_se, score
