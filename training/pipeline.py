@@ -41,6 +41,7 @@ from recsys.evaluation.holdout import (
     HoldoutConfig,
     HoldoutReport,
     HoldoutSplit,
+    cross_fitted_report,
     evaluate_holdout,
     holdout_split,
     item_ranking_metrics,
@@ -572,8 +573,8 @@ def run_pipeline(
     evaluation_ref = ranker_ref = None
     if split is None:
         notes.append(
-            "no randomized campaign waves (exposures with propensities) to hold out: "
-            "policy, uplift and targeting were not evaluated; item ranking only"
+            "fewer than two randomized campaign waves (exposures with propensities) to "
+            "hold out: the policy is judged by cross-fitting over buyers instead"
         )
     else:
         echo(
@@ -594,10 +595,12 @@ def run_pipeline(
     items_ref = stages.item_ranking(model, config.evaluation)
     stages.tracker.wait_all()
 
-    evaluation = ray.get(evaluation_ref) if evaluation_ref is not None else HoldoutReport()
+    ranker: PromoRanker = ray.get(ranker_ref)
+    evaluation = (
+        ray.get(evaluation_ref) if evaluation_ref is not None else cross_fitted_report(ranker)
+    )
     evaluation.metrics.update(ray.get(items_ref))
     evaluation.notes.extend(notes)
-    ranker: PromoRanker = ray.get(ranker_ref)
     load = "load and validate"
     seconds[f"stage: {load}"] = data.seconds.get(load, 0.0)
     seconds.update({f"stage: {k}": v for k, v in stages.tracker.seconds.items()})
@@ -631,9 +634,14 @@ def evaluate_config(
     init_ray(config, echo)
     stages = _Stages(share(data), config.ray.cpus_per_task, echo, config.ray.heavy_stages)
     split = stages.split(config.evaluation.waves)
-    if split is None:
-        raise ValueError("the data has no randomized waves to judge a model on")
     model = threaded(model, config.ray.cpus_per_task)
+    if split is None:  # one wave: judged by cross-fitting over buyers, as the run was
+        ranker_ref = stages.fit(model, None)
+        items_ref = stages.item_ranking(model, config.evaluation)
+        stages.tracker.wait_all()
+        crossed = cross_fitted_report(ray.get(ranker_ref))
+        crossed.metrics.update(ray.get(items_ref))
+        return crossed
     report_ref = stages.evaluate(stages.fit(model, split), split, config.evaluation)
     items_ref = stages.item_ranking(model, config.evaluation)
     stages.tracker.wait_all()

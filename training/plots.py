@@ -64,11 +64,16 @@ def calibration_figure(curves: Curves) -> Figure | None:
 
 
 def value_figure(curves: Curves) -> Figure | None:
-    """Realized against predicted profit of the logged actions, per decile."""
+    """Doubly robust realized against predicted incremental profit of the offers, per
+    decile of prediction (held out)."""
     if curves.value is None:
         return None
     predicted, realized = curves.value
-    fig, ax = _figure("Calibration of expected profit", "mean predicted", "mean realized")
+    fig, ax = _figure(
+        "Calibration of incremental profit (held out)",
+        "mean predicted incremental profit",
+        "mean doubly robust realized",
+    )
     lo = float(min(predicted.min(), realized.min()))
     hi = float(max(predicted.max(), realized.max()))
     ax.plot([lo, hi], [lo, hi], color="grey", linestyle=":", label="perfect")

@@ -1,7 +1,9 @@
 """The model registry: register `promo-ranker`, gate `challenger` -> `champion`.
 
-A new version always gets the alias `challenger`. It takes `champion` only if it beats
-the current champion on the configured primary metric *on the same evaluation data*:
+A new version always gets the alias `challenger`. It takes `champion` only if its own
+held-out evaluation does not rate it below the best one-kind-for-everyone policy (a
+blanket) by more than the standard error of their difference, and it beats the current
+champion on the configured primary metric *on the same evaluation data*:
 
 - when the champion's run was judged on the same data, split and reward definition (its
   `evaluation_digest` tag equals the challenger's), its logged metric is used;
@@ -54,15 +56,39 @@ class GateDecision:
 
 
 def decide(
-    metric: str, challenger: float, champion: float | None, min_improvement: float = 0.0
+    metric: str,
+    challenger: float,
+    champion: float | None,
+    min_improvement: float = 0.0,
+    floor: tuple[str, float, float] | None = None,
 ) -> GateDecision:
     """The gate itself: a pure comparison (direction from the metric's name).
+
+    `floor`: (name, value, standard error of the difference) of the best blanket judged
+    on the same decisions: a challenger below it by more than that error is refused,
+    champion or none -- a policy its own evaluation rates below sending one offer to
+    everyone is not shipped.
 
     >>> decide("policy_value_dr", 1.2, 1.0).promoted
     True
     >>> decide("ece_p_redeem", 0.05, 0.02).promoted
     False
+    >>> decide("policy_value_dr", 1.384, None, floor=("blanket_percent_off", 1.517, 0.05)).promoted
+    False
     """
+    if floor is not None and metric not in LOWER_IS_BETTER:
+        name, value, se = floor
+        slack = se if math.isfinite(se) else 0.0
+        if math.isfinite(challenger) and math.isfinite(value) and challenger < value - slack:
+            return GateDecision(
+                False,
+                metric,
+                challenger,
+                champion,
+                f"challenger {metric} {challenger:.6g} is below {name} ({value:.6g}) by more "
+                f"than the standard error of the difference ({slack:.3g}): a policy rated "
+                "below a blanket is never champion",
+            )
     if champion is None:
         caveat = "" if math.isfinite(challenger) else f" (its {metric} could not be computed)"
         return GateDecision(True, metric, challenger, None, "there was no champion" + caveat)
@@ -156,6 +182,7 @@ def gate(
     min_improvement: float,
     reevaluate: Callable[[RankerConfig], float],
     echo: Callable[[str], None] = print,
+    floor: tuple[str, float, float] | None = None,
 ) -> GateDecision:
     """Run the promotion gate for `version` and move `champion` if it wins (`judge`, then
     `crown`)."""
@@ -169,6 +196,7 @@ def gate(
         min_improvement,
         reevaluate,
         echo,
+        floor,
     )
     if decision.promoted:
         crown(client, name, version)
@@ -185,6 +213,7 @@ def judge(
     min_improvement: float,
     reevaluate: Callable[[RankerConfig], float],
     echo: Callable[[str], None] = print,
+    floor: tuple[str, float, float] | None = None,
 ) -> GateDecision:
     """The gate's decision for `version`, recorded as its `gate.*` tags; no alias moves.
 
@@ -208,7 +237,7 @@ def judge(
             echo(f"gate: re-evaluating champion v{current}'s config on this run's held-out data")
             champion_value = reevaluate(champion_config(client, name))
             how = f"champion v{current}'s config refit and judged on this run's held-out data"
-    decision = decide(metric, challenger_value, champion_value, min_improvement)
+    decision = decide(metric, challenger_value, champion_value, min_improvement, floor)
     tags = {
         "gate.metric": metric,
         "gate.challenger": f"{challenger_value:.10g}",

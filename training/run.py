@@ -7,7 +7,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from recsys.evaluation.holdout import holdout_split
+from recsys.evaluation.holdout import best_blanket, holdout_split
 from recsys.models.ranker import RankerConfig
 from training.config import TrainConfig
 from training.pipeline import (
@@ -158,6 +158,7 @@ def train(config: TrainConfig, echo: Echo = print) -> TrainOutcome:
                     config.evaluation.min_improvement,
                     reevaluate,
                     echo,
+                    best_blanket(result.evaluation.metrics),
                 )
         seconds = time.perf_counter() - began
         with tracking_step(uri, f"recording the outcome on run {run_id}", kept):

@@ -24,6 +24,7 @@ report says why.
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -35,7 +36,7 @@ from pydantic import Field
 from recsys.config import StrictConfig
 from recsys.data.dataset import Dataset
 from recsys.evaluation.item_ranking import evaluate_item_ranking
-from recsys.evaluation.off_policy import doubly_robust, ips, snips
+from recsys.evaluation.off_policy import doubly_robust, doubly_robust_terms, ips, snips
 from recsys.evaluation.policy_eval import OPEReport, choose_best
 from recsys.evaluation.policy_eval import realized_rewards as _realized_rewards
 from recsys.evaluation.targeting import (
@@ -47,6 +48,8 @@ from recsys.evaluation.targeting import (
     roc_auc,
 )
 from recsys.evaluation.uplift import qini_coefficient, qini_curve
+from recsys.learning.decisions import decision_options, logged_decisions
+from recsys.learning.selection import SelectionReport
 from recsys.models.ranker import PromoRanker, RankerConfig
 from recsys.policy import expected_incremental_profit
 
@@ -88,7 +91,8 @@ class Curves:
     calibration: tuple[np.ndarray, np.ndarray, np.ndarray] | None = None
     """P(redeem): mean predicted, observed rate, count per bin (bins with rows only)."""
     value: tuple[np.ndarray, np.ndarray] | None = None
-    """Profit of the logged actions: mean predicted and mean realized per decile."""
+    """Incremental profit of the offers: mean predicted and mean doubly robust realized,
+    per decile of predicted value."""
 
 
 @dataclass
@@ -99,6 +103,13 @@ class HoldoutReport:
     curves: Curves = field(default_factory=Curves)
     split: HoldoutSplit | None = None
     notes: list[str] = field(default_factory=list)
+    selection: SelectionReport | None = None
+    """The policy learner's cross-validated values of its candidates (by buyer)."""
+    ope: OPEReport | None = None
+    """The learned policy's off-policy estimates on the held-out decisions."""
+    choices: pl.DataFrame | None = None
+    """The learned policy's action per held-out decision (exposure_id, offer_id; null =
+    nothing): what a ground truth can value exactly."""
 
     def table(self) -> str:
         """A short table of the learned policy against the baselines, and the rest."""
@@ -114,19 +125,35 @@ class HoldoutReport:
                 for name in sorted(k for k in m if k.startswith("baseline_") and k.endswith("_dr"))
             ]
             for label, key, se in rows:
-                out.append(f"  {label:<26} {m[key]:10.4f} +- {m.get(se, float('nan')):.4f}")
-            out.append(
-                f"  (IPS {m['policy_value_ips']:.4f}, SNIPS {m['policy_value_snips']:.4f}, "
-                f"DR std error {m['ope_dr_std_error']:.4f}, ESS {m['ope_dr_ess']:,.0f})"
-            )
-            out.append(
-                f"uplift ranking, Qini: uplift {m['qini_uplift']:.4f}, "
-                f"response-only {m['qini_response']:.4f}, random {m['qini_random']:.4f}"
-            )
-            out.append(
-                f"P(redeem): ROC AUC {m['auc_p_redeem']:.4f}, gain@10% "
-                f"{m['gain_at_10pct']:.3f}, ECE {m['ece_p_redeem']:.4f}"
-            )
+                diff = m.get(f"{key.removesuffix('_dr')}_diff_se")
+                paired = (
+                    f"  (learned - this {m['policy_value_dr'] - m[key]:+.4f} +- {diff:.4f})"
+                    if diff is not None and np.isfinite(diff)
+                    else ""
+                )
+                out.append(f"  {label:<26} {m[key]:10.4f} +- {m.get(se, float('nan')):.4f}{paired}")
+            if "policy_value_ips" in m:
+                out.append(
+                    f"  (IPS {m['policy_value_ips']:.4f}, SNIPS {m['policy_value_snips']:.4f}, "
+                    f"DR std error {m['ope_dr_std_error']:.4f}, ESS {m['ope_dr_ess']:,.0f})"
+                )
+            if "value_calibration_slope" in m:
+                out.append(
+                    "incremental profit, predicted vs doubly robust realized by decile: slope "
+                    f"{m['value_calibration_slope']:.2f} (1 = calibrated)"
+                )
+            if "qini_uplift" in m:
+                out.append(
+                    f"uplift ranking, Qini: uplift {m['qini_uplift']:.4f}, "
+                    f"response-only {m['qini_response']:.4f}, random {m['qini_random']:.4f}"
+                )
+            if "auc_p_redeem" in m:
+                out.append(
+                    f"P(redeem): ROC AUC {m['auc_p_redeem']:.4f}, gain@10% "
+                    f"{m['gain_at_10pct']:.3f}, ECE {m['ece_p_redeem']:.4f}"
+                )
+        if self.selection is not None:
+            out.append(self.selection.table())
         if "item_recall_mf" in m:
             out.append(
                 f"item ranking recall@{m['item_k']:.0f}: MF {m['item_recall_mf']:.4f}, "
@@ -135,6 +162,46 @@ class HoldoutReport:
             )
         out += [f"note: {n}" for n in self.notes]
         return "\n".join(out)
+
+
+def cross_fitted_report(ranker: PromoRanker) -> HoldoutReport:
+    """The evaluation of data whose randomized decisions are one wave (nothing later to
+    hold out): the policy learner's cross-fitted values (folds by buyer), in the held-out
+    report's form -- the shipped policy as `policy_value_dr`, nothing and each kind for
+    everyone as baselines, with the standard errors of the paired differences."""
+    report = HoldoutReport()
+    learner = ranker.learner_
+    if learner is None or learner.selection_ is None:
+        report.notes.append(
+            "no randomized decisions to judge the policy on: policy value not evaluated"
+        )
+        if learner is not None:
+            report.notes.extend(learner.support_.notes)
+        return report
+    selection = learner.selection_
+    chosen = next(pv for pv in selection.candidates if pv.name == selection.chosen)
+    m = report.metrics
+    m["decisions"] = float(selection.decisions)
+    m["policy_value_dr"] = chosen.value
+    m["ope_dr_std_error"] = chosen.std_error
+    m["offers_issued_share"] = chosen.offers_share
+    for pv in selection.fixed:
+        name = "nothing" if pv.name == "nothing" else f"blanket_{pv.name.removeprefix('all_')}"
+        m[f"baseline_{name}_dr"] = pv.value
+        m[f"baseline_{name}_dr_se"] = pv.std_error
+        diff = chosen.per_decision - pv.per_decision
+        m[f"baseline_{name}_diff_se"] = (
+            float(diff.std(ddof=1) / np.sqrt(len(diff))) if len(diff) > 1 else float("nan")
+        )
+    m["policy_lift_over_nothing_dr"] = m["policy_value_dr"] - m.get(
+        "baseline_nothing_dr", float("nan")
+    )
+    add_learning(ranker, report)
+    report.notes.append(
+        "one randomized wave: the policy is judged by cross-fitting over buyers (each fold "
+        "of buyers decided by candidates fitted on the others), not on later waves"
+    )
+    return report
 
 
 def holdout_split(dataset: Dataset, waves: int) -> HoldoutSplit | None:
@@ -150,73 +217,6 @@ def holdout_split(dataset: Dataset, waves: int) -> HoldoutSplit | None:
     assert isinstance(start, datetime)
     held = randomized.filter(pl.col("ts") >= start).height
     return HoldoutSplit(start=start, waves=min(waves, days.len() - 1), decisions=held)
-
-
-def decision_options(dataset: Dataset, logged: pl.DataFrame) -> pl.DataFrame:
-    """The offers each logged decision could have chosen (see module docstring, step 2).
-
-    `logged` has exposure_id, buyer_id, offer_id, ts and optionally seller_id. Returns
-    exposure_id, buyer_id, seller_id (of the decision), offer_id, one row per option; the
-    logged offer is always among them.
-    """
-    assert dataset.offers is not None
-    offers = dataset.offers.select(
-        "offer_id", pl.col("seller_id").alias("offer_seller"), "start_ts", "end_ts"
-    )
-    decided = logged.join(offers.select("offer_id", "offer_seller"), on="offer_id", how="left")
-    own_seller = (
-        pl.coalesce("seller_id", "offer_seller")
-        if "seller_id" in decided.columns
-        else pl.col("offer_seller")
-    )
-    decided = decided.with_columns(
-        own_seller.alias("seller_id"), pl.col("ts").dt.truncate("1d").alias("wave")
-    )
-    wave_offers = (
-        decided.filter(pl.col("offer_id").is_not_null())
-        .select("wave", "offer_id")
-        .unique()
-        .join(offers, on="offer_id")
-    )
-    decisions = decided.select("exposure_id", "buyer_id", "seller_id", "ts", "wave")
-    # A decision with a seller is offered that seller's offers of its wave: join on both,
-    # never on the wave alone (decisions x every offer of the wave is a cross product of
-    # gigabytes at a million buyers); one without a seller gets every offer of its wave.
-    candidates = pl.concat(
-        [
-            decisions.filter(pl.col("seller_id").is_not_null()).join(
-                wave_offers,
-                left_on=["wave", "seller_id"],
-                right_on=["wave", "offer_seller"],
-                coalesce=False,
-            ),
-            decisions.filter(pl.col("seller_id").is_null()).join(wave_offers, on="wave"),
-        ],
-        how="diagonal_relaxed",
-    )
-    options = candidates.filter(
-        (pl.col("start_ts").is_null() | (pl.col("start_ts") <= pl.col("ts")))
-        & (pl.col("end_ts").is_null() | (pl.col("ts") < pl.col("end_ts")))
-    ).select("exposure_id", "buyer_id", "seller_id", "offer_id")
-    own = decided.filter(pl.col("offer_id").is_not_null()).select(
-        "exposure_id", "buyer_id", "seller_id", "offer_id"
-    )
-    return pl.concat([options, own]).unique(maintain_order=True).sort("exposure_id", "offer_id")
-
-
-def logged_decisions(dataset: Dataset, start: datetime) -> pl.DataFrame:
-    """Randomized exposures from `start` on, with the seller of each decision."""
-    assert dataset.exposures is not None
-    logged = dataset.exposures.filter((pl.col("ts") >= start) & pl.col("propensity").is_not_null())
-    assert dataset.offers is not None
-    sellers = dataset.offers.select("offer_id", pl.col("seller_id").alias("_offer_seller"))
-    logged = logged.join(sellers, on="offer_id", how="left")
-    seller = (
-        pl.coalesce("seller_id", "_offer_seller")
-        if "seller_id" in logged.columns
-        else pl.col("_offer_seller")
-    )
-    return logged.with_columns(seller.alias("seller_id")).drop("_offer_seller").sort("exposure_id")
 
 
 def realized_rewards(dataset: Dataset, logged: pl.DataFrame, config: RankerConfig) -> pl.DataFrame:
@@ -242,6 +242,7 @@ SCORED_COLUMNS = (
     "margin",
     "redemption_cost",
     "expected_value",
+    "score",
 )
 """The candidates' columns the held-out evaluation reads (q, choices, baselines, Qini)."""
 
@@ -269,13 +270,14 @@ def score_options(
     # Chunks of whole buyers, each scored against the feature store cut to its buyers:
     # joining a slice of pairs to the store's millions of rows would cost as much as
     # joining them all, once per chunk.
+    # A chunk ends at a buyer's last pair: a decision score compares a buyer's offers.
     pairs = options.select("buyer_id", "offer_id").unique(maintain_order=True)
     pairs = pairs.sort("buyer_id", maintain_order=True)
-    starts = range(0, pairs.height, chunk_rows) if pairs.height else range(1)
+    starts = _buyer_chunks(pairs["buyer_id"], chunk_rows)
     parts = []
-    for start in starts:
-        chunk = pairs.slice(start, chunk_rows)
-        scorer = ranker.for_buyers(chunk["buyer_id"].unique()) if len(starts) > 1 else ranker
+    for start, end in itertools.pairwise(starts):
+        chunk = pairs.slice(start, end - start)
+        scorer = ranker.for_buyers(chunk["buyer_id"].unique()) if len(starts) > 2 else ranker
         valued = expected_incremental_profit(scorer.candidates(chunk), config.policy)
         parts.append(valued if columns is None else valued.select(*PAIR, *columns))
     per_pair = pl.concat(parts, how="vertical_relaxed")
@@ -289,6 +291,20 @@ def score_options(
         ).alias("q"),
         (base * pl.col("p_purchase").fill_null(0.0)).alias("q_nothing"),
     )
+
+
+def _buyer_chunks(buyers: pl.Series, chunk_rows: int) -> list[int]:
+    """Boundaries ``[0, ..., len]`` of chunks of a buyer-sorted series: about `chunk_rows`
+    rows each, a buyer's rows never split (each row goes to the chunk of its buyer's
+    first row)."""
+    n = buyers.len()
+    if n == 0:
+        return [0, 0]
+    first = np.r_[True, (buyers[1:] != buyers[:-1]).to_numpy()]
+    buyer_start = np.maximum.accumulate(np.where(first, np.arange(n), 0))
+    chunk = buyer_start // max(chunk_rows, 1)
+    cuts = np.flatnonzero(np.r_[True, chunk[1:] != chunk[:-1]])
+    return [*cuts.tolist(), n]
 
 
 def q_table(scored: pl.DataFrame) -> pl.DataFrame:
@@ -361,15 +377,14 @@ def evaluate_holdout(
     q_hat = q_table(scored)
     # Every logged decision is judged, also one with no option left (then: nothing).
     units = logged.select("exposure_id")
-    learned = _every_unit(
-        units, choose_best(scored.select("exposure_id", "offer_id", "expected_value"))
-    )
+    learned = _every_unit(units, choose_best(scored.select("exposure_id", "offer_id", "score")))
     baselines = {
         name: _every_unit(units, chosen)
         for name, chosen in baseline_choices(scored, config.seed).items()
     }
     reports = off_policy_reports(rewards, {LEARNED: learned, **baselines}, q_hat)
     ope = reports.pop(LEARNED)
+    report.ope, report.choices = ope, learned
     m = report.metrics
     m["decisions"] = float(ope.n)
     m.update(_ope_metrics(ope))
@@ -379,10 +394,52 @@ def evaluate_holdout(
     for name, baseline in reports.items():
         m[f"baseline_{name}_dr"] = baseline.dr.value
         m[f"baseline_{name}_dr_se"] = baseline.dr.std_error
+        m[f"baseline_{name}_diff_se"] = _paired_se(ope, baseline)
     m["policy_lift_over_nothing_dr"] = m["policy_value_dr"] - m["baseline_nothing_dr"]
-    _value_calibration(rewards, q_hat, report)
+    _value_calibration(rewards, scored, q_hat, report)
     uplift_and_targeting(dataset, rewards, scored, report, config.seed)
+    add_learning(ranker, report)
     return report
+
+
+def _paired_se(a: OPEReport, b: OPEReport) -> float:
+    """Standard error of the difference of two policies' DR values on the same decisions."""
+    if a.dr_terms is None or b.dr_terms is None or len(a.dr_terms) < 2:
+        return float("nan")
+    diff = a.dr_terms - b.dr_terms
+    return float(diff.std(ddof=1) / np.sqrt(len(diff)))
+
+
+def add_learning(ranker: PromoRanker, report: HoldoutReport) -> None:
+    """The policy learner's cross-validated values of every candidate (same folds, by
+    buyer), its choice and its calibration, into the report's metrics and notes."""
+    learner = ranker.learner_
+    if learner is None or learner.selection_ is None:
+        if learner is not None:
+            report.notes.extend(learner.support_.notes)
+        return
+    selection = learner.selection_
+    report.metrics.update(selection.metrics())
+    report.selection = selection
+    if selection.calibration is not None and selection.calibration.height:
+        report.curves.value = (
+            selection.calibration["predicted"].to_numpy(),
+            selection.calibration["realized"].to_numpy(),
+        )
+
+
+def best_blanket(metrics: Mapping[str, float]) -> tuple[str, float, float] | None:
+    """(name, DR value, SE of the learned policy's difference from it) of the best
+    one-kind-for-everyone baseline in a held-out report's metrics; None without any."""
+    blankets = [
+        (key.removeprefix("baseline_").removesuffix("_dr"), value)
+        for key, value in metrics.items()
+        if key.startswith("baseline_blanket_") and key.endswith("_dr") and np.isfinite(value)
+    ]
+    if not blankets:
+        return None
+    name, value = max(blankets, key=lambda item: item[1])
+    return name, value, metrics.get(f"baseline_{name}_diff_se", float("nan"))
 
 
 LEARNED = "__learned__"
@@ -392,12 +449,12 @@ LEARNED = "__learned__"
 def off_policy_reports(
     logged: pl.DataFrame, policies: Mapping[str, pl.DataFrame], q_hat: pl.DataFrame
 ) -> dict[str, OPEReport]:
-    """`off_policy_report` of each policy (name -> its choices) on the same decisions.
+    """IPS, SNIPS and doubly robust values of each policy (name -> its choices) on the
+    same logged decisions, with each one's per-decision DR terms for paired comparisons.
 
-    The same estimates, computed once for all: decisions and actions are numbered once,
-    and the model's q of a (decision, action) is looked up by one integer key. Each
-    `off_policy_report` call would join its policy to every option of every decision
-    twice on string keys (seconds each, for millions of options).
+    Decisions and actions are numbered once, and the model's q of a (decision, action) is
+    looked up by one integer key: joining each policy to every option of every decision
+    on string keys would cost seconds per policy for millions of options.
     """
     key = pl.col("offer_id").fill_null(NOTHING)
     decisions = logged.select("exposure_id").unique().sort("exposure_id").with_row_index("_d")
@@ -439,14 +496,21 @@ def off_policy_reports(
         rewards = frame["reward"].to_numpy()
         prop = frame["propensity"].to_numpy()
         target = (frame["_a"] == frame["_chosen"]).cast(pl.Float64).to_numpy()
+        q_logged, q_target = q_of(frame["_k"]), q_of(frame["_kc"])
+        terms = (
+            doubly_robust_terms(rewards, prop, target, q_logged, q_target)[0]
+            if len(rewards)
+            else None
+        )
         out[name] = OPEReport(
             ips=ips(rewards, prop, target),
             snips=snips(rewards, prop, target),
-            dr=doubly_robust(rewards, prop, target, q_of(frame["_k"]), q_of(frame["_kc"])),
+            dr=doubly_robust(rewards, prop, target, q_logged, q_target),
             logged_value=float(rewards.mean()) if len(rewards) else float("nan"),
             true_value=None,
             n=frame.height,
             match_rate=float(target.mean()) if len(target) else float("nan"),
+            dr_terms=terms,
         )
     return out
 
@@ -456,29 +520,51 @@ def _every_unit(units: pl.DataFrame, choices: pl.DataFrame) -> pl.DataFrame:
     return units.join(choices.select("exposure_id", "offer_id"), on="exposure_id", how="left")
 
 
-def _value_calibration(rewards: pl.DataFrame, q_hat: pl.DataFrame, report: HoldoutReport) -> None:
-    """Does the value model's expected profit of the logged action match what happened?
+def _value_calibration(
+    rewards: pl.DataFrame, scored: pl.DataFrame, q_hat: pl.DataFrame, report: HoldoutReport
+) -> None:
+    """Does the predicted incremental profit of an offer match what it realized?
 
-    `value_calibration_ratio` is realized over predicted profit, summed over the held-out
-    decisions (1 is calibrated); the deciles feed a plot.
+    For every offer option of every held-out decision: the predicted incremental profit
+    (`expected_value`) and its doubly robust realization, DR(offer) - DR(nothing) for
+    that decision (the logged outcome corrects the model where the offer or nothing was
+    taken). By decile of predicted value: mean predicted vs mean realized (the curve),
+    and `value_calibration_slope`, the least-squares slope of realized on predicted over
+    the deciles (1 is calibrated; 0: the predictions carry no information).
     """
     key = pl.col("offer_id").fill_null(NOTHING)
-    frame = rewards.select("exposure_id", key.alias("action"), "reward").join(
-        q_hat.select("exposure_id", key.alias("action"), "q"),
-        on=["exposure_id", "action"],
-        how="left",
+    logged = rewards.select("exposure_id", key.alias("_logged"), "reward", "propensity")
+    q = q_hat.select("exposure_id", key.alias("action"), "q").join(
+        logged, on="exposure_id", how="inner"
     )
-    frame = frame.with_columns(pl.col("q").fill_null(0.0)).sort("q", "exposure_id")
-    predicted = float(frame["q"].sum())
-    realized = float(frame["reward"].sum())
-    report.metrics["value_calibration_ratio"] = realized / predicted if predicted else float("nan")
-    if frame.height >= 10:
-        deciles = (
-            frame.with_columns((pl.int_range(pl.len()) * 10 // pl.len()).alias("decile"))
-            .group_by("decile", maintain_order=True)
-            .agg(pl.col("q", "reward").mean())
-        )
-        report.curves.value = (deciles["q"].to_numpy(), deciles["reward"].to_numpy())
+    taken = (pl.col("action") == pl.col("_logged")).cast(pl.Float64)
+    dr = q.with_columns(
+        (pl.col("q") + taken / pl.col("propensity") * (pl.col("reward") - pl.col("q"))).alias("dr")
+    )
+    nothing = dr.filter(pl.col("action") == NOTHING).select(
+        "exposure_id", pl.col("dr").alias("dr0")
+    )
+    offers = (
+        scored.select("exposure_id", key.alias("action"), "expected_value")
+        .join(dr.select("exposure_id", "action", "dr"), on=["exposure_id", "action"], how="inner")
+        .join(nothing, on="exposure_id", how="inner")
+        .select("expected_value", (pl.col("dr") - pl.col("dr0")).alias("realized"))
+        .drop_nulls()
+        .sort("expected_value")
+    )
+    if offers.height < 10:
+        return
+    deciles = (
+        offers.with_columns((pl.int_range(pl.len()) * 10 // pl.len()).alias("decile"))
+        .group_by("decile", maintain_order=True)
+        .agg(pl.col("expected_value", "realized").mean())
+    )
+    x, y = deciles["expected_value"].to_numpy(), deciles["realized"].to_numpy()
+    report.curves.value = (x, y)
+    spread = float(np.var(x))
+    report.metrics["value_calibration_slope"] = (
+        float(np.cov(x, y, bias=True)[0, 1] / spread) if spread > 0 else float("nan")
+    )
 
 
 def _ope_metrics(ope: OPEReport) -> dict[str, float]:

@@ -225,8 +225,25 @@ def doubly_robust(
     >>> doubly_robust([1, 0], [0.5, 0.5], [1.0, 0.0], [0.5, 0.5], [0.6, 0.4]).value
     1.0
     """
+    terms, w = doubly_robust_terms(
+        rewards, logged_propensity, target_prob, q_hat_logged, q_hat_target, max_weight
+    )
+    return _mean_estimate(terms, w)
+
+
+def doubly_robust_terms(
+    rewards: ArrayLike,
+    logged_propensity: ArrayLike,
+    target_prob: ArrayLike,
+    q_hat_logged: ArrayLike,
+    q_hat_target: ArrayLike,
+    max_weight: float | None = None,
+) -> tuple[NDArray[np.float64], NDArray[np.float64]]:
+    """Per logged row, the doubly robust term ``q_hat_target + w * (r - q_hat_logged)``
+    (their mean is :func:`doubly_robust`'s value) and the weights ``w``: two policies'
+    terms on the same rows give their paired difference and its standard error."""
     r, w = _weights(rewards, logged_propensity, target_prob, max_weight)
     n = r.shape[0]
     q_logged = _as_1d("q_hat_logged", q_hat_logged, n)
     q_target = _as_1d("q_hat_target", q_hat_target, n)
-    return _mean_estimate(q_target + w * (r - q_logged), w)
+    return q_target + w * (r - q_logged), w

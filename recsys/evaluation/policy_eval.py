@@ -13,15 +13,16 @@ learned policy's volume — always side by side, never alone.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import timedelta
 
 import numpy as np
 import polars as pl
 
 from recsys.data.dataset import Dataset
-from recsys.evaluation.off_policy import OPEEstimate, doubly_robust, ips, snips
+from recsys.evaluation.off_policy import OPEEstimate
 from recsys.features.pairs import PLATFORM
+from recsys.policy.value import with_score
 
 UNIT = ("buyer_id", "seller_id")
 """One decision: a buyer and a seller (each seller decides for its own customers)."""
@@ -134,6 +135,9 @@ class OPEReport:
     true_value: float | None
     n: int
     match_rate: float
+    dr_terms: np.ndarray | None = field(default=None, repr=False, compare=False)
+    """The doubly robust estimate's per-decision terms (their mean is `dr.value`), for
+    paired comparisons of policies valued on the same decisions."""
 
     def relative_error(self, estimate: OPEEstimate) -> float | None:
         if self.true_value is None or self.true_value == 0:
@@ -141,62 +145,13 @@ class OPEReport:
         return abs(estimate.value - self.true_value) / abs(self.true_value)
 
 
-def off_policy_report(
-    logged: pl.DataFrame,
-    choices: pl.DataFrame,
-    q_hat: pl.DataFrame,
-    truth: pl.DataFrame | None = None,
-) -> OPEReport:
-    """Estimate a deterministic policy's value from logged decisions.
-
-    logged:  exposure_id, offer_id (logged action; null = nothing), propensity, reward.
-    choices: exposure_id, offer_id (the policy's action; null = nothing).
-    q_hat:   exposure_id, offer_id (null = nothing), q — the model's expected reward for
-             every action the policy considered, the logged one included.
-    truth:   exposure_id, offer_id (null = nothing), profit — exact expected reward.
-    """
-    key = pl.col("offer_id").fill_null("__nothing__")
-    logged = logged.with_columns(key.alias("action"))
-    chosen = choices.select("exposure_id", key.alias("chosen"))
-    q = q_hat.select("exposure_id", key.alias("action"), "q")
-    frame = (
-        logged.join(chosen, on="exposure_id", how="inner")
-        .join(q, on=["exposure_id", "action"], how="left")
-        .join(
-            q.rename({"action": "chosen", "q": "q_target"}),
-            on=["exposure_id", "chosen"],
-            how="left",
-        )
-        .with_columns(pl.col("q", "q_target").fill_null(0.0))
-    )
-    rewards = frame["reward"].to_numpy()
-    prop = frame["propensity"].to_numpy()
-    target = (frame["action"] == frame["chosen"]).cast(pl.Float64).to_numpy()
-    true_value = None
-    if truth is not None:
-        t = chosen.join(
-            truth.select("exposure_id", key.alias("chosen"), "profit"),
-            on=["exposure_id", "chosen"],
-            how="left",
-        )
-        true_value = float(t["profit"].fill_null(0.0).mean())  # type: ignore[arg-type]
-    return OPEReport(
-        ips=ips(rewards, prop, target),
-        snips=snips(rewards, prop, target),
-        dr=doubly_robust(
-            rewards, prop, target, frame["q"].to_numpy(), frame["q_target"].to_numpy()
-        ),
-        logged_value=float(rewards.mean()) if len(rewards) else float("nan"),
-        true_value=true_value,
-        n=frame.height,
-        match_rate=float(target.mean()) if len(target) else float("nan"),
-    )
-
-
-def choose_best(scored: pl.DataFrame, value: str = "expected_value") -> pl.DataFrame:
-    """Per decision unit (exposure_id, or buyer and seller), the best offer if its value is
-    positive, else nothing (offer_id null)."""
+def choose_best(scored: pl.DataFrame, value: str = "score") -> pl.DataFrame:
+    """Per decision unit (exposure_id, or buyer and seller), the best offer by `value` if
+    that is positive, else nothing (offer_id null): the policy's choice, by its decision
+    score (`recsys.policy.value.decision_scores`)."""
     unit = "exposure_id" if "exposure_id" in scored.columns else list(UNIT)
+    if value == "score" and "score" not in scored.columns:
+        scored = with_score(scored)
     best = (
         scored.sort(value, descending=True, maintain_order=True)
         .group_by(unit, maintain_order=True)
@@ -211,7 +166,7 @@ def policy_values_on_truth(
     """True incremental profit of the learned policy and of the baselines, same units.
 
     truth: buyer_id, offer_id, seller_id, tool, incremental_profit (one row per option).
-    scored: buyer_id, offer_id, expected_value, p_redeem, plus `history` (the buyer's
+    scored: buyer_id, offer_id, score, expected_value, p_redeem, plus `history` (the buyer's
     past purchases of the offer's items) for the history baseline.
     """
     frame = _on_truth(truth, scored)
@@ -245,7 +200,7 @@ def learned_offers(truth: pl.DataFrame, scored: pl.DataFrame) -> pl.DataFrame:
     """The options the learned policy issues on a truth table, one row per issued offer.
 
     The same choice `policy_values_on_truth` values as "learned" (each unit's best option
-    by expected value, if positive), so figures about the issued offers — their true
+    by decision score, if positive), so figures about the issued offers — their true
     redemption probability, their tools — describe the policy whose profit is reported.
     Columns: the truth table's (``p_redeem`` is the true one), then the policy's
     ``expected_value``, ``model_p_redeem`` and ``history`` when scored has it.
@@ -263,7 +218,7 @@ def _on_truth(truth: pl.DataFrame, scored: pl.DataFrame) -> pl.DataFrame:
     Only the policy's columns are taken from `scored`, the model's P(redeem) renamed: a
     baseline ranked by "p_redeem" must rank by the model's, never the truth's.
     """
-    policy = [c for c in ("expected_value", "p_redeem", "history") if c in scored.columns]
+    policy = [c for c in ("score", "expected_value", "p_redeem", "history") if c in scored.columns]
     return truth.join(
         scored.select("buyer_id", "offer_id", *policy).rename({"p_redeem": MODEL_P_REDEEM}),
         on=["buyer_id", "offer_id"],

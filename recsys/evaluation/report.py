@@ -12,31 +12,17 @@
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import polars as pl
 
 from recsys.data.dataset import Dataset
 from recsys.data.loader import load_dataset
-from recsys.evaluation.holdout import (
-    HoldoutReport,
-    decision_options,
-    holdout_split,
-    logged_decisions,
-    q_table,
-    realized_rewards,
-    score_options,
-    uplift_and_targeting,
-)
+from recsys.evaluation.holdout import HoldoutReport, evaluate_holdout, holdout_split
 from recsys.evaluation.item_ranking import ItemRankingReport, evaluate_item_ranking
-from recsys.evaluation.policy_eval import (
-    OPEReport,
-    choose_best,
-    learned_offers,
-    off_policy_report,
-    policy_values_on_truth,
-)
+from recsys.evaluation.policy_eval import OPEReport, learned_offers, policy_values_on_truth
+from recsys.learning.selection import SelectionReport
 from recsys.models.ranker import PromoRanker, RankerConfig
 from recsys.policy import expected_incremental_profit
 
@@ -57,6 +43,10 @@ class SyntheticReport:
     issued: pl.DataFrame | None = None
     """The learned policy's offers on those options (truth columns plus its scores)."""
     fit_notes: str = ""
+    holdout: HoldoutReport | None = None
+    """The held-out evaluation training runs (candidates' values, calibration, baselines)."""
+    selection: SelectionReport | None = None
+    """Policy learning on the full fit: every candidate's cross-validated value."""
     seconds: dict[str, float] = field(default_factory=dict)
 
     def format(self) -> str:
@@ -119,6 +109,7 @@ def evaluate_synthetic(
     ranker = PromoRanker(config).fit(dataset)
     report.seconds["fit_all"] = time.perf_counter() - began
     report.fit_notes = ranker.report_.format()
+    report.selection = ranker.learner_.selection_ if ranker.learner_ is not None else None
     truth = _truth(data_dir, "offers")
     cand = ranker.candidates(truth.select("buyer_id", "offer_id"))
     scored = _valued(cand, config)
@@ -140,38 +131,35 @@ def _valued(candidates: pl.DataFrame, config: RankerConfig) -> pl.DataFrame:
 def _held_out_wave(
     dataset: Dataset, data_dir: Path, config: RankerConfig, report: SyntheticReport, waves: int
 ) -> None:
-    """The held-out evaluation of `recsys.evaluation.holdout`, with the truth beside it."""
+    """The held-out evaluation of `recsys.evaluation.holdout` (the one training runs), with
+    the truth's exact value of the learned policy's choices beside its estimates."""
     split = holdout_split(dataset, waves)
     if split is None:
         raise ValueError(f"{data_dir}: no randomized campaign waves to hold out")
     began = time.perf_counter()
     ranker = PromoRanker(config).fit(dataset.before(split.start), as_of=split.start)
     report.seconds["fit_before_holdout"] = time.perf_counter() - began
-
-    logged = logged_decisions(dataset, split.start)
-    options = decision_options(dataset, logged)
-    scored = score_options(ranker, options, config)
-    rewards = realized_rewards(dataset, logged, config).join(
-        logged.select("exposure_id", "propensity"), on="exposure_id"
-    )
+    held = evaluate_holdout(ranker, dataset, split)
+    report.holdout = held
+    assert held.ope is not None and held.choices is not None
     truth_options = _truth(data_dir, "exposure_options").join(
-        logged.select("exposure_id"), on="exposure_id"
+        held.choices.select("exposure_id"), on="exposure_id"
     )
+    key = pl.col("offer_id").fill_null("__nothing__")
     truth_profit = pl.concat(
         [
             truth_options.select(
-                "exposure_id", "offer_id", pl.col("profit_treated").alias("profit")
+                "exposure_id", key.alias("action"), pl.col("profit_treated").alias("profit")
             ),
             truth_options.group_by("exposure_id")
             .agg(pl.col("profit_control").first().alias("profit"))
-            .with_columns(pl.lit(None, pl.String).alias("offer_id"))
-            .select("exposure_id", "offer_id", "profit"),
+            .select("exposure_id", pl.lit("__nothing__").alias("action"), "profit"),
         ]
     )
-    choices = choose_best(scored.select("exposure_id", "offer_id", "expected_value"))
-    report.ope = off_policy_report(rewards, choices, q_table(scored), truth_profit)
-    held = HoldoutReport(split=split)
-    uplift_and_targeting(dataset, rewards, scored, held, seed=0)
+    valued = held.choices.select("exposure_id", key.alias("action")).join(
+        truth_profit, on=["exposure_id", "action"], how="left"
+    )
+    report.ope = replace(held.ope, true_value=float(valued["profit"].fill_null(0.0).mean()))  # type: ignore[arg-type]
     m = held.metrics
     report.qini = {
         "uplift_model": m["qini_uplift"],

@@ -154,7 +154,7 @@ def test_logged_decisions_are_the_randomized_rows_from_start_with_their_seller(
     assert sellers == {
         "e10": "s1",  # from the offer
         "e11": "s1",  # the control row's own seller
-        "e12": None,  # a control row without a seller stays unknown
+        "e12": "__platform__",  # no seller, a wave of two sellers: the whole platform
         "e13": "s2",
         "e14": "s1",
         "e15": "s1",
@@ -219,7 +219,7 @@ def test_options_carry_the_decisions_buyer_and_seller(dataset: Dataset) -> None:
     frame = decision_options(dataset, logged_decisions(dataset, _ts(10)))
     e12 = frame.filter(pl.col("exposure_id") == "e12")
     assert e12["buyer_id"].unique().to_list() == ["b3"]
-    assert e12["seller_id"].to_list() == [None, None, None]
+    assert e12["seller_id"].to_list() == ["__platform__"] * 3
     e11 = frame.filter(pl.col("exposure_id") == "e11")
     assert e11["seller_id"].unique().to_list() == ["s1"]
 

@@ -317,7 +317,7 @@ def test_gate_reevaluates_when_the_champion_run_lacks_the_metric(store: Store, n
 
 
 def test_champion_config_reads_the_saved_ranker(store: Store, name: str) -> None:
-    config = RankerConfig.from_dict({"response": {"uplift_learner": "t"}})
+    config = RankerConfig.from_dict({"learning": {"z": 2.0}})
     _with_champion(store, name, 1.0, "d", config=config)
     assert champion_config(store.client, name) == config
 
@@ -410,3 +410,16 @@ def test_registration_names_the_logged_model_a_server_needs(uri: str, model_id: 
     from training.registry import _logged_model_id
 
     assert _logged_model_id(uri) == model_id
+
+
+def test_a_challenger_its_own_evaluation_rates_below_a_blanket_is_refused() -> None:
+    """The floor: below the best blanket by more than the paired standard error, never
+    champion -- with or without a champion to beat; within it, the usual comparison."""
+    floor = ("blanket_percent_off", 1.517, 0.05)
+    refused = decide("policy_value_dr", 1.384, None, floor=floor)
+    assert not refused.promoted and "below blanket_percent_off" in refused.reason
+    assert not decide("policy_value_dr", 1.384, 1.0, floor=floor).promoted
+    close = decide("policy_value_dr", 1.48, 1.0, floor=floor)  # within one SE: compared
+    assert close.promoted and "beats champion" in close.reason
+    # A metric where lower is better has no blanket floor.
+    assert decide("ece_p_redeem", 0.01, 0.02, floor=floor).promoted

@@ -211,16 +211,16 @@ def ray_cluster(store: Store) -> object:
         os.killpg(head.pid, signal.SIGKILL)
 
 
-def test_worse_run_on_a_ray_cluster_does_not_take_champion(
+def test_a_run_that_does_not_beat_the_champion_on_a_ray_cluster_stays_challenger(
     store: Store, first_run: subprocess.CompletedProcess[str], ray_cluster: str
 ) -> None:
+    """The first run's config again, on a cluster: runs are reproducible to the bit, so it
+    ties the champion -- and a challenger must beat the champion to take its place."""
     done = store.run(
         "train",
         "--config",
         str(REPO / "configs/default.yaml"),
         *SMALL,
-        "--set",
-        "model.mf.factors=4",  # a much poorer taste model: lower policy value here
         env={"RAY_ADDRESS": ray_cluster},
     )
     assert done.returncode == 0, done.stdout + done.stderr
@@ -231,12 +231,12 @@ def test_worse_run_on_a_ray_cluster_does_not_take_champion(
     tags = store.client().get_model_version(MODEL, "2").tags
     assert tags["gate.promoted"] == "false"
     assert "same evaluation data" in tags["gate.reason"]
-    assert float(tags["gate.challenger"]) < float(tags["gate.champion"])
+    assert float(tags["gate.challenger"]) == float(tags["gate.champion"])
 
 
 def test_promote_overrides_the_gate(store: Store) -> None:
     if store.alias("challenger") != "2":
-        pytest.skip("needs the worse run")
+        pytest.skip("needs the run that stayed challenger")
     done = store.run("promote", "2", "--reason", "test")
     assert done.returncode == 0, done.stderr
     assert store.alias("champion") == "2"
