@@ -10,7 +10,13 @@ re-implements it. Kept per seed, with medians across seeds:
 - Qini of uplift vs response-only vs random ranking; IPS, SNIPS and DR against the truth;
 - MF recall@k and NDCG@k vs popularity and personal frequency; wall seconds of each part.
 
-    python -m benchmarks.quality --buyers 2000 --seeds 1 2 3 [--markdown quality.md]
+- the shipped candidate and every candidate's cross-validated value (policy learning);
+  the calibration of predicted incremental profit against its doubly robust realization.
+
+Run per world of the simulator (`--effects stage|attributes|uniform`).
+
+    python -m benchmarks.quality --buyers 2000 --seeds 1 2 3 [--effects stage]
+        [--markdown quality.md]
 """
 
 from __future__ import annotations
@@ -22,7 +28,7 @@ import sys
 import tempfile
 import time
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass, fields
+from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
@@ -60,6 +66,10 @@ class SeedFigures:
     ope: Figures
     """IPS, SNIPS and DR estimates of the learned policy on the held-out waves, vs truth."""
     item_ranking: Figures
+    learning: Figures
+    """Policy learning on the full fit: each candidate's CV value, and which shipped."""
+    calibration: Figures
+    """Held-out deciles of predicted incremental profit and their DR realization."""
     seconds: Figures
 
     def sections(self) -> dict[str, Figures]:
@@ -78,6 +88,9 @@ class QualityFigures:
     buyers: int
     per_seed: list[SeedFigures]
     median: dict[str, Figures]
+    effects: str = "stage"
+    shipped: list[str] = field(default_factory=list)
+    """The candidate policy learning shipped, per seed."""
 
     @property
     def seeds(self) -> list[int]:
@@ -92,6 +105,8 @@ class QualityFigures:
         """Plain dicts and lists, ready for `json.dumps`."""
         return {
             "buyers": self.buyers,
+            "effects": self.effects,
+            "shipped": self.shipped,
             "seeds": self.seeds,
             "holdout_waves": HOLDOUT_WAVES,
             "median": self.median,
@@ -99,21 +114,34 @@ class QualityFigures:
         }
 
 
-def measure_quality(buyers: int, seeds: Sequence[int], work: Path) -> QualityFigures:
-    """Synthesize a marketplace of `buyers` per seed under `work`, judge it, take medians.
+def measure_quality(
+    buyers: int, seeds: Sequence[int], work: Path, effects: str = "stage"
+) -> QualityFigures:
+    """Synthesize a marketplace of `buyers` per seed in world `effects` under `work`,
+    judge it, take medians.
 
-    Each seed's data goes to `work/buyers{N}_seed{S}` (replaced if present).
+    Each seed's data goes to `work/{effects}_buyers{N}_seed{S}` (replaced if present).
     """
     if not seeds:
         raise ValueError("measure_quality needs at least one seed, e.g. seeds=[1, 2, 3]")
-    per_seed = [_measure_seed(buyers, s, work / f"buyers{buyers}_seed{s}") for s in seeds]
-    return QualityFigures(buyers=buyers, per_seed=per_seed, median=_medians(per_seed))
+    runs = [
+        _measure_seed(buyers, s, work / f"{effects}_buyers{buyers}_seed{s}", effects) for s in seeds
+    ]
+    per_seed = [figures for figures, _ in runs]
+    return QualityFigures(
+        buyers=buyers,
+        per_seed=per_seed,
+        median=_medians(per_seed),
+        effects=effects,
+        shipped=[shipped for _, shipped in runs],
+    )
 
 
-def _measure_seed(buyers: int, seed: int, data: Path) -> SeedFigures:
+def _measure_seed(buyers: int, seed: int, data: Path, effects: str) -> tuple[SeedFigures, str]:
     """One seed: synthesize, evaluate, and read every figure off the one evaluation."""
     began = time.perf_counter()
-    generate(SyntheticConfig(buyers=buyers, seed=seed), data, overwrite=True)
+    config = SyntheticConfig.from_dict({"buyers": buyers, "seed": seed, "effects": effects})
+    generate(config, data, overwrite=True)
     synth_s = time.perf_counter() - began
     began = time.perf_counter()
     report = evaluate_synthetic(data, holdout_waves=HOLDOUT_WAVES)
@@ -128,7 +156,8 @@ def _measure_seed(buyers: int, seed: int, data: Path) -> SeedFigures:
             f"{report.policy_values.get('learned_issued')}; the two choices must be one"
         )
     values = {k: v for k, v in report.policy_values.items() if k != "learned_issued"}
-    return SeedFigures(
+    learning, shipped = _learning_figures(report)
+    figures = SeedFigures(
         seed=seed,
         policy_value=values,
         share_of_oracle=_shares_of_oracle(values),
@@ -137,8 +166,34 @@ def _measure_seed(buyers: int, seed: int, data: Path) -> SeedFigures:
         qini=dict(report.qini),
         ope=_ope_figures(report.ope),
         item_ranking=_item_figures(report.items),
+        learning=learning,
+        calibration=_calibration_figures(report),
         seconds={"synthesize": synth_s, **report.seconds, "evaluate_total": evaluate_s},
     )
+    return figures, shipped
+
+
+def _learning_figures(report: Any) -> tuple[Figures, str]:
+    """Each candidate's CV value on the full fit (per decision) and which one shipped."""
+    selection = report.selection
+    if selection is None:
+        return {}, "none"
+    out: Figures = {f"cv_{pv.name}": pv.value for pv in selection.candidates}
+    out.update({f"cv_{pv.name}_se": pv.std_error for pv in selection.candidates})
+    return out, selection.chosen
+
+
+def _calibration_figures(report: Any) -> Figures:
+    """Predicted vs doubly robust realized incremental profit per decile (held out)."""
+    held = report.holdout
+    if held is None or held.curves.value is None:
+        return {}
+    predicted, realized = held.curves.value
+    out: Figures = {"slope": held.metrics.get("value_calibration_slope", float("nan"))}
+    for i, (p, r) in enumerate(zip(predicted, realized, strict=True)):
+        out[f"decile{i}_predicted"] = float(p)
+        out[f"decile{i}_realized"] = float(r)
+    return out
 
 
 def _shares_of_oracle(values: Figures) -> Figures:
@@ -240,14 +295,26 @@ def format_quality_markdown(figures: QualityFigures) -> str:
     """The BENCHMARKS.md section: headline figures as tables, medians with their range."""
     seeds = " ".join(str(s) for s in figures.seeds)
     lines = [
-        "## Quality on the synthetic marketplace (ground truth known)",
+        f"## Quality on the synthetic marketplace: world `{figures.effects}`, "
+        f"{figures.buyers:,} buyers (ground truth known)",
         "",
         f"{figures.buyers:,} buyers, seeds {seeds}, {HOLDOUT_WAVES} held-out waves: medians "
         "across seeds, with the range (min to max) in brackets when there is more than one seed.",
         "",
-        f"Reproduce: `python -m benchmarks.quality --buyers {figures.buyers} --seeds {seeds}`",
+        f"Reproduce: `python -m benchmarks.quality --buyers {figures.buyers} --seeds {seeds} "
+        f"--effects {figures.effects}`",
+        "",
+        *_verdict_table(figures),
     ]
-    for part in (_policy_table, _redemption_table, _qini_table, _ope_table, _item_table):
+    for part in (
+        _policy_table,
+        _learning_table,
+        _calibration_table,
+        _redemption_table,
+        _qini_table,
+        _ope_table,
+        _item_table,
+    ):
         lines += ["", *part(figures)]
     lines += ["", *_seconds_table(figures)]
     return "\n".join(lines) + "\n"
@@ -262,6 +329,76 @@ def _cell(figures: QualityFigures, section: str, key: str, fmt: str) -> str:
     if len(figures.per_seed) > 1 and spread is not None:
         text += f" ({format(spread[0], fmt)} to {format(spread[1], fmt)})"
     return text
+
+
+def best_blanket(values: Figures) -> tuple[str, float] | None:
+    """The best one-tool-for-everyone policy of one seed, by true profit (None: none)."""
+    blankets = {k: v for k, v in values.items() if k.startswith("blanket_")}
+    if not blankets:
+        return None
+    name = max(blankets, key=blankets.__getitem__)
+    return name, blankets[name]
+
+
+def _verdict_table(figures: QualityFigures) -> list[str]:
+    """Per seed: the learned policy's share of the oracle next to the best blanket's."""
+    rows = []
+    for seed_figures, shipped in zip(figures.per_seed, figures.shipped, strict=True):
+        values, shares = seed_figures.policy_value, seed_figures.share_of_oracle
+        best = best_blanket(values)
+        if best is None:
+            continue
+        name, value = best
+        gap = values["learned"] - value
+        rows.append(
+            f"| {seed_figures.seed} | {shares.get('learned', float('nan')):.1%} | "
+            f"{name} {shares.get(name, float('nan')):.1%} | {gap:+,.1f} | {shipped} |"
+        )
+    return [
+        "| seed | learned, share of oracle | best blanket | learned - best blanket | shipped |",
+        "|---:|---:|---|---:|---|",
+        *rows,
+    ]
+
+
+def _learning_table(figures: QualityFigures) -> list[str]:
+    """Each candidate's cross-validated value per decision (full fit), medians."""
+    keys = [k for k in figures.median.get("learning", {}) if not k.endswith("_se")]
+    rows = [
+        f"| {k.removeprefix('cv_')} | {_cell(figures, 'learning', k, '.4f')} "
+        f"| {_cell(figures, 'learning', f'{k}_se', '.4f')} |"
+        for k in keys
+    ]
+    return [
+        "### Policy learning: cross-validated value per logged decision (folds by buyer)",
+        "",
+        "| candidate | value | std error |",
+        "|---|---:|---:|",
+        *rows,
+    ]
+
+
+def _calibration_table(figures: QualityFigures) -> list[str]:
+    """Held-out predicted vs DR-realized incremental profit by decile, medians."""
+    cal = figures.median.get("calibration", {})
+    if not cal:
+        return []
+    rows = [
+        f"| {i} | {_cell(figures, 'calibration', f'decile{i}_predicted', '.4f')} "
+        f"| {_cell(figures, 'calibration', f'decile{i}_realized', '.4f')} |"
+        for i in range(10)
+        if f"decile{i}_predicted" in cal
+    ]
+    return [
+        "### Calibration of incremental profit on the held-out waves",
+        "",
+        f"Slope of DR-realized on predicted over the deciles: "
+        f"{_cell(figures, 'calibration', 'slope', '.2f')} (1 = calibrated).",
+        "",
+        "| decile | predicted | DR realized |",
+        "|---:|---:|---:|",
+        *rows,
+    ]
 
 
 def _policy_table(figures: QualityFigures) -> list[str]:
@@ -371,11 +508,12 @@ def main() -> None:
     parser.add_argument("--buyers", type=int, default=2000, help="buyers per marketplace")
     parser.add_argument("--seeds", type=int, nargs="+", default=[1, 2, 3])
     parser.add_argument("--work", type=Path, help="where marketplaces go (default: a temp dir)")
+    parser.add_argument("--effects", default="stage", help="stage, attributes or uniform")
     parser.add_argument("--markdown", type=Path, help="also write the BENCHMARKS.md section")
     args = parser.parse_args()
     began = time.perf_counter()
     with tempfile.TemporaryDirectory(prefix="quality-") as tmp:
-        figures = measure_quality(args.buyers, args.seeds, args.work or Path(tmp))
+        figures = measure_quality(args.buyers, args.seeds, args.work or Path(tmp), args.effects)
     print(json.dumps(figures.as_dict(), indent=2))
     if args.markdown:
         args.markdown.write_text(format_quality_markdown(figures))

@@ -51,7 +51,8 @@ Section = tuple[dict[str, Any], str, list[Target]]
 class Sizes:
     """How big each part runs."""
 
-    quality_buyers: int
+    quality_runs: tuple[tuple[str, int], ...]
+    """(world, buyers) of each quality measurement."""
     quality_seeds: tuple[int, ...]
     training_buyers: tuple[int, ...]
     mf_repeats: int
@@ -63,8 +64,14 @@ class Sizes:
 
 
 FULL = Sizes(
-    quality_buyers=10_000,
-    quality_seeds=(1, 2, 3),
+    quality_runs=(
+        ("stage", 10_000),
+        ("stage", 20_000),
+        ("attributes", 10_000),
+        ("uniform", 10_000),
+        ("stage", 2_000),
+    ),
+    quality_seeds=(1, 2, 3, 4, 5),
     training_buyers=(100_000, 1_000_000),
     mf_repeats=3,
     serve_buyers=20_000,
@@ -72,7 +79,7 @@ FULL = Sizes(
     serve_plan=Plan(seconds=5.0, warmup=1.5, repeats=2, step_seconds=3.0),
 )
 QUICK = Sizes(
-    quality_buyers=800,
+    quality_runs=(("stage", 800), ("attributes", 800), ("uniform", 800)),
     quality_seeds=(1,),
     training_buyers=(5_000,),
     mf_repeats=1,
@@ -134,10 +141,17 @@ class Bench:
 
     def quality(self) -> Section:
         from benchmarks.quality import format_quality_markdown, measure_quality
+        from benchmarks.targets import quality_targets
 
         s = self.sizes
-        figures = measure_quality(s.quality_buyers, s.quality_seeds, self.work / "quality")
-        return figures.as_dict(), format_quality_markdown(figures), []
+        measured = []
+        for world, buyers in s.quality_runs:
+            _say(f"quality: world {world}, {buyers:,} buyers, seeds {s.quality_seeds}")
+            measured.append(measure_quality(buyers, s.quality_seeds, self.work / "quality", world))
+        targets = quality_targets([f.as_dict() for f in measured])
+        markdown = "\n".join(format_quality_markdown(f) for f in measured)
+        markdown += "\n" + "\n\n".join(t.line() for t in targets) + "\n"
+        return {"runs": [f.as_dict() for f in measured]}, markdown, targets
 
     def training(self) -> Section:
         api = training_api()

@@ -110,3 +110,68 @@ def format_targets_table(targets: Sequence[Target]) -> list[str]:
     lines = ["| target | measured | verdict |", "|---|---:|---|"]
     lines += [f"| {t.goal} | {t.measured} | {t.verdict} |" for t in targets]
     return lines
+
+
+QUALITY_SHARE_GOALS = {"stage": 0.60, "attributes": 0.50, "uniform": 0.80}
+"""Median share of the oracle's true profit the learned policy must earn, per world."""
+DR_ERROR_GOAL = 0.10
+"""The shipped policy's DR estimate within this relative error of its true value."""
+
+
+def quality_targets(runs: Sequence[dict[str, Any]]) -> list[Target]:
+    """Issue 16's quality targets from the quality part's runs (`QualityFigures.as_dict`).
+
+    Per (world, size): the median share of the oracle (demo-sized runs are judged against
+    the blanket only), above the best blanket on every seed; at 20,000 buyers the DR
+    estimate of the shipped policy within 10 % of its true value on every seed.
+    """
+    out = []
+    for run in runs:
+        world, buyers = run["effects"], run["buyers"]
+        label = f"{world}, {buyers:,} buyers"
+        seeds = run["per_seed"]
+        shares = [s["share_of_oracle"].get("learned", float("nan")) for s in seeds]
+        goal = QUALITY_SHARE_GOALS.get(world)
+        if goal is not None and buyers >= 10_000:
+            median = run["median"]["share_of_oracle"].get("learned", float("nan"))
+            met = median >= goal
+            gap = f"{(median - goal) * 100:+.1f} points"
+            out.append(
+                Target(
+                    f"quality {label} share",
+                    f"{label}: learned >= {goal:.0%} of the oracle (median of seeds)",
+                    f"{median:.1%} (seeds: {', '.join(f'{x:.1%}' for x in shares)})",
+                    met,
+                    gap,
+                )
+            )
+        gaps = []
+        for s in seeds:
+            values = s["policy_value"]
+            best = max(v for k, v in values.items() if k.startswith("blanket_"))
+            gaps.append(values["learned"] - best)
+        beaten = sum(g > 0 for g in gaps)
+        out.append(
+            Target(
+                f"quality {label} above blanket",
+                f"{label}: above the best single-tool blanket on every seed",
+                ", ".join(f"{g:+,.1f}" for g in gaps),
+                beaten == len(gaps),
+                f"above on {beaten} of {len(gaps)} seeds; never below on "
+                f"{sum(g >= -1e-6 for g in gaps)}",
+            )
+        )
+        if buyers >= 20_000:
+            errors = [s["ope"].get("dr_relative_error", float("nan")) for s in seeds]
+            worst = max(errors) if errors else float("nan")
+            out.append(
+                Target(
+                    f"quality {label} DR error",
+                    f"{label}: DR estimate of the shipped policy within "
+                    f"{DR_ERROR_GOAL:.0%} of its true value on every seed",
+                    ", ".join(f"{e:.1%}" for e in errors),
+                    worst <= DR_ERROR_GOAL,
+                    f"worst {worst:.1%}",
+                )
+            )
+    return out

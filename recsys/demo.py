@@ -14,7 +14,7 @@ import polars as pl
 
 from recsys.data import Dataset, load_dataset
 from recsys.data.synthetic import SyntheticConfig, generate
-from recsys.evaluation.policy_eval import policy_values_on_truth
+from recsys.evaluation.policy_eval import learned_offers, policy_values_on_truth
 from recsys.models.ranker import PromoRanker, RankerConfig
 from recsys.policy import OfferPolicy, expected_incremental_profit
 
@@ -70,6 +70,7 @@ def run_demo(
     worst = min((v, k) for k, v in values.items() if k.startswith("blanket_"))
     best = max((v, k) for k, v in values.items() if k.startswith("blanket_"))
     echo(f"  coupon to everyone: from {worst[0]:,.1f} ({worst[1]}) to {best[0]:,.1f} ({best[1]})")
+    echo(_issued_against_truth(learned_offers(truth, valued)))
 
     echo("\n== 5. rank the next campaign's offers for three buyers ==")
     echo(_showcase(ranker, dataset, truth))
@@ -82,6 +83,37 @@ def run_demo(
         echo(f"\n== {number}. {what} ==\nnot built yet: {where}")
         number += 1
     echo("\ndemo finished")
+
+
+MONEY_OFF = ("percent_off", "amount_off", "free_shipping", "points")
+"""Tools that give money away (a reminder does not)."""
+
+
+def _issued_against_truth(issued: pl.DataFrame) -> str:
+    """How the offers the policy issues fare in the truth: by true stage, the tools sent
+    and the share whose true incremental profit has the sign the model gave it."""
+    if issued.height == 0:
+        return "  the policy issues no offer"
+    agree = ((issued["expected_value"] > 0) == (issued["incremental_profit"] > 0)).sum()
+    lines = [
+        f"  offers issued: {issued.height:,}; the true incremental profit has the model's "
+        f"sign for {agree / issued.height:.0%} of them"
+    ]
+    by_stage = (
+        issued.group_by("stage")
+        .agg(
+            pl.len().alias("n"),
+            pl.col("tool").is_in(list(MONEY_OFF)).sum().alias("money_off"),
+            pl.col("incremental_profit").sum().alias("true_profit"),
+        )
+        .sort("stage")
+    )
+    for stage, n, money_off, true_profit in by_stage.iter_rows():
+        lines.append(
+            f"    true stage {stage:<15} {n:>6,} offers, {money_off:>6,} of them money off; "
+            f"true incremental profit {true_profit:+,.1f}"
+        )
+    return "\n".join(lines)
 
 
 def _showcase(ranker: PromoRanker, dataset: Dataset, truth: pl.DataFrame) -> str:
@@ -101,6 +133,13 @@ def _showcase(ranker: PromoRanker, dataset: Dataset, truth: pl.DataFrame) -> str
     pairs = picks.select("buyer_id").join(next_offers, how="cross")
     policy = OfferPolicy(ranker.config.policy)
     ranked = policy.rank(ranker.candidates(pairs), k=3, as_of=as_of)  # type: ignore[arg-type]
+    true = dict(
+        zip(
+            zip(truth["buyer_id"], truth["offer_id"], strict=True),
+            truth["incremental_profit"],
+            strict=True,
+        )
+    )
     lines = []
     for buyer, stage in picks.iter_rows():
         lines.append(f"buyer {buyer} (journey stage: {stage})")
@@ -108,8 +147,11 @@ def _showcase(ranker: PromoRanker, dataset: Dataset, truth: pl.DataFrame) -> str
             if row["offer_id"] is None:
                 lines.append(f"   no offer: {row['reason_text']}")
             else:
+                actual = true.get((buyer, row["offer_id"]))
+                truth_text = "" if actual is None else f" (truth {actual:+.3f})"
                 lines.append(
                     f"   #{row['rank']} {row['offer_id']} {row['tool']:<13} "
-                    f"expected profit {row['expected_value']:+.3f}: {row['reason_text']}"
+                    f"expected profit {row['expected_value']:+.3f}{truth_text}: "
+                    f"{row['reason_text']}"
                 )
     return "\n".join(lines)

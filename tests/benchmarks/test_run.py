@@ -120,9 +120,13 @@ def quality() -> QualityFigures:
         qini={"uplift": 0.1, "response": 0.05},
         ope={"true_value": 1.0, "dr_estimate": 1.1, "dr_relative_error": 0.1},
         item_ranking={"k": 10.0, "recall_mf": 0.3, "ndcg_mf": 0.2},
+        learning={"cv_blanket": 0.5, "cv_blanket_se": 0.1},
+        calibration={"slope": 0.9},
         seconds={"synthesize": 1.0},
     )
-    return QualityFigures(buyers=800, per_seed=[seed], median=dict(seed.sections()))
+    return QualityFigures(
+        buyers=800, per_seed=[seed], median=dict(seed.sections()), shipped=["blanket"]
+    )
 
 
 TRAINING_RUNS = [
@@ -353,7 +357,8 @@ def test_only_names_known_parts() -> None:
 
 
 def test_quick_sizes_are_small() -> None:
-    assert QUICK.quality_buyers <= 1000 and max(QUICK.training_buyers) <= 10_000
+    assert max(b for _, b in QUICK.quality_runs) <= 1000 and max(QUICK.training_buyers) <= 10_000
+    assert {w for w, _ in QUICK.quality_runs} == {"stage", "attributes", "uniform"}
     assert QUICK.serve_variants == ("default",)
 
 
