@@ -22,6 +22,7 @@ import re
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
+from datetime import datetime
 from typing import Any
 
 from fastapi import FastAPI, Header, Path, Query, Request
@@ -38,6 +39,7 @@ from serving.auth import ENV_VAR, AccessError, ApiKeyEntry, KeyRing, Principal, 
 from serving.config import ServeConfig
 from serving.decision_log import DecisionLogError
 from serving.metrics import Metrics
+from serving.outcomes import OutcomeError
 from serving.pages import add_seller_pages, cookie_key
 from serving.schemas import (
     MAX_BATCH,
@@ -154,6 +156,10 @@ def create_api(state: Callable[[], ApiState], *, max_body_bytes: int = MAX_BODY_
     @api.exception_handler(UnknownCampaignError)
     async def unknown_campaign(request: Request, exc: UnknownCampaignError) -> JSONResponse:
         return JSONResponse({"detail": str(exc)}, status_code=404)
+
+    @api.exception_handler(OutcomeError)
+    async def outcomes_refused(request: Request, exc: OutcomeError) -> JSONResponse:
+        return JSONResponse({"detail": exc.problems}, status_code=422)
 
     @api.exception_handler(ValueError)
     async def bad_value(request: Request, exc: ValueError) -> JSONResponse:
@@ -474,10 +480,13 @@ def service_for(
     version: str,
     decision_log: Any = None,
     history: Any = None,
+    outcomes: Any = None,
+    clock: Callable[[], datetime] | None = None,
 ) -> Any:
     """The `RankingService` a serve config describes for a loaded ranker: its serving
-    policy, score cache and clock (`as_of` running at the real pace, else now)."""
-    from serving.service import RankingService, clock_from, now_utc
+    policy, score cache and clock (`clock`, else `replica_clock(config)`). A replica
+    passes its own history, outcome recorder and clock, which outlive a model swap."""
+    from serving.service import RankingService
 
     return RankingService(
         ranker,
@@ -486,8 +495,17 @@ def service_for(
         policy=config.serving_policy(ranker.config.policy),
         score_cache_rows=config.score_cache_rows,
         history=history,
-        clock=clock_from(config.as_of) if config.as_of is not None else now_utc,
+        outcomes=outcomes,
+        clock=clock if clock is not None else replica_clock(config),
     )
+
+
+def replica_clock(config: ServeConfig) -> Callable[[], datetime]:
+    """The decision clock of a serve config: `as_of`, running at the real pace from the
+    moment this is called, else the real UTC clock."""
+    from serving.service import clock_from, now_utc
+
+    return clock_from(config.as_of) if config.as_of is not None else now_utc
 
 
 def replica_state() -> ApiState:
@@ -507,16 +525,31 @@ def deployment(config: ServeConfig) -> Any:
         """One replica: the current model's service, its decision log, the poller."""
 
         def __init__(self, config_data: dict[str, Any]) -> None:
+            from serving.decision_index import DecisionIndex
             from serving.decision_log import DecisionLog
             from serving.history import ExposureHistory
             from serving.model_source import ModelSource
+            from serving.outcomes import OutcomeRecorder
 
             self.config = ServeConfig.from_dict(config_data)
             self.holder = ServiceHolder()
             self.metrics = Metrics()
             self.source = ModelSource(self.config.model_uri, self.config.tracking_uri)
+            # One clock for the replica's life: a model swap does not restart `as_of`.
+            self.clock = replica_clock(self.config)
             self.log = DecisionLog(self.config.decision_log_dir)
-            self.log.start()
+            self.log.start()  # first: writes what stopped processes logged ahead as parts
+            # Every replica's decisions and stored outcomes, read from the shared log, so
+            # an outcome is accepted whichever replica (or earlier process) decided.
+            log = self.log
+            self.index = DecisionIndex(
+                self.config.decision_log_dir,
+                clock=self.clock,
+                max_decisions=self.config.decision_index_rows,
+                own_owner=lambda: log.owner,
+            )
+            self.outcomes = OutcomeRecorder(self.index, self.log)
+            logged = self.index.refresh()
             # Through the module, not a global name: this class is pickled by value, so
             # its globals would be copies; the routes read the real module's list.
             from serving import app as this_module
@@ -531,14 +564,23 @@ def deployment(config: ServeConfig) -> Any:
             ]
             self.history = ExposureHistory()
             self._load(self.source.current_version())
-            self._seed_history()
+            self._seed_history(logged["exposures"])
+            del logged
             self._poller = asyncio.get_event_loop().create_task(self._poll())
 
         def _load(self, version: str) -> None:
             holder, metrics = self.holder, self.metrics
             try:
                 ranker = self.source.load(version)
-                service = service_for(self.config, ranker, version, self.log, self.history)
+                service = service_for(
+                    self.config,
+                    ranker,
+                    version,
+                    self.log,
+                    self.history,
+                    outcomes=self.outcomes,
+                    clock=self.clock,
+                )
                 service.warm_up()
             except Exception as exc:  # keep serving the old model, say why
                 holder.load_error = redacted(f"model version {version} failed to load: {exc!r}")
@@ -550,15 +592,14 @@ def deployment(config: ServeConfig) -> Any:
             metrics.model_version = version
             metrics.inc("model_swaps_total")
 
-        def _seed_history(self) -> None:
-            """Frequency caps survive a restart: remember the logged recent offers."""
-            from serving.decision_log import read_log
-
+        def _seed_history(self, exposures: Any) -> None:
+            """Frequency caps survive a restart: remember the logged recent offers (the
+            exposures the index read at start)."""
             service = self.holder.service
             if service is None:
                 return
             try:
-                seeded = service.seed_history(read_log(self.config.decision_log_dir)["exposures"])
+                seeded = service.seed_history(exposures)
             except Exception:  # caps start empty rather than the replica failing
                 log.exception("could not read the decision log for frequency caps")
                 return

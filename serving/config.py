@@ -77,6 +77,12 @@ class ServeConfig(StrictConfig):
         description="largest request body read, in bytes; a bigger one is refused with 413 "
         "(the default fits the largest valid /v1/rank/batch call with a margin)",
     )
+    decision_index_rows: int = Field(
+        2_000_000,
+        ge=1000,
+        description="decisions each replica keeps in memory to accept their outcomes "
+        "(about 100 bytes each; the oldest go first beyond this or the outcome window)",
+    )
     replicas: int = Field(1, ge=1)
     cpus_per_replica: float = Field(1.0, gt=0)
 

@@ -160,8 +160,17 @@ class Outcome(_Strict):
     decision_id: Id
     type: Literal["redemption", "purchase"]
     offer_id: Id | None = Field(None, description="required for a redemption")
-    ts: Moment | None = Field(None, description="when; default: when received")
-    order_id: Id | None = None
+    ts: Moment | None = Field(
+        None,
+        description="when it happened (ISO 8601, UTC unless it names its offset); within "
+        "the decision's outcome window, from the decision to the model's response horizon "
+        "after it. Default: when received",
+    )
+    order_id: Id | None = Field(
+        None,
+        description="the order; with decision_id and type it identifies the outcome, so a "
+        "retry is stored once (send it to report several orders of one decision)",
+    )
     amount: float | None = Field(
         None,
         ge=0,
@@ -176,9 +185,13 @@ class OutcomesRequest(_Strict):
 
 
 class OutcomesResponse(_Strict):
-    accepted: int
-    unknown_decisions: list[str] = Field(
-        default_factory=list, description="decision ids this service does not know"
+    accepted: int = Field(
+        description="outcomes accepted: every outcome of the call (a refusal refuses all)"
+    )
+    duplicates: int = Field(
+        0,
+        description="of those, outcomes already stored under the same (decision_id, type, "
+        "order_id), e.g. by an earlier try of this call: stored once, not again",
     )
 
 
