@@ -37,6 +37,7 @@ from recsys.campaigns import AudienceKind
 from recsys.campaigns.planner import UnknownCampaignError
 from serving.auth import ENV_VAR, AccessError, ApiKeyEntry, KeyRing, Principal, parse_env_keys
 from serving.config import ServeConfig
+from serving.csv_export import to_csv
 from serving.decision_log import DecisionLogError
 from serving.metrics import Metrics
 from serving.outcomes import OutcomeError
@@ -244,7 +245,8 @@ def create_api(state: Callable[[], ApiState], *, max_body_bytes: int = MAX_BODY_
         audience: AudienceKind = AUDIENCE_QUERY,
         authorization: str | None = Header(None),
     ) -> Response:
-        """A campaign's target list as CSV, in the data contract's pairs form."""
+        """A campaign's target list as CSV, in the data contract's pairs form (text cells
+        a spreadsheet would run as a formula are neutralised: `serving.csv_export`)."""
         who = reader(request, authorization)
         state().keyring.authorize(who, seller_id)
         service = ready_service()
@@ -252,7 +254,7 @@ def create_api(state: Callable[[], ApiState], *, max_body_bytes: int = MAX_BODY_
         frame = await asyncio.to_thread(targets, seller_id, who, campaign_id)
         name = re.sub(r"[^A-Za-z0-9._-]+", "_", f"{seller_id}-{campaign_id}")[:120]
         return Response(
-            frame.write_csv(),
+            to_csv(frame),
             media_type="text/csv; charset=utf-8",
             headers={"Content-Disposition": f'attachment; filename="{name}.csv"'},
         )
