@@ -183,8 +183,9 @@ class OutcomeRecorder:
     # ----------------------------------------------------------------------- checks
 
     def _unknown(self, position: int, decision_id: str, window: timedelta) -> dict[str, Any]:
+        # The log's path is the operator's business, not the client's: not named here.
         where = (
-            f"the decision log {self.index.directory}"
+            "this deployment's decision log"
             if self.index.directory is not None
             else "this service's memory (it keeps no decision log)"
         )
