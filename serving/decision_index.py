@@ -50,8 +50,9 @@ DEFAULT_MAX_DECISIONS = 2_000_000
 _FOLD_ROWS = 20_000
 """Recent decisions held in a dict before they are folded into the compact frame."""
 
-_PART_SLACK = timedelta(minutes=10)
-"""A part appears on disk within this of the time its name carries (its write began)."""
+_PART_SLACK = timedelta(hours=1)
+"""A part appears on disk within this of the time its name carries (when its writer
+began writing it, by the writer's clock: generous, for hosts whose clocks differ)."""
 
 _DECISION_SCHEMA: dict[str, pl.DataType] = {
     "exposure_id": pl.String(),
@@ -186,7 +187,7 @@ class DecisionIndex:
         """
         read: dict[str, list[pl.DataFrame]] = {name: [] for name in _TABLE_NAMES}
         if self.directory is None:
-            return {name: pl.DataFrame() for name in read}
+            return {name: _concat([], name) for name in read}
         with self._lock:
             for table, frame in self._read_segments():
                 read[table].append(frame)

@@ -389,5 +389,5 @@ def test_parts_are_read_once_and_late_ones_still_seen() -> None:
     assert seen.new(first) == []
     late = "part-20260318T093500000000Z-2-000001.parquet"  # older name, appeared later
     assert seen.new([*first, late]) == [late]
-    ancient = "part-20260318T090000000000Z-3-000001.parquet"  # beyond the slack: read before
+    ancient = "part-20260318T083000000000Z-3-000001.parquet"  # beyond the slack: read before
     assert seen.new([ancient]) == []
