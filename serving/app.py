@@ -14,37 +14,46 @@ from __future__ import annotations
 
 import asyncio
 import functools
-import json
 import logging
-import math
 import os
 import re
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
+from datetime import datetime, timedelta
 from typing import Any
 
-from fastapi import FastAPI, Header, Path, Query, Request
-from fastapi.encoders import jsonable_encoder
+from fastapi import Depends, FastAPI, Path, Query, Request
 from fastapi.exception_handlers import http_exception_handler
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, PlainTextResponse, Response
+from fastapi.security import HTTPBearer
 from starlette.exceptions import HTTPException
-from starlette.types import ASGIApp, Message, Receive, Scope, Send
+from starlette.routing import Match
 
 from recsys.campaigns import AudienceKind
 from recsys.campaigns.planner import UnknownCampaignError
 from serving.auth import ENV_VAR, AccessError, ApiKeyEntry, KeyRing, Principal, parse_env_keys
 from serving.config import ServeConfig
+from serving.csv_export import to_csv
 from serving.decision_log import DecisionLogError
+from serving.guards import (
+    AuthGate,
+    BodyLimit,
+    NoStore,
+    StrictJSONRoute,
+    bounded_errors,
+    principal_of,
+    unreadable_body,
+)
 from serving.metrics import Metrics
-from serving.pages import add_seller_pages, cookie_key
+from serving.outcomes import OutcomeError
+from serving.pages import add_seller_pages
 from serving.schemas import (
-    MAX_BATCH,
     MAX_BODY_BYTES,
+    MAX_CAMPAIGN_ID,
     MAX_ID,
     MAX_MONEY,
-    MAX_OUTCOMES,
     BatchRankRequest,
     BatchRankResponse,
     CampaignsResponse,
@@ -54,6 +63,9 @@ from serving.schemas import (
     RankRequest,
     RankResponse,
 )
+from serving.sessions import SessionStore
+
+__all__ = ["ApiState", "BodyLimit", "ServiceHolder", "app_builder", "create_api"]
 
 log = logging.getLogger(__name__)
 
@@ -68,10 +80,20 @@ BUDGET_QUERY = Query(
 AUDIENCE_QUERY = Query("journey_stage", description="what groups buyers into audiences")
 SELLER_PATH = Path(min_length=1, max_length=MAX_ID, description="the seller's id")
 CAMPAIGN_PATH = Path(
-    min_length=1, max_length=1024, description="a campaign id of the seller's plan"
+    min_length=1, max_length=MAX_CAMPAIGN_ID, description="a campaign id of the seller's plan"
 )
 
 Ranker = Callable[[list[RankRequest], list[Principal]], Awaitable[list[RankResponse]]]
+
+RETRY_AFTER_S = 5
+"""What a 503 tells a client to wait before retrying (`Retry-After`)."""
+
+BEARER = HTTPBearer(
+    auto_error=False,
+    description="an API key (`recsys keys new SELLER`); reading routes also take the "
+    "seller page's session cookie",
+)
+"""Documents the key in the OpenAPI schema; `serving.guards.AuthGate` checks it."""
 
 
 @dataclass
@@ -92,6 +114,8 @@ class ApiState:
     keyring: KeyRing
     metrics: Metrics
     rank: Ranker | None = None
+    sessions: SessionStore = field(default_factory=SessionStore)
+    """The seller page's sessions (in memory unless a replica shares a directory)."""
 
 
 def create_api(state: Callable[[], ApiState], *, max_body_bytes: int = MAX_BODY_BYTES) -> FastAPI:
@@ -99,16 +123,22 @@ def create_api(state: Callable[[], ApiState], *, max_body_bytes: int = MAX_BODY_
 
     `state` is looked up on every request rather than captured, because Ray Serve ships
     this app to each replica by pickling it: a captured object would be a stale copy.
-    A request body over `max_body_bytes` is refused with 413 (see `BodyLimit`); a body
-    that is not UTF-8 JSON, or a number Python cannot read, is a 422 naming the body.
+    Before any route, `serving.guards` answers a `/v1/` request without a valid key 401
+    without reading its body, and a body over its route's limit 413 (`max_body_bytes`
+    sizes /v1/rank/batch); a body that is not UTF-8 JSON, repeats a key, or holds a
+    number Python cannot read is a 422 naming the body; every answer is `no-store`.
     """
     api = FastAPI(
         title="promo-recsys ranking API",
         version="1",
         description="Which offer, if any, to give each buyer; decisions are logged.",
     )
-    # Added before `measure`, so it runs inside it and refused bodies are counted too.
+    api.router.route_class = StrictJSONRoute
+    # Innermost first: the key is checked before the body limit reads anything, and
+    # `measure` (added last, outermost) counts every answer, refusals too.
     api.add_middleware(BodyLimit, max_bytes=max_body_bytes)
+    api.add_middleware(AuthGate, credentials=lambda: _credentials(state))
+    api.add_middleware(NoStore)
 
     async def rank_direct(requests: list[RankRequest], who: list[Principal]) -> list[RankResponse]:
         service = ready_service()
@@ -120,17 +150,13 @@ def create_api(state: Callable[[], ApiState], *, max_body_bytes: int = MAX_BODY_
             raise NotReadyError(holder.load_error or "the model is still loading")
         return holder.service
 
-    def principal(authorization: str | None) -> Principal:
-        return state().keyring.authenticate(authorization)
-
     @api.middleware("http")
     async def measure(
         request: Request, call_next: Callable[[Request], Awaitable[Response]]
     ) -> Response:
         began = time.perf_counter()
         response = await call_next(request)
-        route = request.scope.get("route")
-        path = getattr(route, "path", "other")
+        path = _route_path(api, request.scope)
         try:
             metrics = state().metrics
         except NotReadyError:  # a replica still starting has nothing to count into
@@ -144,16 +170,20 @@ def create_api(state: Callable[[], ApiState], *, max_body_bytes: int = MAX_BODY_
 
     @api.exception_handler(NotReadyError)
     async def not_ready(request: Request, exc: NotReadyError) -> JSONResponse:
-        return JSONResponse({"detail": str(exc)}, status_code=503)
+        return _unavailable(str(exc))
 
     @api.exception_handler(DecisionLogError)
     async def log_unavailable(request: Request, exc: DecisionLogError) -> JSONResponse:
         # The decision could not be made durable, so it is not acknowledged: retry later.
-        return JSONResponse({"detail": str(exc)}, status_code=503, headers={"Retry-After": "5"})
+        return _unavailable(str(exc))
 
     @api.exception_handler(UnknownCampaignError)
     async def unknown_campaign(request: Request, exc: UnknownCampaignError) -> JSONResponse:
         return JSONResponse({"detail": str(exc)}, status_code=404)
+
+    @api.exception_handler(OutcomeError)
+    async def outcomes_refused(request: Request, exc: OutcomeError) -> JSONResponse:
+        return JSONResponse(bounded_errors(exc.problems), status_code=422)
 
     @api.exception_handler(ValueError)
     async def bad_value(request: Request, exc: ValueError) -> JSONResponse:
@@ -161,64 +191,55 @@ def create_api(state: Callable[[], ApiState], *, max_body_bytes: int = MAX_BODY_
 
     @api.exception_handler(RequestValidationError)
     async def invalid_request(request: Request, exc: RequestValidationError) -> JSONResponse:
-        # FastAPI's own handler, except that inputs JSON cannot carry (NaN, infinities,
-        # lone surrogates) are echoed as text: echoed as they are, they fail the answer.
-        errors = _json_safe(jsonable_encoder(exc.errors()))
-        return JSONResponse({"detail": errors}, status_code=422)
+        # FastAPI's own answer, kept small: a few problems, each quoting a short prefix
+        # of what was sent (a huge body of bad values never makes a huge answer).
+        return JSONResponse(bounded_errors(list(exc.errors())), status_code=422)
 
     @api.exception_handler(HTTPException)
     async def http_error(request: Request, exc: HTTPException) -> Response:
-        unreadable = _unreadable_body(exc)
+        unreadable = unreadable_body(exc)
         if unreadable is not None:
-            return JSONResponse({"detail": [unreadable]}, status_code=422)
+            return JSONResponse(bounded_errors([unreadable]), status_code=422)
         return await http_exception_handler(request, exc)
 
-    @api.post("/v1/rank", response_model=RankResponse)
-    async def rank_one(body: RankRequest, authorization: str | None = Header(None)) -> RankResponse:
-        who = principal(authorization)
+    keyed = [Depends(BEARER)]
+
+    @api.post("/v1/rank", response_model=RankResponse, dependencies=keyed)
+    async def rank_one(request: Request, body: RankRequest) -> RankResponse:
+        who = principal_of(request)
         rank = state().rank or rank_direct
         return (await rank([body], [who]))[0]
 
-    @api.post("/v1/rank/batch", response_model=BatchRankResponse)
-    async def rank_batch(
-        body: BatchRankRequest, authorization: str | None = Header(None)
-    ) -> BatchRankResponse:
-        who = principal(authorization)
+    @api.post("/v1/rank/batch", response_model=BatchRankResponse, dependencies=keyed)
+    async def rank_batch(request: Request, body: BatchRankRequest) -> BatchRankResponse:
+        who = principal_of(request)
         service = ready_service()
         responses = await asyncio.to_thread(
             service.rank, list(body.requests), [who] * len(body.requests)
         )
         return BatchRankResponse(responses=responses)
 
-    @api.post("/v1/outcomes", response_model=OutcomesResponse)
-    async def outcomes(
-        body: OutcomesRequest, authorization: str | None = Header(None)
-    ) -> OutcomesResponse:
-        who = principal(authorization)
+    @api.post("/v1/outcomes", response_model=OutcomesResponse, dependencies=keyed)
+    async def outcomes(request: Request, body: OutcomesRequest) -> OutcomesResponse:
+        """Report what happened after decisions (see docs/serving.md): every outcome is
+        stored once, whichever replica gets it and however often it is retried."""
+        who = principal_of(request)
         service = ready_service()
         result: OutcomesResponse = await asyncio.to_thread(
             service.record_outcomes, list(body.outcomes), who
         )
         return result
 
-    def reader(request: Request, authorization: str | None) -> Principal:
-        """The caller of a read-only seller route: the Authorization header, else the
-        seller page's cookie (see `serving.pages`)."""
-        if authorization is None:
-            key = cookie_key(request)
-            if key is not None:
-                return state().keyring.authenticate_key(key)
-        return principal(authorization)
-
-    @api.get("/v1/sellers/{seller_id}/campaigns", response_model=CampaignsResponse)
+    @api.get(
+        "/v1/sellers/{seller_id}/campaigns", response_model=CampaignsResponse, dependencies=keyed
+    )
     async def campaigns(
         request: Request,
         seller_id: str = SELLER_PATH,
         budget: float | None = BUDGET_QUERY,
         audience: AudienceKind = AUDIENCE_QUERY,
-        authorization: str | None = Header(None),
     ) -> CampaignsResponse:
-        who = reader(request, authorization)
+        who = principal_of(request)
         state().keyring.authorize(who, seller_id)
         service = ready_service()
         plan = functools.partial(service.campaigns, budget=budget, audience=audience)
@@ -229,6 +250,7 @@ def create_api(state: Callable[[], ApiState], *, max_body_bytes: int = MAX_BODY_
         "/v1/sellers/{seller_id}/campaigns/{campaign_id}/targets.csv",
         response_class=PlainTextResponse,
         responses={200: {"content": {"text/csv": {}}, "description": "buyer_id,offer_id,..."}},
+        dependencies=keyed,
     )
     async def campaign_targets(
         request: Request,
@@ -236,22 +258,22 @@ def create_api(state: Callable[[], ApiState], *, max_body_bytes: int = MAX_BODY_
         campaign_id: str = CAMPAIGN_PATH,
         budget: float | None = BUDGET_QUERY,
         audience: AudienceKind = AUDIENCE_QUERY,
-        authorization: str | None = Header(None),
     ) -> Response:
-        """A campaign's target list as CSV, in the data contract's pairs form."""
-        who = reader(request, authorization)
+        """A campaign's target list as CSV, in the data contract's pairs form (text cells
+        a spreadsheet would run as a formula are neutralised: `serving.csv_export`)."""
+        who = principal_of(request)
         state().keyring.authorize(who, seller_id)
         service = ready_service()
         targets = functools.partial(service.campaign_targets, budget=budget, audience=audience)
         frame = await asyncio.to_thread(targets, seller_id, who, campaign_id)
         name = re.sub(r"[^A-Za-z0-9._-]+", "_", f"{seller_id}-{campaign_id}")[:120]
         return Response(
-            frame.write_csv(),
+            to_csv(frame),
             media_type="text/csv; charset=utf-8",
             headers={"Content-Disposition": f'attachment; filename="{name}.csv"'},
         )
 
-    add_seller_pages(api, lambda: state().keyring)
+    add_seller_pages(api, lambda: state().keyring, lambda: state().sessions)
 
     @api.get("/healthz", response_model=Health)
     async def healthz() -> Health:
@@ -262,7 +284,9 @@ def create_api(state: Callable[[], ApiState], *, max_body_bytes: int = MAX_BODY_
         holder = state().holder
         if holder.service is None:
             body = Health(status="loading", detail=holder.load_error)
-            return JSONResponse(body.model_dump(), status_code=503)
+            return JSONResponse(
+                body.model_dump(), status_code=503, headers={"Retry-After": str(RETRY_AFTER_S)}
+            )
         status = "degraded" if holder.load_error else "ok"
         body = Health(status=status, model_version=holder.version, detail=holder.load_error)
         return JSONResponse(body.model_dump(), status_code=200)
@@ -274,163 +298,33 @@ def create_api(state: Callable[[], ApiState], *, max_body_bytes: int = MAX_BODY_
     return api
 
 
+def _credentials(state: Callable[[], ApiState]) -> tuple[KeyRing, SessionStore]:
+    current = state()
+    return current.keyring, current.sessions
+
+
+def _unavailable(detail: str) -> JSONResponse:
+    """503 with `Retry-After`: nothing was acknowledged, the same request may be retried."""
+    return JSONResponse(
+        {"detail": detail}, status_code=503, headers={"Retry-After": str(RETRY_AFTER_S)}
+    )
+
+
+def _route_path(api: FastAPI, scope: Any) -> str:
+    """The route template a request matched (`other` for none), for metrics; a request
+    refused before routing (no key, too large) is matched here."""
+    route = scope.get("route")
+    if route is not None:
+        return str(getattr(route, "path", "other"))
+    for candidate in api.routes:
+        match, _ = candidate.matches(scope)
+        if match == Match.FULL:
+            return str(getattr(candidate, "path", "other"))
+    return "other"
+
+
 class NotReadyError(RuntimeError):
     """No model is loaded yet (503)."""
-
-
-class BodyTooLargeError(HTTPException):
-    """A request body grew past the limit while it was being read (413)."""
-
-
-class BodyLimit:
-    """Pure ASGI middleware refusing request bodies over `max_bytes` bytes (413).
-
-    A `Content-Length` over the limit is refused before any of the body is read; a body
-    without one (chunked) is counted as it streams in, and refused as soon as it passes
-    the limit, so the app never holds more than `max_bytes` of it. A `Content-Length`
-    that is not one non-negative integer is a 400. Answers are JSON `{"detail": ...}`
-    naming the limit and what to do instead.
-    """
-
-    def __init__(self, app: ASGIApp, max_bytes: int) -> None:
-        if max_bytes < 0:
-            raise ValueError(f"max_bytes must be >= 0 (got {max_bytes})")
-        self.app = app
-        self.max_bytes = max_bytes
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http":
-            await self.app(scope, receive, send)
-            return
-        declared = [value for name, value in scope["headers"] if name.lower() == b"content-length"]
-        try:
-            length = _content_length(declared)
-        except ValueError as exc:
-            await _send_json(send, 400, str(exc))
-            return
-        if length is not None and length > self.max_bytes:
-            await _send_json(send, 413, self._too_large(f"its Content-Length is {length}"))
-            return
-        received = 0
-        started = False
-
-        async def limited_receive() -> Message:
-            nonlocal received
-            message = await receive()
-            if message["type"] == "http.request":
-                received += len(message.get("body", b""))
-                if received > self.max_bytes:
-                    # Raised where the app reads the body: FastAPI answers it as a 413.
-                    raise BodyTooLargeError(
-                        413,
-                        self._too_large(f"more than {self.max_bytes} bytes were sent"),
-                        headers={"Connection": "close"},
-                    )
-            return message
-
-        async def tracked_send(message: Message) -> None:
-            nonlocal started
-            started = started or message["type"] == "http.response.start"
-            await send(message)
-
-        try:
-            await self.app(scope, limited_receive, tracked_send)
-        except BodyTooLargeError as exc:  # an app that let it through unanswered
-            if started:
-                raise
-            await _send_json(send, 413, str(exc.detail))
-
-    def _too_large(self, what: str) -> str:
-        return (
-            f"the request body is too large: {what}, and this service reads at most "
-            f"{_size(self.max_bytes)} per request. "
-            f"Fix: split the work into several calls (at most {MAX_BATCH} requests per "
-            f"/v1/rank/batch call, {MAX_OUTCOMES} outcomes per /v1/outcomes call); the "
-            "limit is the serve config's max_body_bytes"
-        )
-
-
-def _content_length(values: list[bytes]) -> int | None:
-    """The body size the `Content-Length` header(s) declare; None when there is none.
-
-    `ValueError` naming the header when it is not one non-negative integer (repeated
-    headers must agree). A number too long to be a real size counts as a huge one.
-    """
-    if not values:
-        return None
-    distinct = {value.strip() for value in values}
-    text = next(iter(distinct)).decode("latin-1")
-    if len(distinct) > 1 or not re.fullmatch(r"[0-9]+", text):
-        shown = ", ".join(repr(v.decode("latin-1")[:40]) for v in values[:3])
-        raise ValueError(
-            f"the Content-Length header must be one non-negative integer, the body's size "
-            f"in bytes (got {shown}). Fix: send the body's exact size, or no Content-Length "
-            "with a chunked body"
-        )
-    return int(text) if len(text) <= 18 else 10**18
-
-
-def _size(n: int) -> str:
-    """`n` bytes, readably: "4096 bytes", "16777216 bytes (16 MiB)"."""
-    return f"{n} bytes" + (f" ({n / 2**20:.3g} MiB)" if n >= 2**20 else "")
-
-
-async def _send_json(send: Send, status: int, detail: str) -> None:
-    """Answer `{"detail": detail}` with `status` straight from ASGI, closing the
-    connection (the body was not read, so the connection cannot carry another request)."""
-    body = json.dumps({"detail": detail}).encode("utf-8")
-    headers = [
-        (b"content-type", b"application/json"),
-        (b"content-length", str(len(body)).encode("ascii")),
-        (b"connection", b"close"),
-    ]
-    await send({"type": "http.response.start", "status": status, "headers": headers})
-    await send({"type": "http.response.body", "body": body})
-
-
-def _unreadable_body(exc: HTTPException) -> dict[str, Any] | None:
-    """A validation error naming the body, when FastAPI failed to read it (a 400 caused
-    by a decoding error); None for any other HTTP error."""
-    cause = exc.__cause__
-    if exc.status_code != 400 or not isinstance(cause, ValueError | RecursionError):
-        return None
-    if isinstance(cause, RecursionError):
-        return {
-            "type": "json_invalid",
-            "loc": ["body"],
-            "msg": "the request body nests arrays or objects too deeply to read. Fix: send "
-            "the JSON the API's schema describes",
-            "input": None,
-        }
-    if isinstance(cause, UnicodeError):
-        start = getattr(cause, "start", None)
-        return {
-            "type": "utf8_invalid",
-            "loc": ["body", start] if isinstance(start, int) else ["body"],
-            "msg": f"the request body is not UTF-8 text ({cause}). Fix: send JSON encoded as UTF-8",
-            "input": None,
-        }
-    return {
-        "type": "json_invalid",
-        "loc": ["body"],
-        "msg": f"the request body could not be read as JSON ({cause}). Fix: send the JSON "
-        "the API's schema describes (numbers have at most 4300 digits)",
-        "input": None,
-    }
-
-
-def _json_safe(value: Any) -> Any:
-    """`value` (JSON-like) with every NaN or infinite float replaced by its text, and
-    every lone surrogate in a string by its escape (`"\\ud800"`)."""
-    if isinstance(value, float) and not math.isfinite(value):
-        return str(value)
-    if isinstance(value, str):
-        return value.encode("utf-8", "backslashreplace").decode("utf-8")
-    if isinstance(value, dict):
-        return {_json_safe(key): _json_safe(item) for key, item in value.items()}
-    if isinstance(value, list):
-        return [_json_safe(item) for item in value]
-    return value
 
 
 def keyring_entries(config: ServeConfig) -> list[ApiKeyEntry]:
@@ -461,6 +355,9 @@ def redacted(text: str) -> str:
     return _CREDENTIALS.sub(r"\g<scheme>***@", text)
 
 
+GRACEFUL_STOP_S = 5.0
+"""Longest a stopping replica waits for its requests in flight."""
+
 MAX_RETRY_SECONDS = 300.0
 """Longest wait before a replica tries again to load a model version that failed."""
 
@@ -474,10 +371,13 @@ def service_for(
     version: str,
     decision_log: Any = None,
     history: Any = None,
+    outcomes: Any = None,
+    clock: Callable[[], datetime] | None = None,
 ) -> Any:
     """The `RankingService` a serve config describes for a loaded ranker: its serving
-    policy, score cache and clock (`as_of` running at the real pace, else now)."""
-    from serving.service import RankingService, clock_from, now_utc
+    policy, score cache and clock (`clock`, else `replica_clock(config)`). A replica
+    passes its own history, outcome recorder and clock, which outlive a model swap."""
+    from serving.service import RankingService
 
     return RankingService(
         ranker,
@@ -486,8 +386,17 @@ def service_for(
         policy=config.serving_policy(ranker.config.policy),
         score_cache_rows=config.score_cache_rows,
         history=history,
-        clock=clock_from(config.as_of) if config.as_of is not None else now_utc,
+        outcomes=outcomes,
+        clock=clock if clock is not None else replica_clock(config),
     )
+
+
+def replica_clock(config: ServeConfig) -> Callable[[], datetime]:
+    """The decision clock of a serve config: `as_of`, running at the real pace from the
+    moment this is called, else the real UTC clock."""
+    from serving.service import clock_from, now_utc
+
+    return clock_from(config.as_of) if config.as_of is not None else now_utc
 
 
 def replica_state() -> ApiState:
@@ -507,16 +416,31 @@ def deployment(config: ServeConfig) -> Any:
         """One replica: the current model's service, its decision log, the poller."""
 
         def __init__(self, config_data: dict[str, Any]) -> None:
+            from serving.decision_index import DecisionIndex
             from serving.decision_log import DecisionLog
             from serving.history import ExposureHistory
             from serving.model_source import ModelSource
+            from serving.outcomes import OutcomeRecorder
 
             self.config = ServeConfig.from_dict(config_data)
             self.holder = ServiceHolder()
             self.metrics = Metrics()
             self.source = ModelSource(self.config.model_uri, self.config.tracking_uri)
+            # One clock for the replica's life: a model swap does not restart `as_of`.
+            self.clock = replica_clock(self.config)
             self.log = DecisionLog(self.config.decision_log_dir)
-            self.log.start()
+            self.log.start()  # first: writes what stopped processes logged ahead as parts
+            # Every replica's decisions and stored outcomes, read from the shared log, so
+            # an outcome is accepted whichever replica (or earlier process) decided.
+            log = self.log
+            self.index = DecisionIndex(
+                self.config.decision_log_dir,
+                clock=self.clock,
+                max_decisions=self.config.decision_index_rows,
+                own_owner=lambda: log.owner,
+            )
+            self.outcomes = OutcomeRecorder(self.index, self.log)
+            logged = self.index.refresh()
             # Through the module, not a global name: this class is pickled by value, so
             # its globals would be copies; the routes read the real module's list.
             from serving import app as this_module
@@ -527,18 +451,31 @@ def deployment(config: ServeConfig) -> Any:
                     keyring=KeyRing(self.config.api_keys),
                     metrics=self.metrics,
                     rank=self.rank_each,
+                    sessions=SessionStore(
+                        self.config.sessions_directory,
+                        ttl=timedelta(hours=self.config.session_hours),
+                    ),
                 )
             ]
             self.history = ExposureHistory()
             self._load(self.source.current_version())
-            self._seed_history()
+            self._seed_history(logged["exposures"])
+            del logged
             self._poller = asyncio.get_event_loop().create_task(self._poll())
 
         def _load(self, version: str) -> None:
             holder, metrics = self.holder, self.metrics
             try:
                 ranker = self.source.load(version)
-                service = service_for(self.config, ranker, version, self.log, self.history)
+                service = service_for(
+                    self.config,
+                    ranker,
+                    version,
+                    self.log,
+                    self.history,
+                    outcomes=self.outcomes,
+                    clock=self.clock,
+                )
                 service.warm_up()
             except Exception as exc:  # keep serving the old model, say why
                 holder.load_error = redacted(f"model version {version} failed to load: {exc!r}")
@@ -550,15 +487,14 @@ def deployment(config: ServeConfig) -> Any:
             metrics.model_version = version
             metrics.inc("model_swaps_total")
 
-        def _seed_history(self) -> None:
-            """Frequency caps survive a restart: remember the logged recent offers."""
-            from serving.decision_log import read_log
-
+        def _seed_history(self, exposures: Any) -> None:
+            """Frequency caps survive a restart: remember the logged recent offers (the
+            exposures the index read at start)."""
             service = self.holder.service
             if service is None:
                 return
             try:
-                seeded = service.seed_history(read_log(self.config.decision_log_dir)["exposures"])
+                seeded = service.seed_history(exposures)
             except Exception:  # caps start empty rather than the replica failing
                 log.exception("could not read the decision log for frequency caps")
                 return
@@ -634,6 +570,11 @@ def deployment(config: ServeConfig) -> Any:
         ray_actor_options={"num_cpus": config.cpus_per_replica},
         # Enough requests in flight per replica to fill a batch (Serve's default is 5).
         max_ongoing_requests=max(2 * config.batching.max_batch_size, 8),
+        # A stopping replica finishes its requests in flight (well under a second each)
+        # and closes its decision log; Serve's defaults (2 s polls, 20 s) made
+        # `recsys serve` take half a minute to stop.
+        graceful_shutdown_wait_loop_s=0.5,
+        graceful_shutdown_timeout_s=GRACEFUL_STOP_S,
     )
 
 

@@ -266,6 +266,14 @@ class KeyRing:
     def __len__(self) -> int:
         return len(self._by_hash)
 
+    def knows(self, key_hash: str) -> bool:
+        """Whether a key with this stored hash is still configured (a seller-page session
+        lives only as long as the key that opened it)."""
+        found = False
+        for stored in self._hashes:
+            found |= hmac.compare_digest(stored.key_hash, key_hash)
+        return found
+
     def authenticate(self, authorization: str | None) -> Principal:
         """The caller that the `Authorization` header value identifies.
 

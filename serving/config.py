@@ -77,8 +77,31 @@ class ServeConfig(StrictConfig):
         description="largest request body read, in bytes; a bigger one is refused with 413 "
         "(the default fits the largest valid /v1/rank/batch call with a margin)",
     )
+    session_hours: float = Field(
+        8.0,
+        gt=0,
+        le=24 * 30,
+        description="how long a seller page session lasts after sign-in (signing out "
+        "ends it at once)",
+    )
+    sessions_dir: Path | None = Field(
+        None,
+        description="where seller page sessions are kept, shared by every replica; null: "
+        "<decision_log_dir>/.sessions",
+    )
+    decision_index_rows: int = Field(
+        2_000_000,
+        ge=1000,
+        description="decisions each replica keeps in memory to accept their outcomes "
+        "(about 100 bytes each; the oldest go first beyond this or the outcome window)",
+    )
     replicas: int = Field(1, ge=1)
     cpus_per_replica: float = Field(1.0, gt=0)
+
+    @property
+    def sessions_directory(self) -> Path:
+        """`sessions_dir`, else `.sessions` inside the decision log directory."""
+        return self.sessions_dir or self.decision_log_dir / ".sessions"
 
     def serving_policy(self, model_policy: PolicyConfig) -> PolicyConfig:
         """The policy the API decides with: `policy` (else the model's), explored as

@@ -12,6 +12,12 @@ the oldest has waited `max_seconds`:
 
     <directory>/exposures/part-<UTC time>-<pid>-<seq>-<owner>-w<segment>.parquet
     <directory>/redemptions/part-<UTC time>-<pid>-<seq>-<owner>-w<segment>.parquet
+    <directory>/outcome_ledger/part-<UTC time>-<pid>-<seq>-<owner>-w<segment>.parquet
+
+`outcome_ledger/` is the service's own record of every outcome it accepted (the
+idempotency key: decision, type and order id; see `serving.outcomes`), written in the
+same write-ahead record as the outcome's `redemptions` row, so the two are kept or lost
+together. It is not a contract table: dataset readers ignore the directory.
 
 Each part is written to a hidden temporary file in the same directory, synced and then
 renamed into place, so a reader never sees half a part and no part is ever overwritten.
@@ -50,13 +56,33 @@ import polars as pl
 
 from recsys.data.errors import ContractError
 from recsys.data.loader import conform_table
-from recsys.data.schema import EXPOSURES, REDEMPTIONS, TableSpec
+from recsys.data.schema import EXPOSURES, FLOAT, ID, REDEMPTIONS, TS, Column, TableSpec
 from serving.wal import WriteAheadError, WriteAheadLog, fsync_directory, part_tag, recover
 
 log = logging.getLogger(__name__)
 
-TABLES: tuple[TableSpec, ...] = (EXPOSURES, REDEMPTIONS)
-"""The contract tables the log writes, one subdirectory each."""
+OUTCOME_LEDGER = TableSpec(
+    name="outcome_ledger",
+    required=False,
+    columns=(
+        Column("decision_id", ID, required=True, nullable=False),
+        Column("outcome_type", ID, required=True, nullable=False),
+        Column("order_id", ID, required=False),
+        Column("decision_ts", TS, required=True, nullable=False),
+        Column("offer_id", ID, required=False),
+        Column("buyer_id", ID, required=True, nullable=False),
+        Column("seller_id", ID, required=False),
+        Column("ts", TS, required=True, nullable=False),
+        Column("amount", FLOAT, required=False, min_value=0.0),
+    ),
+)
+"""Every outcome the service accepted, once: (decision_id, outcome_type, order_id) is its
+idempotency key, `decision_ts` when its decision was made. Rows with an `offer_id` also
+have their `redemptions` row; a purchase without an offer has only this one."""
+
+TABLES: tuple[TableSpec, ...] = (EXPOSURES, REDEMPTIONS, OUTCOME_LEDGER)
+"""The tables the log writes, one subdirectory each (the first two are the contract's).
+The order is the write-ahead log's table numbering: new tables go at the end."""
 
 PART_GLOB = "part-*.parquet"
 """Names of finished parts; temporary files start with a dot and end in `.tmp`."""
@@ -87,7 +113,12 @@ class LogStats:
 
 
 class DecisionLogError(RuntimeError):
-    """Accepted rows could not be written; they are still in the buffer."""
+    """Rows could not be made durable (or written); the request is not acknowledged."""
+
+
+class NotDurableError(DecisionLogError):
+    """Rows were taken into the buffer (the next flush writes them) but could not be
+    synced to the write-ahead log, so they are not acknowledged as durable."""
 
 
 class DecisionLog:
@@ -222,28 +253,46 @@ class DecisionLog:
         """Validate outcome rows against the contract's `redemptions` table and buffer them."""
         self._append(REDEMPTIONS, rows)
 
+    def append_outcomes(self, redemptions: pl.DataFrame, ledger: pl.DataFrame) -> None:
+        """Accepted outcomes: their `redemptions` rows and their `OUTCOME_LEDGER` rows, in
+        one write-ahead record, so a crash keeps both or neither (see `_append`)."""
+        self._append_many([(REDEMPTIONS, redemptions), (OUTCOME_LEDGER, ledger)])
+
+    @property
+    def owner(self) -> str | None:
+        """The id of this process's write-ahead segments (`.wal/<owner>/`), once opened."""
+        wal = self._wal
+        return None if wal is None else wal.owner
+
     def _append(self, spec: TableSpec, rows: pl.DataFrame) -> None:
         """All rows or none: `ContractError` before anything is buffered.
 
         Durable and started: returns once the rows are in the write-ahead log on disk
         (`DecisionLogError` if they cannot be written there: then they were not taken).
         """
+        self._append_many([(spec, rows)])
+
+    def _append_many(self, items: list[tuple[TableSpec, pl.DataFrame]]) -> None:
+        """`_append` for the rows of several tables, kept or lost together."""
         if self._closed:
-            raise RuntimeError("the decision log is closed; rows can no longer be appended")
-        frame = conform_rows(rows, spec)
-        if frame.height == 0:
+            raise _closed_error()
+        frames = [(spec, conform_rows(rows, spec)) for spec, rows in items]
+        frames = [(spec, frame) for spec, frame in frames if frame.height]
+        if not frames:
             return
         with self._cond:
             if self._closed:
-                raise RuntimeError("the decision log is closed; rows can no longer be appended")
+                raise _closed_error()
             if self.durable and self._thread is not None and self._wal is None:
                 self._wal = self._open_wal()  # on the first rows: nothing on disk before
             wal = self._wal
-            seq = self._log_ahead(wal, spec, frame) if wal is not None else 0
+            seq = self._log_ahead(wal, frames) if wal is not None else 0
             first = self._buffered == 0
-            self._buffers[spec.name].append(frame)
-            self._buffered += frame.height
-            self._accepted += frame.height
+            rows = sum(frame.height for _, frame in frames)
+            for spec, frame in frames:
+                self._buffers[spec.name].append(frame)
+            self._buffered += rows
+            self._accepted += rows
             if self._oldest is None:
                 self._oldest = time.monotonic()
             if first or self._buffered >= self.max_rows:
@@ -255,15 +304,19 @@ class DecisionLog:
             try:
                 wal.sync(seq)
             except WriteAheadError as exc:
-                raise DecisionLogError(
+                raise NotDurableError(
                     f"decision-log rows could not be made durable in {wal.directory} ({exc}); "
                     "free space or fix the permissions there"
                 ) from exc
 
-    def _log_ahead(self, wal: WriteAheadLog, spec: TableSpec, frame: pl.DataFrame) -> int:
-        """Append `frame` to the write-ahead log (caller holds `_cond`); its sequence."""
+    def _log_ahead(self, wal: WriteAheadLog, frames: list[tuple[TableSpec, pl.DataFrame]]) -> int:
+        """Append `frames` to the write-ahead log as one record (caller holds `_cond`);
+        its sequence."""
         try:
-            return wal.append(spec.name, frame)
+            if len(frames) == 1:
+                ((spec, frame),) = frames
+                return wal.append(spec.name, frame)
+            return wal.append_group([(spec.name, frame) for spec, frame in frames])
         except WriteAheadError as exc:
             raise DecisionLogError(
                 f"decision-log rows could not be written to {wal.directory} ({exc}); they "
@@ -401,6 +454,14 @@ class DecisionLog:
             return None
         due = 0.0 if self._buffered >= self.max_rows else self._oldest + self.max_seconds
         return max(due, self._retry_at)
+
+
+def _closed_error() -> DecisionLogError:
+    # A replica shutting down closes its log: the request is answered 503 + Retry-After.
+    return DecisionLogError(
+        "the decision log is closed (this replica is shutting down), so nothing more can "
+        "be made durable here; retry: another replica answers"
+    )
 
 
 # --------------------------------------------------------------------------- validation

@@ -11,7 +11,7 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from typing import Annotated, Literal
 
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field
+from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field, Strict
 
 MAX_BATCH = 500
 """Most buyers one /v1/rank/batch call may ask for."""
@@ -28,6 +28,9 @@ MAX_OUTCOMES = 1000
 MAX_ID = 128
 """Longest buyer, seller, offer, decision or order id."""
 
+MAX_CAMPAIGN_ID = 1024
+"""Longest campaign id in a path (an audience's slug and an offer id from the data)."""
+
 MAX_MONEY = 1e12
 """Largest cart value, order amount or budget accepted (in the data's currency)."""
 
@@ -38,8 +41,34 @@ The largest valid body is a /v1/rank/batch call of `MAX_BATCH` requests, each wi
 every id at `MAX_ID` ASCII characters and `MAX_OFFER_IDS` offer ids: 13.4 MB as compact
 JSON, 14.3 MB indented by two spaces (`MAX_OUTCOMES` outcomes of the same kind are 0.6
 MB). The limit leaves a margin of more than 15 % above that; bigger bodies are refused
-with 413 before they are read whole.
+with 413 before they are read whole. The other routes have smaller limits (`ROUTE_BODY_BYTES`).
 """
+
+RANK_BODY_BYTES = 128 * 1024
+"""Largest /v1/rank body: the largest valid request, every id and text at its longest in
+4-byte UTF-8 characters and indented by two spaces, is 106 KB (27 KB in ASCII)."""
+
+OUTCOMES_BODY_BYTES = 2 * 1024 * 1024
+"""Largest /v1/outcomes body: `MAX_OUTCOMES` outcomes with every id at its longest in
+4-byte UTF-8 characters, indented by two spaces, are 1.73 MB (0.57 MB in ASCII)."""
+
+SMALL_BODY_BYTES = 4096
+"""Largest body of every other route: the seller page's login form (a key is 43
+characters); the GET routes take none."""
+
+ROUTE_BODY_BYTES: dict[tuple[str, str], int | None] = {
+    ("POST", "/v1/rank"): RANK_BODY_BYTES,
+    ("POST", "/v1/outcomes"): OUTCOMES_BODY_BYTES,
+    ("POST", "/v1/rank/batch"): None,
+}
+"""Body limit of each route that takes a JSON body (None: the serve config's
+`max_body_bytes`); any other request may send at most `SMALL_BODY_BYTES`."""
+
+MAX_ERRORS = 20
+"""Most problems a 422 answer lists (it says how many there were in all)."""
+
+MAX_ECHO = 64
+"""Longest prefix of a rejected input a 422 answer quotes."""
 
 
 def _unicode(value: str) -> str:
@@ -65,8 +94,16 @@ def _utc(value: datetime) -> datetime:
         ) from None
 
 
-Moment = Annotated[datetime, AfterValidator(_utc)]
-"""A moment, held in UTC."""
+def _iso_text(value: object) -> object:
+    """Only text (or a datetime, in Python) may become a moment: JSON numbers are refused
+    rather than read as Unix times."""
+    if isinstance(value, str | datetime):
+        return value
+    raise ValueError("must be an ISO 8601 date and time as a string, such as 2026-03-18T09:30:00Z")
+
+
+Moment = Annotated[datetime, Strict(False), BeforeValidator(_iso_text), AfterValidator(_utc)]
+"""A moment (ISO 8601 text in JSON), held in UTC."""
 
 Channel = Annotated[str, Field(max_length=64), AfterValidator(_unicode)]
 Page = Annotated[str, Field(max_length=128), AfterValidator(_unicode)]
@@ -79,7 +116,14 @@ class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
 
-class RankContext(_Strict):
+class _Request(BaseModel):
+    """A request body: unknown fields refused, and no value converted from another JSON
+    type (strict mode)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True, strict=True)
+
+
+class RankContext(_Request):
     """What the caller knows about the moment of the decision."""
 
     cart_value: float | None = Field(
@@ -93,7 +137,7 @@ class RankContext(_Strict):
     page: Page | None = Field(None, description="e.g. cart, product, home")
 
 
-class RankRequest(_Strict):
+class RankRequest(_Request):
     """Which offers, if any, to give one buyer now."""
 
     buyer_id: Id
@@ -153,7 +197,7 @@ class RankResponse(_Strict):
     explored: bool = Field(False, description="the first offer was an exploration choice")
 
 
-class BatchRankRequest(_Strict):
+class BatchRankRequest(_Request):
     requests: list[RankRequest] = Field(min_length=1, max_length=MAX_BATCH)
 
 
@@ -161,14 +205,23 @@ class BatchRankResponse(_Strict):
     responses: list[RankResponse]
 
 
-class Outcome(_Strict):
+class Outcome(_Request):
     """What happened after a decision: a redemption of the offer, or a purchase."""
 
     decision_id: Id
     type: Literal["redemption", "purchase"]
     offer_id: Id | None = Field(None, description="required for a redemption")
-    ts: Moment | None = Field(None, description="when; default: when received")
-    order_id: Id | None = None
+    ts: Moment | None = Field(
+        None,
+        description="when it happened (ISO 8601, UTC unless it names its offset); within "
+        "the decision's outcome window, from the decision to the model's response horizon "
+        "after it. Default: when received",
+    )
+    order_id: Id | None = Field(
+        None,
+        description="the order; with decision_id and type it identifies the outcome, so a "
+        "retry is stored once (send it to report several orders of one decision)",
+    )
     amount: float | None = Field(
         None,
         ge=0,
@@ -178,14 +231,18 @@ class Outcome(_Strict):
     )
 
 
-class OutcomesRequest(_Strict):
+class OutcomesRequest(_Request):
     outcomes: list[Outcome] = Field(min_length=1, max_length=MAX_OUTCOMES)
 
 
 class OutcomesResponse(_Strict):
-    accepted: int
-    unknown_decisions: list[str] = Field(
-        default_factory=list, description="decision ids this service does not know"
+    accepted: int = Field(
+        description="outcomes accepted: every outcome of the call (a refusal refuses all)"
+    )
+    duplicates: int = Field(
+        0,
+        description="of those, outcomes already stored under the same (decision_id, type, "
+        "order_id), e.g. by an earlier try of this call: stored once, not again",
     )
 
 

@@ -11,7 +11,8 @@
   checks per row (validity, scope, minimum spend, caps: one set of rules and words).
   Exploration (epsilon-greedy, softmax) and its exact propensities come from the policy.
 - `record_outcomes`: redemptions reported against decision ids become the contract's
-  `redemptions` rows.
+  `redemptions` rows (`serving.outcomes`: any replica's decisions, checked windows,
+  stored once).
 - `campaigns`: a seller's recommended campaigns within a budget (`recsys.campaigns`:
   audiences x offers, compared with no campaign and coupon-to-all), and each campaign's
   target list; cached per seller, model version, set of valid offers and budget.
@@ -48,7 +49,7 @@ from recsys.campaigns import (
     stage_audiences,
     taste_audiences,
 )
-from recsys.data.schema import EXPOSURES, REDEMPTIONS
+from recsys.data.schema import EXPOSURES
 from recsys.features.pairs import seller_id_of_key
 from recsys.models.ranker import PromoRanker
 from recsys.policy import (
@@ -63,8 +64,10 @@ from recsys.policy.small import supports as small_path_supports
 from recsys.policy.value import PROFIT_EPS
 from serving.answers import TS_FORMAT, UNIT, listed_answers, rejection_summary
 from serving.auth import ADMIN_PRINCIPAL, AccessError, ForbiddenError, KeyRing, Principal
+from serving.decision_index import Decision, DecisionIndex
 from serving.decision_log import DecisionLog
 from serving.history import ExposureHistory
+from serving.outcomes import OutcomeRecorder, UnknownOfferError
 from serving.schemas import (
     Alternative,
     BuyerInfo,
@@ -111,15 +114,7 @@ class UnknownOffersError(ValueError):
         self.offer_ids = list(offer_ids)
 
 
-@dataclass(frozen=True)
-class Decision:
-    """What the service remembers of a decision, to accept its outcomes."""
-
-    decision_id: str
-    buyer_id: str
-    offer_id: str | None
-    seller_id: str | None
-    ts: datetime
+__all__ = ["Decision", "RankingService", "UnknownOffersError"]
 
 
 @dataclass(frozen=True)
@@ -179,12 +174,17 @@ class RankingService:
         Seed of the exploration draws; None: fresh OS entropy, so a restarted replica
         does not replay the random choices of the previous one.
     max_remembered_decisions
-        Decisions kept for `record_outcomes` (oldest forgotten first).
+        Decisions kept in memory for `record_outcomes` (oldest forgotten first), when
+        `outcomes` is not given.
     score_cache_rows
         Model outputs kept for reuse (`serving.score_cache`; 0: score every request).
     history
         The offers given lately, for the policy's frequency caps across requests; pass
         the replica's own so it outlives a model swap. None: a fresh one.
+    outcomes
+        Where outcomes are checked and stored (`serving.outcomes`); pass the replica's
+        own, over the shared decision log, so it outlives a model swap. None: a fresh one
+        over `decision_log`'s directory.
     """
 
     def __init__(
@@ -198,6 +198,7 @@ class RankingService:
         max_remembered_decisions: int = 1_000_000,
         score_cache_rows: int = DEFAULT_SCORE_CACHE_ROWS,
         history: ExposureHistory | None = None,
+        outcomes: OutcomeRecorder | None = None,
     ) -> None:
         ranker.check_is_fitted("RankingService")
         if ranker.store_ is None:
@@ -233,7 +234,17 @@ class RankingService:
         self._known_buyers = _known_buyers(ranker).sort("buyer_id")
         self._lock = threading.Lock()
         self._seeds = np.random.SeedSequence(seed)
-        self._decisions: OrderedDict[str, Decision] = OrderedDict()
+        if outcomes is None:
+            index = DecisionIndex(
+                None if decision_log is None else decision_log.directory,
+                max_decisions=max_remembered_decisions,
+                clock=self.clock,
+                own_owner=(lambda: None) if decision_log is None else (lambda: decision_log.owner),
+            )
+            outcomes = OutcomeRecorder(index, decision_log)
+        self.outcomes = outcomes
+        self.outcome_window = timedelta(days=ranker.config.response.horizon_days)
+        outcomes.index.ensure_keep(self.outcome_window)
         self._campaign_cache: OrderedDict[tuple[object, ...], CampaignPlan] = OrderedDict()
         self._seller_score_cache: OrderedDict[tuple[object, ...], pl.DataFrame] = OrderedDict()
         self._purchases_not_logged = 0
@@ -259,9 +270,8 @@ class RankingService:
 
     @property
     def remembered_decisions(self) -> int:
-        """Decisions currently kept for `record_outcomes`."""
-        with self._lock:
-            return len(self._decisions)
+        """Decisions currently kept in memory for `record_outcomes`."""
+        return len(self.outcomes.index)
 
     @property
     def purchases_not_logged(self) -> int:
@@ -271,9 +281,8 @@ class RankingService:
             return self._purchases_not_logged
 
     def decision(self, decision_id: str) -> Decision | None:
-        """The remembered decision `decision_id`, or None."""
-        with self._lock:
-            return self._decisions.get(decision_id)
+        """The remembered decision `decision_id`, or None (memory only: no disk read)."""
+        return self.outcomes.index.find([decision_id]).get(decision_id)
 
     def warm_up(self, buyers: int | None = None) -> int:
         """Rank one dummy request (not logged, not remembered), so the first real one is
@@ -678,29 +687,15 @@ class RankingService:
         return _Batch(responses, pl.DataFrame(exposure, schema=EXPOSURES.schema))
 
     def _record(self, batch: _Batch) -> None:
-        """Log the batch's decisions (one append) and remember them for outcomes."""
+        """Log the batch's decisions (one append) and remember them for outcomes and caps."""
         if self.decision_log is not None:
             self.decision_log.append_exposures(batch.exposures)
-        remembered = [
-            Decision(
-                decision_id=row["exposure_id"],
-                buyer_id=row["buyer_id"],
-                offer_id=row["offer_id"],
-                seller_id=row["seller_id"],
-                ts=row["ts"],
-            )
-            for row in batch.exposures.iter_rows(named=True)
-        ]
+        self.outcomes.index.add_decisions(batch.exposures)
         self.history.add(
-            (d.buyer_id, d.offer_id, self._tool_of.get(d.offer_id), d.ts)
-            for d in remembered
-            if d.offer_id is not None
+            (buyer, offer, self._tool_of.get(offer), ts)
+            for buyer, offer, ts in batch.exposures.select("buyer_id", "offer_id", "ts").iter_rows()
+            if offer is not None
         )
-        with self._lock:
-            for decision in remembered:
-                self._decisions[decision.decision_id] = decision
-            while len(self._decisions) > self.max_remembered_decisions:
-                self._decisions.popitem(last=False)
 
     # ----------------------------------------------------------------------- outcomes
 
@@ -709,80 +704,35 @@ class RankingService:
     ) -> OutcomesResponse:
         """Record what happened after decisions; all accepted or none (on an error).
 
-        A redemption becomes a `redemptions` row: its offer is the one given, else the
-        decision's; `exposure_id` is the decision id when the redeemed offer is the
-        decision's own (the contract's "exposure redeemed"), else null, so a redemption
-        of another offer never marks the decision's offer as redeemed. A purchase naming
-        an offer is a redemption of it; a purchase without one cannot be a contract row
-        (an `events` purchase needs its item, and the seller's event export holds it
-        anyway), so it is accepted and only counted (`purchases_not_logged`).
+        See `serving.outcomes.OutcomeRecorder.record`: a decision made by any replica
+        sharing the decision log takes its outcomes; a redemption becomes a
+        `redemptions` row, its offer the one given, else the decision's; `exposure_id`
+        is the decision id when the redeemed offer is the decision's own (the contract's
+        "exposure redeemed"), else null. A purchase naming an offer is a redemption of
+        it; a purchase without one cannot be a contract row (an `events` purchase needs
+        its item, and the seller's event export holds it anyway), so it is kept in the
+        outcome ledger only and counted (`purchases_not_logged`). An outcome stored
+        already (same decision, type and order id) is accepted again, not stored again.
 
-        Unknown (or forgotten) decision ids are returned, not accepted. Raises
-        `ForbiddenError` when a seller key reports on another seller's decision or offer,
-        `ValueError` for a redemption of a "nothing" decision without an offer id, and
-        `UnknownOffersError` for an offer id the model does not know.
+        Raises `ForbiddenError` when a seller key reports on another seller's decision
+        or offer, `OutcomeError` (a `ValueError`) naming unknown decisions, times
+        outside their outcome window and redemptions of a "nothing" decision without an
+        offer id, and `UnknownOffersError` for an offer id the model does not know.
         """
-        now = self._now()
+        try:
+            done = self.outcomes.record(
+                outcomes,
+                principal,
+                now=self._now(),
+                window=self.outcome_window,
+                offer_seller=self._offer_seller,
+                model_version=self.model_version,
+            )
+        except UnknownOfferError as exc:
+            raise UnknownOffersError(str(exc), exc.offer_ids) from None
         with self._lock:
-            known = {o.decision_id: self._decisions.get(o.decision_id) for o in outcomes}
-        unknown: list[str] = []
-        rows: list[dict[str, object]] = []
-        purchases_only = 0
-        for outcome in outcomes:
-            decision = known[outcome.decision_id]
-            if decision is None:
-                if outcome.decision_id not in unknown:
-                    unknown.append(outcome.decision_id)
-                continue
-            if not principal.may_access(decision.seller_id):
-                raise ForbiddenError(
-                    f"this API key belongs to seller {principal.seller_id!r} and may not "
-                    f"report outcomes of decision {decision.decision_id!r}, which was made "
-                    + (
-                        f"for seller {decision.seller_id!r}"
-                        if decision.seller_id is not None
-                        else "without a seller (platform-wide); use an admin key"
-                    )
-                )
-            if outcome.type == "purchase" and outcome.offer_id is None:
-                purchases_only += 1
-                continue
-            offer_id = outcome.offer_id or decision.offer_id
-            if offer_id is None:
-                raise ValueError(
-                    f"decision {decision.decision_id!r} offered nothing, so its redemption "
-                    "needs the offer_id that was redeemed"
-                )
-            self._check_outcome_offer(offer_id, principal)
-            rows.append(
-                {
-                    "buyer_id": decision.buyer_id,
-                    "offer_id": offer_id,
-                    "ts": as_utc(outcome.ts) if outcome.ts is not None else now,
-                    "exposure_id": decision.decision_id if offer_id == decision.offer_id else None,
-                    "order_id": outcome.order_id,
-                    "amount": outcome.amount,
-                }
-            )
-        if rows and self.decision_log is not None:
-            self.decision_log.append_redemptions(pl.DataFrame(rows, schema=REDEMPTIONS.schema))
-        with self._lock:
-            self._purchases_not_logged += purchases_only
-        return OutcomesResponse(accepted=len(rows) + purchases_only, unknown_decisions=unknown)
-
-    def _check_outcome_offer(self, offer_id: str, principal: Principal) -> None:
-        if offer_id not in self._offer_seller:
-            raise UnknownOffersError(
-                f"unknown offer id {offer_id!r} in an outcome: the served model "
-                f"({self.model_version}) knows {len(self._offer_seller)} offers",
-                [offer_id],
-            )
-        seller = self._offer_seller[offer_id]
-        if not principal.may_access(seller):
-            raise ForbiddenError(
-                f"this API key belongs to seller {principal.seller_id!r} and may not report "
-                f"redemptions of offer {offer_id!r}, which is not that seller's"
-            )
+            self._purchases_not_logged += done.purchases_only
+        return OutcomesResponse(accepted=done.accepted, duplicates=done.duplicates)
 
     # ----------------------------------------------------------------------- campaigns
 

@@ -13,9 +13,12 @@ Layout, under the log directory (hidden, so dataset readers skip it)::
     .wal/<owner>/seg-<n>.wal          records, n = 1, 2, ... (rotated at every flush)
 
 A record is ``<payload length u32><crc32 u32><table u8><payload>`` (little endian), the
-payload an Arrow IPC stream of the rows. A torn last record (the process died while
+payload an Arrow IPC stream of the rows. A *group* record (table byte `GROUP`) holds the
+rows of several tables that must be kept or lost together (an outcome's `redemptions`
+row and its entry in the outcome ledger): its payload is a sequence of
+``<table u8><length u32><Arrow IPC stream>``. A torn last record (the process died while
 writing it, so it was never acknowledged) fails its length or checksum and ends the
-segment.
+segment, all its tables with it.
 
 The parts the decision log writes carry their owner and the newest segment they cover
 (``...-<owner>-w<n>.parquet``): a part of table T tagged n holds every T row of the
@@ -57,6 +60,11 @@ _SEGMENT = re.compile(r"^seg-(\d+)\.wal$")
 _TAG = re.compile(r"-(?P<owner>[0-9a-f]{12})-w(?P<segment>\d+)\.parquet$")
 MAX_RECORD_BYTES = 1 << 30
 """A length above this is a torn or foreign header, not a record."""
+
+GROUP = 255
+"""The table byte of a group record (several tables' rows, kept or lost together)."""
+
+_MEMBER = struct.Struct("<BI")
 
 
 class WriteAheadError(RuntimeError):
@@ -116,8 +124,20 @@ class WriteAheadLog:
 
     def append(self, table: str, frame: pl.DataFrame) -> int:
         """Write `frame` as one record of `table`; its sequence number (see `sync`)."""
-        payload = _encode(frame)
-        record = _HEADER.pack(len(payload), zlib.crc32(payload), self.tables.index(table))
+        return self._write(self.tables.index(table), _encode(frame))
+
+    def append_group(self, frames: Sequence[tuple[str, pl.DataFrame]]) -> int:
+        """Write the rows of several tables as one record, so a crash keeps all of them or
+        none (recovery and readers see each table's rows as if appended alone); its
+        sequence number (see `sync`)."""
+        members = []
+        for table, frame in frames:
+            payload = _encode(frame)
+            members.append(_MEMBER.pack(self.tables.index(table), len(payload)) + payload)
+        return self._write(GROUP, b"".join(members))
+
+    def _write(self, table_byte: int, payload: bytes) -> int:
+        record = _HEADER.pack(len(payload), zlib.crc32(payload), table_byte)
         with self._lock:
             if self._file is None:
                 raise WriteAheadError("the write-ahead log is closed")
@@ -270,6 +290,18 @@ def _recover_owner(
     return Recovered(owner, rows, skipped, torn)
 
 
+def segment_files(log_directory: Path) -> list[tuple[str, Path, int]]:
+    """(owner, path, segment id) of every write-ahead segment under a log directory, live
+    or left by a stopped process, each owner's oldest first (for readers such as
+    `serving.decision_index`; a file may vanish as soon as it is listed)."""
+    root = Path(log_directory) / WAL_DIR
+    try:
+        owners = sorted(p for p in root.iterdir() if p.is_dir())
+    except OSError:
+        return []
+    return [(d.name, path, n) for d in owners for path, n in _segments(d)]
+
+
 def _covered_through(table_dir: Path, owner: str) -> int:
     """The newest segment of `owner` whose rows of this table are all in parts."""
     newest = 0
@@ -317,11 +349,37 @@ def _segments(owner_dir: Path) -> list[tuple[Path, int]]:
 
 
 def _read_segment(path: Path, n_tables: int) -> tuple[list[tuple[int, bytes]], bool]:
-    """The segment's whole records and whether it ended in a torn one."""
+    """The segment's whole records (group records split into their tables' payloads) and
+    whether it ended in a torn one."""
     data = path.read_bytes()
+    records, end = _whole_records(data, n_tables)
+    members = [m for table, payload in records for m in _members(table, payload, n_tables)]
+    return members, end < len(data)
+
+
+def read_records(path: Path, offset: int, n_tables: int) -> tuple[list[tuple[int, bytes]], int]:
+    """(table index, Arrow IPC payload) of the whole records of a segment from byte
+    `offset` on, group records split into their tables' payloads, and the offset after
+    the last whole record (where to go on reading once more has been written).
+
+    For readers following another process's live segment: a record still being written
+    ends the read without being consumed. A segment deleted meanwhile reads as empty (its
+    rows are in parts by then).
+    """
+    try:
+        with path.open("rb") as handle:
+            handle.seek(offset)
+            data = handle.read()
+    except FileNotFoundError:
+        return [], offset
+    records, end = _whole_records(data, n_tables)
+    members = [m for table, payload in records for m in _members(table, payload, n_tables)]
+    return members, offset + end
+
+
+def _whole_records(data: bytes, n_tables: int) -> tuple[list[tuple[int, bytes]], int]:
     records = list(_records(data, n_tables))
-    end = sum(_HEADER.size + len(payload) for _, payload in records)
-    return records, end < len(data)
+    return records, sum(_HEADER.size + len(payload) for _, payload in records)
 
 
 def _records(data: bytes, n_tables: int) -> Iterator[tuple[int, bytes]]:
@@ -330,13 +388,30 @@ def _records(data: bytes, n_tables: int) -> Iterator[tuple[int, bytes]]:
     while at + _HEADER.size <= len(data):
         length, crc, table = _HEADER.unpack_from(data, at)
         start, end = at + _HEADER.size, at + _HEADER.size + length
-        if length > MAX_RECORD_BYTES or end > len(data) or table >= n_tables:
+        if length > MAX_RECORD_BYTES or end > len(data) or (table >= n_tables and table != GROUP):
             return
         payload = data[start:end]
         if zlib.crc32(payload) != crc:
             return
         yield table, payload
         at = end
+
+
+def _members(table: int, payload: bytes, n_tables: int) -> list[tuple[int, bytes]]:
+    """A record's (table index, Arrow IPC payload) pairs: itself, or a group's members
+    (a member of a table this reader does not know is skipped)."""
+    if table != GROUP:
+        return [(table, payload)]
+    out = []
+    view = memoryview(payload)
+    at = 0
+    while at + _MEMBER.size <= len(view):
+        member, length = _MEMBER.unpack_from(view, at)
+        start = at + _MEMBER.size
+        if member < n_tables:
+            out.append((member, bytes(view[start : start + length])))
+        at = start + length
+    return out
 
 
 def _encode(frame: pl.DataFrame) -> bytes:

@@ -489,8 +489,8 @@ def test_unknown_ids_are_answered_as_the_real_service_defines(
     market_ranker: PromoRanker, market_now: datetime
 ) -> None:
     """Unknown buyer: a cold-start answer. Unknown offer: 422 naming it, nothing logged.
-    Unknown decision: accepted calls list it, and the known outcomes beside it count.
-    Unknown campaign: 404 naming it."""
+    Unknown decision: 422 naming it, and the known outcome beside it is not stored either
+    (never a 200 that drops it). Unknown campaign: 404 naming it."""
     service = RankingService(market_ranker, "v1", clock=lambda: market_now, seed=1)
     client = TestClient(make_app(service))
     admin = {**auth(ADMIN_KEY), **JSON}
@@ -515,8 +515,13 @@ def test_unknown_ids_are_answered_as_the_real_service_defines(
         },
         headers=admin,
     )
-    assert reported.status_code == 200, reported.text
-    assert reported.json() == {"accepted": 1, "unknown_decisions": ["no-such-decision"]}
+    assert reported.status_code == 422, reported.text
+    (problem,) = reported.json()["detail"]
+    assert problem["loc"] == ["body", "outcomes", 1, "decision_id"]
+    assert problem["type"] == "unknown_decision" and "no-such-decision" in problem["msg"]
+    alone = {"decision_id": decision, "type": "purchase"}
+    reported = client.post("/v1/outcomes", json={"outcomes": [alone]}, headers=admin)
+    assert reported.json() == {"accepted": 1, "duplicates": 0}
     # A moment that cannot be held in UTC was an OverflowError (500) in the service.
     late = {"decision_id": decision, "type": "purchase", "ts": "9999-12-31T23:59:59-23:00"}
     reported = client.post("/v1/outcomes", json={"outcomes": [late]}, headers=admin)

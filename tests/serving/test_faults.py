@@ -139,7 +139,8 @@ def buyers_of(app: App, n: int = 200) -> list[str]:
 
 
 def replica_pids() -> list[int]:
-    """PIDs of the ranking deployment's replica processes (Ray titles them)."""
+    """PIDs of this app's ranking replicas (Ray titles them `ray::ServeReplica:<app>:
+    ranker`); another engineer's app on the machine is never counted or killed."""
     pids = []
     for entry in os.listdir("/proc"):
         if not entry.isdigit():
@@ -148,7 +149,7 @@ def replica_pids() -> list[int]:
             cmdline = Path(f"/proc/{entry}/cmdline").read_bytes()
         except OSError:
             continue
-        if cmdline.startswith(b"ray::ServeReplica:") and b":ranker" in cmdline:
+        if cmdline.startswith(b"ray::ServeReplica:promo-test:ranker"):
             pids.append(int(entry))
     return pids
 

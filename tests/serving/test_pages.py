@@ -123,3 +123,23 @@ def test_logout_clears_the_cookie(client: TestClient) -> None:
     out = client.post("/sellers/s1/logout", follow_redirects=False)
     assert out.status_code == 303
     assert client.get("/sellers/s1").status_code == 401
+
+
+@pytest.mark.parametrize("seller", ["{{message}}", "{{action}}", "x{{who}}y", "{{seller_id}}"])
+def test_a_seller_id_shaped_like_a_placeholder_stays_text(client: TestClient, seller: str) -> None:
+    """The template is filled in one pass: a value holding `{{message}}` is not filled
+    again, so the error's markup lands once, in its paragraph, never in <title>."""
+    refused = login(client, quote(seller, safe=""), "not-a-key-at-all-0000000")
+    assert refused.status_code == 401
+    page = refused.text
+    title = page.split("<title>")[1].split("</title>")[0]
+    strong = page.split("<strong>")[1].split("</strong>")[0]
+    assert title == f"Sign in: campaigns of {html.escape(seller)}"
+    assert strong == html.escape(seller)
+    assert page.count('<p class="error" role="alert">') == 1
+    assert page.count('action="/sellers/') == 1
+
+
+def test_the_page_without_an_error_has_no_alert(client: TestClient) -> None:
+    page = client.get("/sellers/s1").text
+    assert "{{" not in page and 'role="alert"' not in page

@@ -22,6 +22,7 @@ from recsys.models.ranker import PromoRanker, RankerConfig
 from recsys.policy import PolicyConfig
 from serving.auth import ADMIN_PRINCIPAL, ForbiddenError, Principal
 from serving.decision_log import DecisionLog, read_log
+from serving.outcomes import OutcomeError
 from serving.schemas import Outcome, RankContext, RankRequest, RankResponse
 from serving.service import RankingService, UnknownOffersError
 
@@ -416,19 +417,21 @@ def test_outcomes_become_redemption_rows(
         admins(2),
     )
     second = offered.offers[1].offer_id
-    paid = datetime(2026, 3, 18, 9, 30, tzinfo=now.tzinfo)
+    paid = now + timedelta(minutes=2)  # inside the decision's outcome window
     result = svc.record_outcomes(
         [
             Outcome(decision_id=offered.decision_id, type="redemption", order_id="o1", amount=30),
             Outcome(decision_id=offered.decision_id, type="redemption", offer_id=second, ts=paid),
-            Outcome(decision_id=offered.decision_id, type="purchase"),  # counted only
-            Outcome(decision_id="forgotten-or-made-up", type="redemption"),
+            Outcome(decision_id=offered.decision_id, type="purchase"),  # in the ledger only
         ],
         seller_key(),
     )
-    assert result.accepted == 3
-    assert result.unknown_decisions == ["forgotten-or-made-up"]
+    assert (result.accepted, result.duplicates) == (3, 0)
     assert svc.purchases_not_logged == 1
+    with pytest.raises(OutcomeError, match="unknown decision 'forgotten-or-made-up'"):
+        svc.record_outcomes(
+            [Outcome(decision_id="forgotten-or-made-up", type="redemption")], seller_key()
+        )
     log.flush()
     rows = read_log(tmp_path)["redemptions"]
     assert rows.select("buyer_id", "offer_id", "exposure_id", "order_id", "amount").rows() == [
@@ -452,10 +455,16 @@ def test_old_decisions_are_forgotten_first(ranker: PromoRanker, now: datetime) -
     answers = svc.rank([RankRequest(buyer_id=f"b000000{i}") for i in range(1, 4)], admins(3))
     assert svc.remembered_decisions == 2
     result = svc.record_outcomes(
-        [Outcome(decision_id=a.decision_id, type="purchase") for a in answers], ADMIN_PRINCIPAL
+        [Outcome(decision_id=a.decision_id, type="purchase") for a in answers[1:]],
+        ADMIN_PRINCIPAL,
     )
-    assert result.unknown_decisions == [answers[0].decision_id]
     assert result.accepted == 2
+    with pytest.raises(OutcomeError) as refused:
+        svc.record_outcomes(
+            [Outcome(decision_id=a.decision_id, type="purchase") for a in answers],
+            ADMIN_PRINCIPAL,
+        )
+    assert [p["loc"] for p in refused.value.problems] == [["body", "outcomes", 0, "decision_id"]]
 
 
 # --------------------------------------------------------------------------- campaigns

@@ -172,6 +172,45 @@ def test_both_tables_are_replayed(tmp_path: Path) -> None:
     assert written["redemptions"]["amount"].to_list() == [10.0, 11.0, 12.0]
 
 
+def test_a_group_record_is_recovered_whole_or_not_at_all(tmp_path: Path) -> None:
+    """An outcome's redemption and its ledger entry are one record: a crash while it is
+    written loses both (it was never acknowledged), never one of them."""
+    for torn in (False, True):
+        directory = tmp_path / ("torn" if torn else "whole")
+        wal = WriteAheadLog(directory, TABLES)
+        wal.open()
+        wal.sync(wal.append("exposures", exposures([1])))
+        wal.sync(wal.append_group([("exposures", exposures([2])), ("redemptions", redemptions(2))]))
+        wal.close(remove=False)
+        (segment,) = list(wal.directory.glob("seg-*.wal"))
+        if torn:
+            with segment.open("r+b") as handle:
+                handle.truncate(segment.stat().st_size - 1)
+        (done,), _ = recover_into(directory)
+        expected = (
+            {"exposures": 1, "redemptions": 0} if torn else {"exposures": 2, "redemptions": 2}
+        )
+        assert done.rows == expected and done.torn == torn
+
+
+def test_a_reader_follows_a_live_segment_record_by_record(tmp_path: Path) -> None:
+    wal = WriteAheadLog(tmp_path, TABLES)
+    wal.open()
+    wal.sync(wal.append("exposures", exposures([1])))
+    ((owner, segment, number),) = wal_module.segment_files(tmp_path)
+    assert (owner, number) == (wal.owner, 1)
+    records, offset = wal_module.read_records(segment, 0, len(TABLES))
+    assert [t for t, _ in records] == [0] and offset == segment.stat().st_size
+    wal.sync(wal.append_group([("exposures", exposures([2])), ("redemptions", redemptions(1))]))
+    with segment.open("ab") as handle:  # a record being written: not read yet
+        handle.write(b"\x05\x00\x00")
+    more, after = wal_module.read_records(segment, offset, len(TABLES))
+    assert [t for t, _ in more] == [0, 1] and after == segment.stat().st_size - 3
+    assert wal_module.read_records(segment, after, len(TABLES)) == ([], after)
+    wal.close(remove=True)
+    assert wal_module.read_records(segment, 0, len(TABLES)) == ([], 0)  # gone: in parts
+
+
 # --------------------------------------------------------------------------- the request path
 
 
