@@ -71,25 +71,49 @@ class ValueModel(ABC):
         ]
 
     def _set_defaults(self, rows: pl.DataFrame, max_rows: int = 20_000) -> None:
-        """Per seller, the kind with the best mean value over the seller's rows, if it
-        beats nothing (the kind everyone would get without personalization). Means over
-        at most `max_rows` rows (a fixed sample): a default needs no more."""
+        """The kind each seller would send everyone (`choose_defaults`), from this model's
+        values over at most `max_rows` of the rows (a fixed sample: a default needs no
+        more)."""
         if rows.height > max_rows:
             rows = rows.gather_every(rows.height // max_rows + 1)
-        values = self.values(rows).mean
-        per = (
-            rows.select("seller_key", "kind")
-            .with_columns(pl.Series("_v", values))
-            .group_by("seller_key", "kind")
-            .agg(pl.col("_v").mean())
-            .sort("seller_key", "_v", "kind", descending=[False, True, False])
-            .group_by("seller_key", maintain_order=True)
-            .first()
-        )
-        self.defaults_ = {
-            s: (k if v > 0 else NOTHING)
-            for s, k, v in per.select("seller_key", "kind", "_v").iter_rows()
+        self.defaults_ = choose_defaults(rows, self.values(rows))
+
+
+def choose_defaults(rows: pl.DataFrame, values: Values, z: float = 1.0) -> dict[str, str]:
+    """The kind of offer each seller sends everyone when nothing is known of a buyer.
+
+    First the marketplace's: the kind with the best mean value over all rows (nothing if
+    none is positive). A seller keeps it unless its own best kind beats it on the
+    seller's rows by more than `z` standard errors (from the values' draws): a seller's
+    few decisions do not overturn what all of them show on noise. A seller whose chosen
+    kind's mean value is not positive sends nothing. Returns seller_key -> kind (NOTHING
+    for nothing), the platform's default under `PLATFORM`.
+    """
+    frame = rows.select("seller_key", "kind").with_columns(pl.int_range(pl.len()).alias("_i"))
+
+    def means(group: pl.DataFrame) -> dict[str, tuple[float, np.ndarray]]:
+        cells = group.group_by("kind", maintain_order=True).agg(pl.col("_i"))
+        return {
+            kind: (float(values.mean[idx].mean()), values.draws[:, idx].mean(axis=1))
+            for kind, idx in zip(cells["kind"], (np.asarray(i) for i in cells["_i"]), strict=True)
         }
+
+    pooled = means(frame)
+    if not pooled:
+        return {PLATFORM: NOTHING}
+    top = max(sorted(pooled), key=lambda k: pooled[k][0])
+    defaults = {PLATFORM: top if pooled[top][0] > 0 else NOTHING}
+    for (seller,), group in frame.group_by("seller_key", maintain_order=True):
+        own = means(group)
+        kind = top if top in own else max(sorted(own), key=lambda k: own[k][0])
+        best = max(sorted(own), key=lambda k: own[k][0])
+        if best != kind:
+            gain = own[best][1] - own[kind][1]
+            sd = float(gain.std(ddof=1)) if len(gain) > 1 else 0.0
+            if own[best][0] - own[kind][0] - z * sd > 0:
+                kind = best
+        defaults[str(seller)] = kind if own[kind][0] > 0 else NOTHING
+    return defaults
 
 
 def dr_advantages(options: pl.DataFrame, scores: DRScores) -> pl.DataFrame:
@@ -188,21 +212,7 @@ class BlanketValues(ValueModel):
             if cells.height
             else np.zeros((1, 0))
         )
-        best = (
-            self.table_.sort("seller_key", "value", "kind", descending=[False, True, False])
-            .group_by("seller_key", maintain_order=True)
-            .first()
-        )
-        self.defaults_ = {
-            s: (k if v > 0 else NOTHING)
-            for s, k, v in best.select("seller_key", "kind", "value").iter_rows()
-        }
-        overall = (
-            self.table_.group_by("kind").agg(pl.col("value").mean()).sort("value", descending=True)
-        )
-        if overall.height:
-            kind, value = overall.row(0)
-            self.defaults_.setdefault(PLATFORM, kind if value > 0 else NOTHING)
+        self.defaults_ = choose_defaults(rows, values)
         return self
 
     def values(self, rows: pl.DataFrame) -> Values:
