@@ -18,6 +18,7 @@ import polars as pl
 
 from recsys.data.dataset import Dataset
 from recsys.features.money import MICROS, to_micros
+from recsys.features.windows import next_time
 
 PLATFORM = "__platform__"
 """Seller key of platform-wide offers (offers.seller_id null)."""
@@ -237,14 +238,54 @@ def buyer_category_shares(lines: pl.DataFrame) -> pl.DataFrame:
     )
 
 
-def scoped_purchases(dataset: Dataset, lines: pl.DataFrame) -> pl.DataFrame:
-    """(buyer_id, offer_id, scope_purchases): past purchases of an item-scoped offer's items."""
-    return (
-        lines.select("buyer_id", "item_id")
-        .join(_offer_scope(dataset).select("offer_id", "item_id"), on="item_id")
-        .group_by("buyer_id", "offer_id")
-        .agg(pl.len().cast(pl.Float64).alias("scope_purchases"))
+SCOPED_CHUNK_ROWS = 2_000_000
+"""Rows `scoped_purchases` joins at a time (buyers are taken in groups that fit)."""
+
+
+def scoped_purchases(
+    dataset: Dataset, lines: pl.DataFrame, chunk_rows: int = SCOPED_CHUNK_ROWS
+) -> pl.DataFrame:
+    """(buyer_id, offer_id, scope_purchases): past purchase lines of an item-scoped
+    offer's items, per buyer and offer.
+
+    Lines are counted per (buyer, item) first, only for items some offer's scope holds,
+    and those counts joined to `offer_items`; buyers are taken in groups whose joined
+    rows fit `chunk_rows`. Cost: P purchase lines read once; the rows materialized are
+    the output's (buyer, item, offer) triples — sum over the distinct (buyer, item) pairs
+    bought of the offers holding the item, at most `chunk_rows` at a time — never
+    P x offers per item.
+    """
+    scope = _offer_scope(dataset).select("offer_id", "item_id")
+    empty = pl.DataFrame(
+        schema={"buyer_id": pl.String, "offer_id": pl.String, "scope_purchases": pl.Float64}
     )
+    if scope.height == 0 or lines.height == 0:
+        return empty
+    per_item = scope.group_by("item_id").agg(pl.len().alias("_offers"))
+    bought = (
+        lines.select("buyer_id", "item_id")
+        .join(per_item, on="item_id", how="semi")
+        .group_by("buyer_id", "item_id")
+        .agg(pl.len().alias("_n"))
+        .join(per_item, on="item_id")
+    )
+    if bought.height == 0:
+        return empty
+    # Buyers in groups whose (buyer, item, offer) rows fit a chunk.
+    per_buyer = (
+        bought.group_by("buyer_id")
+        .agg(pl.col("_offers").sum().alias("_rows"))
+        .sort("buyer_id")
+        .with_columns((pl.col("_rows").cum_sum() // max(chunk_rows, 1)).alias("_chunk"))
+    )
+    bought = bought.join(per_buyer.select("buyer_id", "_chunk"), on="buyer_id")
+    parts = [
+        group.join(scope, on="item_id")
+        .group_by("buyer_id", "offer_id")
+        .agg(pl.col("_n").sum().cast(pl.Float64).alias("scope_purchases"))
+        for _, group in bought.group_by("_chunk", maintain_order=True)
+    ]
+    return pl.concat(parts) if parts else empty
 
 
 def redemption_history(dataset: Dataset, as_of: datetime) -> tuple[pl.DataFrame, pl.DataFrame]:
@@ -472,6 +513,11 @@ def exposure_outcomes(
     the window). `purchased` is 1 when the buyer bought from the offer's seller (any
     seller for platform offers) in the window; control rows get no seller here — see
     `control_outcomes`. `lines` are ``purchase_lines(dataset)`` when the caller has them.
+
+    Cost: X exposures, P purchase lines and R redemptions are each sorted once, and each
+    window is answered by an as-of search for the buyer's first purchase (or redemption)
+    at or after the exposure (`recsys.features.windows`): X + P + R rows materialized,
+    never X x lines per buyer.
     """
     if dataset.exposures is None:
         raise ValueError("the dataset has no exposures table; response models need one")
@@ -483,22 +529,18 @@ def exposure_outcomes(
     if lines is None:
         lines = purchase_lines(dataset)
     lines = lines.select("buyer_id", "seller_key", pl.col("ts").alias("p_ts"))
-    bought = (
-        exp.filter(pl.col("offer_id").is_not_null())
-        .select("exposure_id", "buyer_id", "seller_key", "ts", "window_end")
-        .join(lines, on="buyer_id", suffix="_bought")
-        .filter(
-            (
-                (pl.col("seller_key") == pl.col("seller_key_bought"))
-                | (pl.col("seller_key") == PLATFORM)
-            )
-            & (pl.col("p_ts") >= pl.col("ts"))
-            & (pl.col("p_ts") < pl.col("window_end"))
-        )
-        .select("exposure_id")
-        .unique()
-        .with_columns(pl.lit(1.0).alias("purchased"))
+    issued = exp.filter(pl.col("offer_id").is_not_null()).select(
+        "exposure_id", "buyer_id", "seller_key", "ts", "window_end"
     )
+    # A seller's offer: purchases at that seller; a platform-wide one: at any seller.
+    parts = []
+    for rows, by in (
+        (issued.filter(pl.col("seller_key") != PLATFORM), ["buyer_id", "seller_key"]),
+        (issued.filter(pl.col("seller_key") == PLATFORM), ["buyer_id"]),
+    ):
+        first = next_time(rows, lines, by, "ts", "p_ts")
+        parts.append(rows.select("exposure_id").filter(first < rows["window_end"]))
+    bought = pl.concat(parts).with_columns(pl.lit(1.0).alias("purchased"))
     return (
         exp.join(_redeemed_flags(dataset, exp), on="exposure_id", how="left")
         .join(bought, on="exposure_id", how="left")
@@ -507,21 +549,21 @@ def exposure_outcomes(
 
 
 def _redeemed_flags(dataset: Dataset, exp: pl.DataFrame) -> pl.DataFrame:
+    """exposure_id, redeemed = 1 for exposures with a linked redemption, or an unlinked
+    one of the same buyer and offer in the window (one as-of search: X + R rows)."""
     if dataset.redemptions is None:
         return pl.DataFrame(schema={"exposure_id": pl.String, "redeemed": pl.Float64})
     red = dataset.redemptions
     linked = red.filter(pl.col("exposure_id").is_not_null()).select("exposure_id")
-    unlinked = (
-        red.filter(pl.col("exposure_id").is_null())
-        .select("buyer_id", "offer_id", pl.col("ts").alias("r_ts"))
-        .join(
-            exp.select("exposure_id", "buyer_id", "offer_id", "ts", "window_end"),
-            on=["buyer_id", "offer_id"],
-        )
-        .filter((pl.col("r_ts") >= pl.col("ts")) & (pl.col("r_ts") < pl.col("window_end")))
-        .select("exposure_id")
+    issued = exp.filter(pl.col("offer_id").is_not_null()).select(
+        "exposure_id", "buyer_id", "offer_id", "ts", "window_end"
     )
-    return pl.concat([linked, unlinked]).unique().with_columns(pl.lit(1.0).alias("redeemed"))
+    unlinked = red.filter(pl.col("exposure_id").is_null()).select(
+        "buyer_id", "offer_id", pl.col("ts").alias("r_ts")
+    )
+    first = next_time(issued, unlinked, ["buyer_id", "offer_id"], "ts", "r_ts")
+    in_window = issued.select("exposure_id").filter(first < issued["window_end"])
+    return pl.concat([linked, in_window]).unique().with_columns(pl.lit(1.0).alias("redeemed"))
 
 
 def control_outcomes(
@@ -538,6 +580,10 @@ def control_outcomes(
     weighted by `seller_weight` (the buyer's attention share) so that the control sample
     matches the sellers campaigns tend to come from. `lines` are
     ``purchase_lines(dataset)`` when the caller has them.
+
+    Cost: the output's rows (each control exposure once per seller of its buyer's
+    affinity, C x sellers per buyer) plus P purchase lines, sorted once; each window is an
+    as-of search, never rows x lines per buyer.
     """
     horizon = timedelta(days=horizon_days)
     rows = control.select("exposure_id", "buyer_id", "ts", "propensity", "policy").join(
@@ -546,14 +592,6 @@ def control_outcomes(
     if lines is None:
         lines = purchase_lines(dataset)
     lines = lines.select("buyer_id", "seller_key", pl.col("ts").alias("p_ts"))
-    bought = (
-        rows.select("exposure_id", "buyer_id", "seller_key", "ts")
-        .join(lines, on=["buyer_id", "seller_key"])
-        .filter((pl.col("p_ts") >= pl.col("ts")) & (pl.col("p_ts") < pl.col("ts") + horizon))
-        .select("exposure_id", "seller_key")
-        .unique()
-        .with_columns(pl.lit(1.0).alias("purchased"))
-    )
-    return rows.join(bought, on=["exposure_id", "seller_key"], how="left").with_columns(
-        pl.col("purchased").fill_null(0.0)
-    )
+    first = next_time(rows, lines, ["buyer_id", "seller_key"], "ts", "p_ts")
+    bought = (first < rows["ts"] + horizon).fill_null(False)
+    return rows.with_columns(bought.cast(pl.Float64).alias("purchased"))
