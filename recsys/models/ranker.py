@@ -146,14 +146,21 @@ class PromoRanker(Estimator[RankerConfig]):
         n_events = int(events.select(pl.len()).collect().item())
         report.rows = {"events": n_events, "items": dataset.items.height}
         self.mf_ = mf
-        report.learned.append(
-            f"matrix factorization ({self.config.mf.algorithm}, "
-            f"{len(self.mf_.buyer_index_)} buyers x {len(self.mf_.item_index_)} items)"
-        )
+        if mf.skipped_:
+            report.skipped.append(f"matrix factorization: {mf.skipped_}; every buyer is cold")
+        else:
+            report.learned.append(
+                f"matrix factorization ({self.config.mf.algorithm}, "
+                f"{len(self.mf_.buyer_index_)} buyers x {len(self.mf_.item_index_)} items)"
+            )
         self.journey_ = journey
-        report.learned.append(
-            f"purchase journey (time scale {self.journey_.time_scale_days_:.1f} days)"
-        )
+        stages = f"purchase journey (time scale {self.journey_.time_scale_days_:.1f} days)"
+        if journey.skipped_:
+            report.learned.append(stages.replace("journey", "journey stages by rules"))
+            report.skipped.append(f"P(purchase) of the journey model: {journey.skipped_}")
+        else:
+            report.learned.append(stages)
+        report.notes.extend(journey.notes_)
         self.response_: ResponseUpliftModel | None = None
         self.offer_items_: OfferItems | None = None
         self.catalog_ = _Catalog.of(dataset)
