@@ -408,3 +408,73 @@ def time_scale_days(
     assert isinstance(median, float)
     low, high = TIME_SCALE_BOUNDS
     return float(min(max(median, low), high))
+
+
+ATTRIBUTE_PREFIX = "attr_"
+"""Prefix of the feature columns made from the buyers table's attributes."""
+MAX_ATTRIBUTE_CATEGORIES = 20
+"""Text attributes with more distinct values than this (ids, free text) are left out."""
+
+
+def buyer_attributes(
+    buyers: pl.DataFrame | None, max_categories: int = MAX_ATTRIBUTE_CATEGORIES
+) -> tuple[pl.DataFrame | None, list[str]]:
+    """Numeric features from the buyers table's own attributes, and notes on the rest.
+
+    The contract lets a source add any attribute columns to `buyers` (country, age band,
+    channel ...); a buyer known by nothing else must still be scored from them. Every
+    column but ``buyer_id`` and ``first_seen`` (which `buyer_features` reads as tenure)
+    becomes one Float64 column ``attr_<column>``:
+
+    * numbers as they are, booleans as 0/1;
+    * text with at most `max_categories` distinct values as the value's rank among the
+      sorted values, 0, 1, 2, ... (trees split codes as well as indicator columns, with
+      one column per attribute instead of one per value); a missing value stays missing;
+    * text with more values (an id, free text) and other types (dates) are left out, each
+      with a note. So is a column without values or with a single value (it says nothing).
+
+    Returns (buyer_id + the feature columns, or None when no attribute is usable; notes).
+
+    Examples
+    --------
+    >>> frame, notes = buyer_attributes(
+    ...     pl.DataFrame({"buyer_id": ["a", "b"], "region": ["s", "n"], "vip": [True, False]})
+    ... )
+    >>> frame.columns
+    ['buyer_id', 'attr_region', 'attr_vip']
+    >>> frame.row(0)
+    ('a', 1.0, 1.0)
+    """
+    if buyers is None or "buyer_id" not in buyers.columns:
+        return None, []
+    features: list[pl.Expr] = []
+    notes: list[str] = []
+    for name, dtype in buyers.schema.items():
+        if name in ("buyer_id", "first_seen"):
+            continue
+        column = buyers[name]
+        distinct = column.drop_nulls().n_unique()
+        feature = f"{ATTRIBUTE_PREFIX}{name}"
+        if distinct < 2:
+            notes.append(f"buyer attribute {name} left out (no variance: {distinct} value(s))")
+        elif dtype.is_numeric() or dtype == pl.Boolean:
+            features.append(pl.col(name).cast(pl.Float64).alias(feature))
+        elif dtype in (pl.String, pl.Categorical) and distinct <= max_categories:
+            values = sorted(column.cast(pl.String).drop_nulls().unique().to_list())
+            features.append(
+                pl.col(name)
+                .cast(pl.String)
+                .replace_strict(values, list(range(len(values))), default=None)
+                .cast(pl.Float64)
+                .alias(feature)
+            )
+        elif dtype in (pl.String, pl.Categorical):
+            notes.append(
+                f"buyer attribute {name} left out ({distinct:,} distinct values, more than "
+                f"{max_categories}: an id or free text says nothing general about a buyer)"
+            )
+        else:
+            notes.append(f"buyer attribute {name} left out (type {dtype} is not used)")
+    if not features:
+        return None, notes
+    return buyers.select(pl.col("buyer_id"), *features), notes

@@ -2,13 +2,16 @@
 
 The features are the ones that carry over between sources: the buyer's history with the
 offer's seller, items and category; past offers and redemptions; the offer's own
-attributes. A `FeatureStore` computes every table once from records strictly before
-`as_of` (training rows built as of an exposure never see its outcome); pair features
-are then joins, fast enough to score large target lists.
+attributes; the buyer's own attributes from the buyers table (`buyer_attributes`), which
+are all there is to know about a buyer without history. A `FeatureStore` computes every
+table once from records strictly before `as_of` (training rows built as of an exposure
+never see its outcome); pair features are then joins, fast enough to score large target
+lists.
 """
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 from pathlib import Path
@@ -17,8 +20,11 @@ from typing import ClassVar
 import polars as pl
 
 from recsys.data.dataset import Dataset
+from recsys.features.buyer import buyer_attributes
 from recsys.features.money import MICROS, to_micros
 from recsys.features.windows import next_time
+
+log = logging.getLogger(__name__)
 
 PLATFORM = "__platform__"
 """Seller key of platform-wide offers (offers.seller_id null)."""
@@ -332,6 +338,30 @@ def redemption_history(dataset: Dataset, as_of: datetime) -> tuple[pl.DataFrame,
     return per_buyer, per_tool
 
 
+def _attributes_without_history(
+    dataset: Dataset,
+    as_of: datetime,
+    buyer_table: pl.DataFrame | None,
+    buyer_ids: pl.Series | None,
+) -> pl.DataFrame | None:
+    """`buyer_attributes` of the buyers (of `buyer_ids`, if given) without any event
+    before `as_of`; `buyer_table`, when given, holds exactly the buyers who have one."""
+    attributes, notes = buyer_attributes(dataset.buyers)
+    if attributes is None:
+        return None
+    if notes:
+        log.info("buyer attributes: %s", "; ".join(notes))
+    if buyer_ids is not None:
+        attributes = attributes.filter(pl.col("buyer_id").is_in(buyer_ids.implode()))
+    if buyer_table is not None:
+        seen = buyer_table.select("buyer_id")
+    else:
+        seen = (
+            dataset.events.lazy().filter(pl.col("ts") < as_of).select("buyer_id").unique().collect()
+        )
+    return attributes.join(seen, on="buyer_id", how="anti")
+
+
 _COUNTS = ("bs_orders", "bs_lines", "bs_order_share", "bs_views_30d", "bs_carts_30d")
 
 
@@ -351,6 +381,12 @@ class FeatureStore:
     history_buyer: pl.DataFrame
     history_tool: pl.DataFrame
     buyers: pl.DataFrame | None = None
+    attributes: pl.DataFrame | None = None
+    """The buyers table's own attributes as numbers (`buyer_attributes`), for the buyers
+    with no event before `as_of`: all there is to know about them. (Buyers with a history
+    are described by it; on the synthetic marketplace their attributes as well changed the
+    policy's true value only within noise, but made the campaign plan of one seller worse.)
+    """
 
     TABLES: ClassVar[tuple[str, ...]] = (
         "offers",
@@ -360,6 +396,7 @@ class FeatureStore:
         "history_buyer",
         "history_tool",
         "buyers",
+        "attributes",
     )
 
     @classmethod
@@ -393,6 +430,7 @@ class FeatureStore:
                 ),
             )
         per_buyer, per_tool = redemption_history(records, as_of)
+        attributes = _attributes_without_history(dataset, as_of, buyer_table, buyer_ids)
         return cls(
             as_of=as_of,
             offers=offer_attributes(dataset),
@@ -402,6 +440,7 @@ class FeatureStore:
             history_buyer=per_buyer,
             history_tool=per_tool,
             buyers=buyer_table,
+            attributes=attributes,
         )
 
     def for_buyers(self, buyer_ids: pl.Series) -> FeatureStore:
@@ -420,6 +459,7 @@ class FeatureStore:
             history_buyer=self.history_buyer.filter(wanted),
             history_tool=self.history_tool.filter(wanted),
             buyers=None if self.buyers is None else self.buyers.filter(wanted),
+            attributes=None if self.attributes is None else self.attributes.filter(wanted),
         )
 
     def pair_features(self, pairs: pl.DataFrame) -> pl.DataFrame:
@@ -442,6 +482,8 @@ class FeatureStore:
         )
         if self.buyers is not None:
             out = out.join(self.buyers, on="buyer_id", how="left")
+        if self.attributes is not None:
+            out = out.join(self.attributes, on="buyer_id", how="left")
         scoped = pl.col("scope_category").is_not_null()
         return (
             out.with_columns(
@@ -474,6 +516,8 @@ class FeatureStore:
         )
         if self.buyers is not None:
             out = out.join(self.buyers, on="buyer_id", how="left")
+        if self.attributes is not None:
+            out = out.join(self.attributes, on="buyer_id", how="left")
         return out.with_columns(
             pl.col(*_COUNTS, "past_offers", "past_redemptions").fill_null(0.0),
             pl.col("past_redemption_rate").fill_null(PRIOR_REDEMPTION_RATE),
@@ -578,17 +622,26 @@ def control_outcomes(
     A control row names no seller; because control was drawn at random, the buyer's
     purchases from *each* seller in the window are valid no-offer outcomes. Rows are
     weighted by `seller_weight` (the buyer's attention share) so that the control sample
-    matches the sellers campaigns tend to come from. `lines` are
-    ``purchase_lines(dataset)`` when the caller has them.
+    matches the sellers campaigns tend to come from. A buyer without any history before
+    the snapshot (known by attributes alone, or new) has no attention share: with a single
+    seller, that seller takes the row whole; with several, the row is left out (nothing
+    says which seller's campaign it stood for). `lines` are ``purchase_lines(dataset)``
+    when the caller has them.
 
     Cost: the output's rows (each control exposure once per seller of its buyer's
     affinity, C x sellers per buyer) plus P purchase lines, sorted once; each window is an
     as-of search, never rows x lines per buyer.
     """
     horizon = timedelta(days=horizon_days)
-    rows = control.select("exposure_id", "buyer_id", "ts", "propensity", "policy").join(
-        affinity, on="buyer_id"
-    )
+    base = control.select("exposure_id", "buyer_id", "ts", "propensity", "policy")
+    rows = base.join(affinity, on="buyer_id")
+    sellers = dataset.items["seller_id"].unique()
+    if sellers.len() == 1:  # the only seller is every buyer's, history or not
+        unknown = base.join(affinity.select("buyer_id").unique(), on="buyer_id", how="anti")
+        only = unknown.with_columns(
+            pl.lit(sellers.item()).alias("seller_key"), pl.lit(1.0).alias("seller_weight")
+        )
+        rows = pl.concat([rows, only.select(rows.columns)], how="vertical_relaxed")
     if lines is None:
         lines = purchase_lines(dataset)
     lines = lines.select("buyer_id", "seller_key", pl.col("ts").alias("p_ts"))

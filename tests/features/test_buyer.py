@@ -303,3 +303,38 @@ def test_time_scale_is_clamped_and_defaults_when_too_few_buyers() -> None:
 def test_time_scale_ignores_purchases_at_or_after_as_of() -> None:
     events = purchases_every(7.0, buyers=25)
     assert time_scale_days(events, T - 8 * DAY) == DEFAULT_TIME_SCALE_DAYS  # one order each
+
+
+# ---------------------------------------------------------------- buyers' own attributes
+
+
+def test_buyer_attributes_turn_every_usable_column_into_a_number() -> None:
+    from recsys.features.buyer import buyer_attributes
+
+    buyers = pl.DataFrame(
+        {
+            "buyer_id": ["a", "b", "c", "d"],
+            "first_seen": [datetime(2026, 1, 1, tzinfo=UTC)] * 4,
+            "region": ["south", "north", None, "north"],
+            "age": [30, 41, None, 55],
+            "member": [True, False, True, True],
+            "email": ["a@x", "b@x", "c@x", "d@x"],
+            "plan": ["gold"] * 4,
+            "empty": pl.Series([None] * 4, dtype=pl.String),
+            "since": [datetime(2025, 1, k + 1) for k in range(4)],
+        }
+    )
+    frame, notes = buyer_attributes(buyers, max_categories=3)
+    assert frame is not None
+    assert frame.columns == ["buyer_id", "attr_region", "attr_age", "attr_member"]
+    # Text as the rank among its sorted values (north 0, south 1); missing stays missing.
+    assert frame["attr_region"].to_list() == [1.0, 0.0, None, 0.0]
+    assert frame["attr_age"].to_list() == [30.0, 41.0, None, 55.0]
+    assert frame["attr_member"].to_list() == [1.0, 0.0, 1.0, 1.0]
+    joined = " | ".join(notes)
+    assert "email left out (4 distinct values, more than 3" in joined
+    assert "plan left out (no variance" in joined and "empty left out (no variance" in joined
+    assert "since left out (type" in joined
+    assert buyer_attributes(None) == (None, [])
+    only_ids = buyers.select("buyer_id", "first_seen", "plan")
+    assert buyer_attributes(only_ids)[0] is None

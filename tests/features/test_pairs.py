@@ -771,3 +771,54 @@ def test_save_over_an_older_store_leaves_no_stale_table(
     replace(store, buyers=pl.DataFrame({"buyer_id": ["b1"], "rfm_score": [0.9]})).save(tmp_path)
     store.save(tmp_path)
     assert FeatureStore.load(tmp_path).buyers is None
+
+
+# ---------------------------------------------------------------- issue 17: data shapes
+
+
+def test_buyers_known_by_attributes_alone_get_their_attributes_as_features(
+    tmp_path: Path,
+) -> None:
+    """b4 has no event before AS_OF: its pairs carry its attributes; b1's (with a history)
+    do not (its history describes it)."""
+    ds = _dataset()
+    buyers = pl.DataFrame(
+        {"buyer_id": ["b1", "b4", "b5"], "tier": ["gold", "silver", "gold"], "score": [1, 2, 3]}
+    )
+    store = FeatureStore.build(replace(ds, buyers=buyers), AS_OF)
+    assert store.attributes is not None
+    assert store.attributes.sort("buyer_id").rows() == [("b4", 1.0, 2.0), ("b5", 0.0, 3.0)]
+    feats = store.pair_features(pl.DataFrame({"buyer_id": ["b1", "b4"], "offer_id": ["o1", "o1"]}))
+    assert feats["attr_tier"].to_list() == [None, 1.0]
+    assert feats["attr_score"].to_list() == [None, 2.0]
+    # A store for some buyers keeps only theirs; the attributes survive a save and load.
+    assert store.for_buyers(pl.Series(["b5"])).attributes.height == 1  # type: ignore[union-attr]
+    store.save(tmp_path / "store")
+    assert_frame_equal(FeatureStore.load(tmp_path / "store").attributes, store.attributes)
+
+
+def test_control_rows_of_a_single_seller_keep_buyers_without_history() -> None:
+    """With one seller, a control buyer without history needs no attention share: the
+    seller takes the row whole, and its purchases there are the outcome."""
+    ds = _dataset()
+    single = replace(ds, items=ds.items.with_columns(pl.lit("s1").alias("seller_id")))
+    control = pl.DataFrame(
+        {
+            "exposure_id": ["c1", "c2"],
+            "buyer_id": ["b3", "b9"],
+            "ts": [_ts(21), _ts(21)],
+            "propensity": [0.5, 0.5],
+            "policy": ["p", "p"],
+            "seller_id": [None, None],
+        },
+        schema_overrides={"seller_id": pl.String, "ts": pl.Datetime("us", "UTC")},
+    )
+    nobody = seller_affinity(buyer_seller_features(single, _ts(21))).filter(
+        pl.col("buyer_id") == "none"
+    )
+    out = control_outcomes(single, control, nobody, HORIZON).sort("exposure_id")
+    # b3 bought i1 (of s1) on the 22nd, inside the week; b9 bought nothing.
+    assert out.select("exposure_id", "seller_key", "seller_weight", "purchased").rows() == [
+        ("c1", "s1", 1.0, 1.0),
+        ("c2", "s1", 1.0, 0.0),
+    ]
