@@ -192,6 +192,12 @@ def buyer_features(
     -------
     pl.DataFrame
         Sorted by ``buyer_id``; counts are Int64, days and money Float64.
+
+    Notes
+    -----
+    Cost: one lazy scan of the E events before ``as_of``; the rows materialized are the
+    P purchase rows grouped into orders, the last 30 days' events and the checkouts, each
+    aggregated to one row per buyer (output: one row per buyer with an event).
     """
     as_of = as_utc(as_of)
     ev = _events_before(events, as_of)

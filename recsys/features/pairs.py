@@ -63,7 +63,10 @@ PRIOR_REDEMPTION_RATE = 0.1 / 5.0
 
 
 def offer_attributes(dataset: Dataset) -> pl.DataFrame:
-    """One row per offer: seller key, tool, value, spend rules, scope size and category."""
+    """One row per offer: seller key, tool, value, spend rules, scope size and category.
+
+    Cost: O offers and the OI `offer_items` rows (joined to their items' categories).
+    """
     if dataset.offers is None:
         raise ValueError("the dataset has no offers table; promotion models need one")
     sizes = (
@@ -110,6 +113,8 @@ def purchase_lines(dataset: Dataset, before: datetime | None = None) -> pl.DataF
 
     Lines before a moment are the lines filtered by ``ts < before``: a caller needing them
     at several moments computes them once and filters.
+
+    Cost: one lazy scan of the E events (four columns); P purchase rows materialized.
     """
     events = dataset.events.lazy()
     if before is not None:
@@ -139,9 +144,13 @@ def buyer_seller_features(
     lines: pl.DataFrame | None = None,
     buyer_ids: pl.Series | None = None,
 ) -> pl.DataFrame:
-    """History of each buyer with each seller before `as_of` (one row per pair seen).
+    """History of each buyer with each seller before `as_of` (one row per pair seen, and
+    one platform row per buyer).
 
     With `buyer_ids`, only those buyers' rows (`lines` then hold only theirs, too).
+    Cost: the P purchase lines before `as_of` (grouped by order, then by seller) and the
+    views and cart adds of the last 30 days; the output has one row per (buyer, seller)
+    pair seen, plus one per buyer.
     """
     if lines is None:
         lines = purchase_lines(dataset, before=as_of)
@@ -187,16 +196,18 @@ def buyer_seller_features(
         .fill_nan(0.0)
         .alias("bs_order_share"),
     )
-    return pl.concat([out, _platform_rows(out)], how="vertical_relaxed")
+    # Purchases without an item (a till line of an order total) have no seller: they
+    # count for the platform row only, which must stay one row per buyer.
+    sellers = out.filter(pl.col("seller_key") != PLATFORM)
+    return pl.concat([sellers, _platform_rows(out)], how="vertical_relaxed")
 
 
 def _platform_rows(per_seller: pl.DataFrame) -> pl.DataFrame:
-    """Each buyer's history across all sellers, under the platform key: a platform-wide
-    offer's "seller" is the whole marketplace."""
+    """Each buyer's history across all sellers (and purchases of no known seller), under
+    the platform key: a platform-wide offer's "seller" is the whole marketplace."""
     value = pl.col("bs_mean_order_value").fill_null(0.0) * pl.col("bs_orders")
     return (
-        per_seller.filter(pl.col("seller_key") != PLATFORM)
-        .group_by("buyer_id")
+        per_seller.group_by("buyer_id")
         .agg(
             pl.lit(PLATFORM).alias("seller_key"),
             pl.col("bs_orders").sum(),
@@ -231,7 +242,8 @@ def seller_affinity(bs: pl.DataFrame) -> pl.DataFrame:
 
 
 def buyer_category_shares(lines: pl.DataFrame) -> pl.DataFrame:
-    """Each buyer's share of purchase lines per category."""
+    """Each buyer's share of purchase lines per category (cost: the P lines given; one
+    row per (buyer, category) bought)."""
     return (
         lines.filter(pl.col("category").is_not_null())
         .group_by("buyer_id", "category")
@@ -295,7 +307,11 @@ def scoped_purchases(
 
 
 def redemption_history(dataset: Dataset, as_of: datetime) -> tuple[pl.DataFrame, pl.DataFrame]:
-    """Past offers and redemptions per buyer, and per buyer and tool, before `as_of`."""
+    """Past offers and redemptions per buyer, and per buyer and tool, before `as_of`.
+
+    Cost: the X exposures and R redemptions before `as_of`, each joined to its offer's
+    tool (one row each); one output row per (buyer, tool) and per buyer.
+    """
     per_tool = pl.DataFrame(
         schema={
             "buyer_id": pl.String,
@@ -415,6 +431,10 @@ class FeatureStore:
         `lines` are ``purchase_lines(dataset, before=as_of)`` when the caller has them.
         With `buyer_ids`, the per-buyer tables hold only those buyers: each buyer's rows
         depend on that buyer's records alone, so they are the rows of the whole store.
+
+        Cost: the sum of its tables' (each function states its own): the P lines before
+        `as_of`, the last 30 days of events, X + R, O + OI, the B buyers' attributes; every
+        table is keyed by buyer (and seller, offer, tool or category), no product.
         """
         if lines is None:
             lines = purchase_lines(dataset, before=as_of)
@@ -467,6 +487,7 @@ class FeatureStore:
 
         Unknown offers get null offer columns and `offer_known` false; buyers without
         history get zeros for counts and nulls for recencies. Columns of `pairs` are kept.
+        Cost: one row per pair: every table joined is keyed uniquely by its join keys.
         """
         offers = self.offers.drop("start_ts", "end_ts").with_columns(
             pl.lit(True).alias("offer_known")

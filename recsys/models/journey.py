@@ -377,6 +377,11 @@ class JourneyModel(Estimator[JourneyConfig]):
         ``extra_features`` (``buyer_id`` + numeric columns, e.g. matrix-factorization
         embeddings) are joined to every snapshot as they are: pass values computed before
         the training window to avoid leaking its purchases. Buyers missing from it get NaN.
+
+        When the data cannot support the purchase model, it is skipped (`skipped_` says
+        why) and the stages are still assigned; it never raises for the data's shape.
+        Cost: `training_snapshots` (default 4) passes of `buyer_features` over the E events
+        before ``as_of``; the training rows are snapshots x buyers with an event.
         """
         return super().fit(events, as_of, buyers, items, extra_features)
 

@@ -195,6 +195,11 @@ class MatrixFactorization(Estimator[MFConfig]):
             column too (zero factors under ALS). None: the items seen in `events`.
         as_of
             Reference time of the time decay; later events are ignored. None: latest event.
+
+        With no usable interaction (no event names a known item), nothing is factorized:
+        the model knows no buyer and `skipped_` says why. Cost: `build_interactions` (one
+        scan of the events, one row per (buyer, item) pair), then the factors: (buyers +
+        items) x factors.
         """
         return super().fit(events, items=items, as_of=as_of)
 
@@ -393,7 +398,7 @@ class MatrixFactorization(Estimator[MFConfig]):
 
         The mean is one sparse product (offer x item membership times item factors, divided
         by the offer's item count) followed by row-wise dots; the max is one dense block
-        product per distinct offer (buyers of that offer x its items), chunked to bound
+        product per distinct scope (buyers of its offers x its items), chunked to bound
         memory. Store-wide offers cover their seller's items, platform-wide offers every
         item (see `recsys.features.build_offer_items`); an offer without items is NaN.
         Items without training events (zero factors under ALS) count as affinity 0.
@@ -409,7 +414,8 @@ class MatrixFactorization(Estimator[MFConfig]):
                 "build_offer_items(..., item_index=model.item_index_)"
             )
         b = self.buyer_index_.codes(buyer_ids)
-        o = offer_items.offer_index.codes(offer_ids)
+        # Each offer's scope row: store-wide offers of one seller share one.
+        o = offer_items.row_of(offer_items.offer_index.codes(offer_ids))
         if len(b) != len(o):
             raise ValueError(f"score_offer: {len(b)} buyer ids but {len(o)} offer ids")
         counts = np.diff(membership.indptr)

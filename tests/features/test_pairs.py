@@ -822,3 +822,28 @@ def test_control_rows_of_a_single_seller_keep_buyers_without_history() -> None:
         ("c1", "s1", 1.0, 1.0),
         ("c2", "s1", 1.0, 0.0),
     ]
+
+
+def test_purchases_without_an_item_count_for_the_platform_row_only() -> None:
+    """An item-less purchase has no seller: it adds to the buyer's platform history, and
+    the platform row stays one per buyer (two rows doubled every platform offer's pair)."""
+    ds = _dataset()
+    extra = _frame("events", [_ev("b1", "purchase", _ts(11), None, "Z", 7.0)])
+    with_total = replace(ds, events=pl.concat([ds.events, extra]))
+    bs = buyer_seller_features(with_total, AS_OF)
+    assert bs.filter(pl.col("buyer_id") == "b1")["seller_key"].sort().to_list() == [
+        PLATFORM,
+        "s1",
+        "s2",
+    ]
+    platform = bs.filter((pl.col("buyer_id") == "b1") & (pl.col("seller_key") == PLATFORM))
+    before = buyer_seller_features(ds, AS_OF).filter(
+        (pl.col("buyer_id") == "b1") & (pl.col("seller_key") == PLATFORM)
+    )
+    assert platform["bs_orders"].item() == before["bs_orders"].item() + 1
+    offers = with_total.offers.with_columns(  # type: ignore[union-attr]
+        pl.lit(None, pl.String).alias("seller_id")
+    )
+    store = FeatureStore.build(replace(with_total, offers=offers), AS_OF)
+    pairs = pl.DataFrame({"buyer_id": ["b1", "b2"], "offer_id": ["o1", "o1"]})
+    assert store.pair_features(pairs).height == 2
