@@ -339,7 +339,7 @@ def overlapping_datasets(draw: st.DrawFn) -> Dataset:
     )
 
 
-EQUALITY = settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+EQUALITY = settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 
 
 def _same(new: pl.DataFrame, old: pl.DataFrame, keys: list[str]) -> None:

@@ -64,7 +64,7 @@ def test_one_email_wave_with_a_control_third_learns_which_reminder_to_send(
 ) -> None:
     """Outcomes are item-less views and purchases; nobody ever put anything in a cart, so
     those journey features have no values: they are left out with a note, not a crash."""
-    path = _profile(tmp_path, "email-experiment", buyers=20_000)
+    path = _profile(tmp_path, "email-experiment", buyers=10_000)
     ranker = PromoRanker(_config(path)).fit(load_dataset(path))
     report = ranker.report_.format()
     assert "learned: uplift" in report
@@ -80,11 +80,11 @@ def test_a_till_log_alone_trains_matrix_factorization_and_the_journey(tmp_path: 
     """Purchases only (no offers, no exposures): MF and the journey are learned, response
     and uplift skipped with the reason; with the mailers, the response is learned but no
     uplift (no control group, no propensities), and the report says so."""
-    path = _profile(tmp_path, "grocery-coupons", buyers=150, items=3_000, coupons=90)
+    path = _profile(tmp_path, "grocery-coupons", buyers=100, items=2_000, coupons=60)
     dataset = load_dataset(path)
     till = replace(dataset, offers=None, offer_items=None, exposures=None, redemptions=None)
     alone = PromoRanker(_config(path)).fit(till).report_
-    assert any(line.startswith("matrix factorization (als, 150 buyers") for line in alone.learned)
+    assert any(line.startswith("matrix factorization (als, 100 buyers") for line in alone.learned)
     assert any(line.startswith("purchase journey (time scale") for line in alone.learned)
     assert any(line.startswith("response and uplift: the dataset has no") for line in alone.skipped)
     mailers = PromoRanker(_config(path)).fit(dataset).report_
