@@ -169,6 +169,17 @@ def test_training_never_crashes_on_a_valid_dataset(drawn: Drawn) -> None:
         _check_report(ranker, dataset)
 
 
+@pytest.mark.reliability
+@settings(
+    max_examples=3_000,
+    deadline=None,  # random, not derandomized: new datasets each run (make test-reliability)
+    suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],
+)
+@given(datasets(max_buyers=20, max_events=80))
+def test_training_never_crashes_on_many_more_datasets(drawn: Drawn) -> None:
+    test_training_never_crashes_on_a_valid_dataset.hypothesis.inner_test(drawn)  # type: ignore[attr-defined]
+
+
 SHAPES = {
     "one seller",
     "many sellers",
