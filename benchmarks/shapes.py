@@ -65,7 +65,7 @@ class ShapeRun:
     figures: dict[str, Any]
     rows: dict[str, int] = field(default_factory=dict)
     notes: list[str] = field(default_factory=list)
-    """What the run said it skipped and why (the result's `note:` lines)."""
+    """What the run said it skipped and why (`run_notes`)."""
 
     def as_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -106,14 +106,25 @@ def measure_shapes(
             t: table_rows(data, t)
             for t in ("items", "events", "buyers", "offer_items", "exposures", "redemptions")
         }
-        log = work / "runs" / slug / "train.log"
-        notes = [
-            line.strip().removeprefix("note: ")
-            for line in (log.read_text().splitlines() if log.exists() else [])
-            if line.startswith("note: ")
-        ]
+        notes = run_notes(work / "runs" / slug, figures.run_id)
         runs.append(ShapeRun(shape, figures.as_dict(), rows, notes))
     return runs
+
+
+def run_notes(run_dir: Path, run_id: str = "") -> list[str]:
+    """What a run said it skipped and noted: its fit report's `skipped:` and `note:` lines
+    (the MLflow artifact `fit_report.txt`), then the result's `note:` lines."""
+    reports = sorted(run_dir.glob(f"artifacts/{run_id or '*'}/artifacts/fit_report.txt"))
+    lines = reports[-1].read_text().splitlines() if reports else []
+    log = run_dir / "train.log"
+    lines += log.read_text().splitlines() if log.exists() else []
+    out: list[str] = []
+    for line in lines:
+        text = line.strip()
+        for prefix in ("skipped: ", "note: "):
+            if text.startswith(prefix) and text not in out:
+                out.append(text)
+    return out
 
 
 def shape_targets(runs: Sequence[ShapeRun]) -> list[Target]:
