@@ -41,7 +41,7 @@ def describe_failure(exc: BaseException, rows: Mapping[str, int]) -> str | None:
     ):
         stage = _first(r"name=([\w.]+)", text) or _stage(text) or "a Ray stage"
         used = _first(r"memory used=([\d.]+)\s*GB", text)
-        node = re.search(r"was ([\d.]+)\s*GB / ([\d.]+)\s*GB", text)
+        node = re.search(r"was ([\d.]+)\s*GB(?: used)? / ([\d.]+)\s*GB", text)
         figures = f"the task held {used} GB" if used else "the task was killed"
         if node:
             figures += f" with the node at {node.group(1)} of {node.group(2)} GB"

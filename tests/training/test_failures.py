@@ -47,6 +47,25 @@ def test_out_of_memory_names_the_stage_the_gigabytes_the_rows_and_the_settings()
     assert "--set ray.heavy_stages=1" in text and "--set evaluation.refit=false" in text
 
 
+# The same, as Ray 2.60's memory monitor words it (seen on this machine, object store
+# statistics cut).
+RAY_260_OOM = (
+    "1 worker(s) were killed due to the node running low on memory. Memory on the node "
+    "(IP: 192.0.2.2, ID: 58d1) was 21.21GB used / 23.54GB limit (0.901)\nOOM kill reason: "
+    "Memory usage 22774290176B exceeded threshold of 21183144320B\nRay killed 1 worker(s) "
+    "based on the killing policy\nSelected to kill: (Task: job ID=01000000, task "
+    "name=evaluate_stage, required resources={CPU: 1}, pid=9392, actual memory "
+    "used=14.89GB, worker ID=ef63)"
+)
+
+
+def test_out_of_memory_in_ray_260_words_too() -> None:
+    text = describe_failure(OutOfMemoryError(RAY_260_OOM), ROWS)
+    assert text is not None
+    assert text.startswith("out of memory in stage evaluate_stage: ")
+    assert "the task held 14.89 GB with the node at 21.21 of 23.54 GB" in text
+
+
 def test_a_worker_killed_by_the_system_says_memory_and_the_fix() -> None:
     text = describe_failure(WorkerCrashedError(), ROWS)
     assert text is not None and "out of memory" in text and "ray.heavy_stages=1" in text
