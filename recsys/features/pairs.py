@@ -21,6 +21,7 @@ import polars as pl
 
 from recsys.data.dataset import Dataset
 from recsys.features.buyer import buyer_attributes
+from recsys.features.matrix import usable_columns
 from recsys.features.money import MICROS, to_micros
 from recsys.features.windows import next_time
 
@@ -361,7 +362,8 @@ def _attributes_without_history(
     buyer_ids: pl.Series | None,
 ) -> pl.DataFrame | None:
     """`buyer_attributes` of the buyers (of `buyer_ids`, if given) without any event
-    before `as_of`; `buyer_table`, when given, holds exactly the buyers who have one."""
+    before `as_of`, the columns `usable_columns` keeps among them; `buyer_table`, when
+    given, holds exactly the buyers who have one."""
     attributes, notes = buyer_attributes(dataset.buyers)
     if attributes is None:
         return None
@@ -375,7 +377,14 @@ def _attributes_without_history(
         seen = (
             dataset.events.lazy().filter(pl.col("ts") < as_of).select("buyer_id").unique().collect()
         )
-    return attributes.join(seen, on="buyer_id", how="anti")
+    attributes = attributes.join(seen, on="buyer_id", how="anti")
+    # Columns a booster can bin in any split: enough values that vary among these buyers
+    # (a column with a value or two is all-missing in some validation split, and
+    # scikit-learn's histogram boosting fails on such a column).
+    check = usable_columns(attributes, [c for c in attributes.columns if c != "buyer_id"])
+    if check.dropped:
+        log.info("%s", "; ".join(check.notes("buyer attributes of buyers without history")))
+    return attributes.select("buyer_id", *check.kept) if check.kept else None
 
 
 _COUNTS = ("bs_orders", "bs_lines", "bs_order_share", "bs_views_30d", "bs_carts_30d")

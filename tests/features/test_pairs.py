@@ -779,22 +779,34 @@ def test_save_over_an_older_store_leaves_no_stale_table(
 def test_buyers_known_by_attributes_alone_get_their_attributes_as_features(
     tmp_path: Path,
 ) -> None:
-    """b4 has no event before AS_OF: its pairs carry its attributes; b1's (with a history)
-    do not (its history describes it)."""
+    """b4 and 24 more buyers have no event before AS_OF: their pairs carry their
+    attributes; b1's (with a history) do not (its history describes it). An attribute
+    with only a few values among them is left out: a booster cannot bin a column that
+    is all missing in its validation split."""
     ds = _dataset()
+    ids = ["b1", "b4", *[f"n{k:02d}" for k in range(24)]]
     buyers = pl.DataFrame(
-        {"buyer_id": ["b1", "b4", "b5"], "tier": ["gold", "silver", "gold"], "score": [1, 2, 3]}
+        {
+            "buyer_id": ids,
+            "tier": ["gold", "silver"] + ["gold", "silver"] * 12,
+            "score": [float(k) for k in range(len(ids))],
+            "rare": [1.0, 2.0] + [None] * 23 + [3.0],
+        }
     )
     store = FeatureStore.build(replace(ds, buyers=buyers), AS_OF)
     assert store.attributes is not None
-    assert store.attributes.sort("buyer_id").rows() == [("b4", 1.0, 2.0), ("b5", 0.0, 3.0)]
+    assert store.attributes.columns == ["buyer_id", "attr_tier", "attr_score"]
+    assert store.attributes.height == 25  # b1 has a history
     feats = store.pair_features(pl.DataFrame({"buyer_id": ["b1", "b4"], "offer_id": ["o1", "o1"]}))
     assert feats["attr_tier"].to_list() == [None, 1.0]
-    assert feats["attr_score"].to_list() == [None, 2.0]
+    assert feats["attr_score"].to_list() == [None, 1.0]
     # A store for some buyers keeps only theirs; the attributes survive a save and load.
-    assert store.for_buyers(pl.Series(["b5"])).attributes.height == 1  # type: ignore[union-attr]
+    assert store.for_buyers(pl.Series(["n03"])).attributes.height == 1  # type: ignore[union-attr]
     store.save(tmp_path / "store")
     assert_frame_equal(FeatureStore.load(tmp_path / "store").attributes, store.attributes)
+    # Too few buyers without history to learn anything from: no attribute features.
+    few = FeatureStore.build(replace(ds, buyers=buyers.head(5)), AS_OF)
+    assert few.attributes is None
 
 
 def test_control_rows_of_a_single_seller_keep_buyers_without_history() -> None:
