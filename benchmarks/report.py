@@ -26,6 +26,7 @@ SCHEMA = 1
 PARTS = {
     "quality": "Quality on the synthetic marketplace",
     "training": "Training at scale",
+    "shapes": "Training on real data shapes",
     "serving": "Serving: Ray Serve against bare uvicorn",
     "floor": "In-process floor: ranking one buyer",
     "score": "`recsys score`: pairs per second",

@@ -1,6 +1,6 @@
 """`make bench`: every benchmark of issue 7, written to BENCHMARKS.md and benchmarks.json.
 
-    python -m benchmarks.run [--quick] [--only quality,training,serving,floor,score]
+    python -m benchmarks.run [--quick] [--only quality,training,shapes,serving,floor,score]
         [--out DIR] [--work DIR] [--data-100k DIR] [--data-1m DIR]
 
 Parts, in order (each a module of its own, runnable alone):
@@ -12,6 +12,9 @@ Parts, in order (each a module of its own, runnable alone):
   1,000,000 buyers, wall time and peak memory per stage and in all, and the MF stage
   against `implicit` on the same matrix. Data comes from `--data-100k/--data-1m`, else
   `recsys data synth` writes it under the work directory (reused on the next run).
+- shapes (`benchmarks.shapes`): `recsys train` on the data shapes of issue 17 (grocery
+  coupons at the export's counts and at ten times, an e-mail experiment, customers known
+  by attributes alone), wall time and peak memory of the whole process tree.
 - serving (`benchmarks.serve_bench`): Ray Serve against bare uvicorn, per Serve variant.
 - floor (`benchmarks.floor`): ranking one buyer in-process, the floor under serving.
 - score (`benchmarks.score_bench`): `recsys score` pairs per second.
@@ -185,6 +188,22 @@ class Bench:
         targets = training_targets(figures["runs"])
         markdown = markdown.rstrip("\n") + "\n\n" + "\n\n".join(t.line() for t in targets) + "\n"
         return figures, markdown, targets
+
+    def shapes(self) -> Section:
+        from benchmarks.shapes import (
+            FULL,
+            QUICK,
+            format_shapes_markdown,
+            measure_shapes,
+            shape_targets,
+        )
+
+        def echo(line: str) -> None:
+            print(f"  {line}", file=sys.stderr, flush=True)
+
+        runs = measure_shapes(QUICK if self.quick else FULL, self.work / "shapes", echo=echo)
+        markdown = format_shapes_markdown(runs, self.command("shapes"))
+        return {"runs": [r.as_dict() for r in runs]}, markdown, shape_targets(runs)
 
     def serving(self) -> Section:
         from benchmarks.serve_bench import measure_serving

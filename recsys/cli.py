@@ -60,10 +60,26 @@ def _fail(message: str, code: int = 2) -> typer.Exit:
 
 def data_synth(
     out: Annotated[Path, typer.Option(help="directory to write the dataset to (new or empty)")],
-    buyers: Annotated[int, typer.Option(min=10, help="number of buyers")] = 2000,
+    profile: Annotated[
+        str,
+        typer.Option(
+            help="the data's shape: marketplace (the simulator), grocery-coupons, "
+            "email-experiment, attributes-experiment or tiny (see docs/synthetic.md)"
+        ),
+    ] = "marketplace",
+    buyers: Annotated[
+        int | None,
+        typer.Option(
+            min=2, help="number of buyers (default: the profile's, 2,000 for marketplace)"
+        ),
+    ] = None,
+    scale: Annotated[
+        float, typer.Option(min=0.0001, help="multiply every count of the profile by this")
+    ] = 1.0,
     seed: Annotated[int, typer.Option(min=0, help="random seed; same seed, same files")] = 0,
     config: Annotated[
-        Path | None, typer.Option(help="YAML file of SyntheticConfig fields (overrides apply)")
+        Path | None,
+        typer.Option(help="YAML file of the profile's config fields (the options above win)"),
     ] = None,
     overwrite: Annotated[bool, typer.Option(help="replace an existing non-empty --out")] = False,
     effects: Annotated[
@@ -74,25 +90,42 @@ def data_synth(
         ),
     ] = None,
 ) -> None:
-    """Generate a synthetic marketplace (contract tables plus ground truth under truth/)."""
-    from recsys.config import ConfigError
-    from recsys.data.synthetic import SyntheticConfig, generate
+    """Generate a synthetic dataset (contract tables plus ground truth under truth/)."""
+    from recsys.config import ConfigError, read_yaml_mapping
+    from recsys.data.synthetic.profiles import PROFILES, profile_config, synthesize
 
+    if profile not in PROFILES:
+        raise _fail(f"--profile {profile!r} is not a profile; choose one of {', '.join(PROFILES)}")
     try:
-        base = SyntheticConfig.from_yaml(config).to_dict() if config else {}
-        overrides: dict[str, object] = {"buyers": buyers, "seed": seed}
+        fields = read_yaml_mapping(config) if config else {}
+        fields["seed"] = seed
+        if profile in ("marketplace", "tiny"):
+            base = buyers or fields.get("buyers") or (2000 if profile == "marketplace" else 300)
+            fields["buyers"] = buyers or max(10, round(base * scale))
+        else:
+            fields["scale"] = scale
+            if buyers is not None:
+                fields["buyers"] = buyers
         if effects is not None:
-            overrides["effects"] = effects
-        cfg = SyntheticConfig.from_dict({**base, **overrides})
+            if profile not in ("marketplace", "tiny"):
+                raise _fail(
+                    f"--effects applies to the marketplace and tiny profiles, not {profile!r}"
+                )
+            fields["effects"] = effects
+        cfg = profile_config(profile, fields)
     except ConfigError as exc:
         raise _fail(str(exc)) from None
     try:
-        with typer.progressbar(
-            length=-(-cfg.buyers // cfg.chunk_buyers), label="simulating"
-        ) as bar:
-            report = generate(
-                cfg, out, overwrite=overwrite, progress=lambda done, total: bar.update(1)
-            )
+        if profile in ("marketplace", "tiny"):
+            with typer.progressbar(
+                length=-(-cfg.buyers // cfg.chunk_buyers), label="simulating"
+            ) as bar:
+                report = synthesize(
+                    profile, out, cfg, overwrite, progress=lambda done, total: bar.update(1)
+                )
+        else:
+            typer.echo(f"simulating the {profile} profile")
+            report = synthesize(profile, out, cfg, overwrite)
     except FileExistsError as exc:
         raise _fail(f"{exc} (use --overwrite to replace it)") from None
     typer.echo(report.format())

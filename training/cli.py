@@ -64,6 +64,7 @@ def train(
         cfg = load_config(config, set_ or [], data, decisions or [])
     except ConfigError as exc:
         raise _fail(str(exc)) from None
+    from training.failures import StageFailureError
     from training.run import train as run_training
     from training.tracking import TrackingError
 
@@ -74,7 +75,7 @@ def train(
         clean = ContractError.from_violations(exc.violations)
         where = f" {cfg.data.path}" if cfg.data.path is not None else ""
         raise _fail(f"invalid dataset{where}:\n{clean}", code=1) from None
-    except TrackingError as exc:
+    except (TrackingError, StageFailureError) as exc:
         raise _fail(str(exc), code=1) from None
     except (FileNotFoundError, ValueError) as exc:
         raise _fail(str(exc), code=1) from None

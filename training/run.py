@@ -10,6 +10,7 @@ from dataclasses import dataclass
 from recsys.evaluation.holdout import best_blanket, holdout_split
 from recsys.models.ranker import RankerConfig
 from training.config import TrainConfig
+from training.failures import StageFailureError, describe_failure
 from training.pipeline import (
     LoadedData,
     PipelineResult,
@@ -117,7 +118,13 @@ def train(config: TrainConfig, echo: Echo = print) -> TrainOutcome:
             config = config.model_copy(deep=True)
             config.model = trial_model(config.model, sweep.best.params)
             echo(f"sweep: refitting the best trial's values on all data: {sweep.best.params}")
-        result = run_pipeline(config, echo, data)
+        try:
+            result = run_pipeline(config, echo, data)
+        except Exception as exc:  # a known kind of stage failure becomes one line
+            known = describe_failure(exc, data.info.rows)
+            if known is None:
+                raise
+            raise StageFailureError(known) from None
         with tracking_step(uri, "logging the run (params, metrics, artifacts, model)", kept):
             run_id, model_uri = log_pipeline_run(
                 config, result, experiment, config.tracking.run_name

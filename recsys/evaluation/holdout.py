@@ -622,9 +622,15 @@ def uplift_and_targeting(
         "random": rng.random(len(y)),
     }
     m = report.metrics
-    for name, score in qini_scores.items():
-        m[f"qini_{name}"] = qini_coefficient(score, y, t, propensity=prop)
-        report.curves.qini[name] = qini_curve(score, y, t, propensity=prop, n_points=101)
+    if 0 < t.sum() < len(t):
+        for name, score in qini_scores.items():
+            m[f"qini_{name}"] = qini_coefficient(score, y, t, propensity=prop)
+            report.curves.qini[name] = qini_curve(score, y, t, propensity=prop, n_points=101)
+    else:
+        report.notes.append("no Qini: the held-out waves need both issued offers and control rows")
+    if treated.is_empty():
+        report.notes.append("no P(redeem) metrics: the held-out waves issued no offer")
+        return
 
     redeemed = set()
     if dataset.redemptions is not None:

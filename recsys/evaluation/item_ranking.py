@@ -40,21 +40,35 @@ class ItemRankingReport:
 def _codes_matrix(frame: pl.DataFrame, buyers: pl.Series, items: IdIndex, k: int) -> np.ndarray:
     """(n_buyers, k) item codes from a frame of buyer_id, item_id, rank (1-based)."""
     out = -np.ones((len(buyers), k), dtype=np.int64)
-    rows = buyers.to_frame().with_row_index("_r").join(frame, on="buyer_id")
-    out[rows["_r"].to_numpy(), rows["rank"].to_numpy() - 1] = items.codes(rows["item_id"])
+    rows = (
+        buyers.to_frame()
+        .with_row_index("_r")
+        .join(frame.filter(pl.col("item_id").is_not_null()), on="buyer_id")
+    )
+    out[rows["_r"].to_numpy(), rows["rank"].cast(pl.Int64).to_numpy() - 1] = items.codes(
+        rows["item_id"]
+    )
     return out
 
 
 def evaluate_item_ranking(
     dataset: Dataset, mf_config: MFConfig | None = None, test_days: float = 14.0, k: int = 10
 ) -> ItemRankingReport:
-    """Fit MF on events before the last `test_days`, rank for buyers who buy after."""
+    """Fit MF on events before the last `test_days`, rank for buyers who buy after.
+
+    Only purchases of known items are relevant (a purchase recorded without its item has
+    nothing to rank); with no buyer to rank for, every figure is NaN.
+    """
     end = dataset.events["ts"].max()
     assert end is not None
     cut = end - timedelta(days=test_days)  # type: ignore[operator]
     # Lazy: each use reads the columns it needs; the events are never copied whole.
     train = dataset.events.lazy().filter(pl.col("ts") < cut)
-    test = dataset.events.filter((pl.col("ts") >= cut) & (pl.col("event_type") == "purchase"))
+    test = dataset.events.filter(
+        (pl.col("ts") >= cut)
+        & (pl.col("event_type") == "purchase")
+        & pl.col("item_id").is_in(dataset.items["item_id"].implode())
+    )
     model = MatrixFactorization(mf_config or MFConfig()).fit(train, items=dataset.items)
     items = model.item_index_
     buyers = test["buyer_id"].unique().sort()
@@ -70,10 +84,12 @@ def evaluate_item_ranking(
         ),
         shape=(len(buyers), len(items)),
     )
-    rec = model.recommend(buyers, k=k).to_frame()
-    rec = rec.with_columns(pl.col("item_id").cum_count().over("buyer_id").alias("rank"))
+    rank = (pl.int_range(pl.len()).over("buyer_id") + 1).alias("rank")
+    rec = model.recommend(buyers, k=k).to_frame()  # rank 1..k, no null items
     bought = (
-        train.filter(pl.col("event_type") == "purchase").select("buyer_id", "item_id").collect()
+        train.filter((pl.col("event_type") == "purchase") & pl.col("item_id").is_not_null())
+        .select("buyer_id", "item_id")
+        .collect()
     )
     popular = bought.group_by("item_id").len().sort(["len", "item_id"], descending=[True, False])
     popularity = buyers.to_frame().join(
@@ -85,10 +101,13 @@ def evaluate_item_ranking(
         .sort(["buyer_id", "len", "item_id"], descending=[False, True, False])
         .group_by("buyer_id", maintain_order=True)
         .head(k)
-        .with_columns(pl.col("item_id").cum_count().over("buyer_id").alias("rank"))
+        .with_columns(rank)
     )
     rankers = {"mf": rec, "popularity": popularity, "personal_frequency": habit}
     recall, ndcg = {}, {}
+    if len(buyers) == 0:
+        nan = {name: float("nan") for name in rankers}
+        return ItemRankingReport(k=k, n_buyers=0, recall=nan, ndcg=dict(nan))
     for name, frame in rankers.items():
         codes = _codes_matrix(frame.select("buyer_id", "item_id", "rank"), buyers, items, k)
         recall[name] = recall_at_k(codes, relevance, k)

@@ -21,7 +21,9 @@ import polars as pl
 
 from recsys.data.dataset import Dataset
 from recsys.evaluation.off_policy import OPEEstimate
+from recsys.features.money import MICROS, to_micros
 from recsys.features.pairs import PLATFORM
+from recsys.features.windows import window_sums
 from recsys.policy.value import with_score
 
 UNIT = ("buyer_id", "seller_id")
@@ -43,44 +45,35 @@ def realized_rewards(
     Profit = margin x gross value bought from the seller - discount given - send cost
     (when an offer was sent). The discount is what prices show (list price x quantity
     minus amount paid, on the redeemed order) plus costs prices do not show: a free
-    shipping's cost, points' value.
+    shipping's cost, points' value. A decision without a seller (a control row whose
+    seller is unknown, a platform-wide offer) has no purchases at a seller: gross 0.
+
+    Cost: D decisions and P purchase lines are sorted once and each window's gross value
+    is the difference of two running sums found by as-of search
+    (`recsys.features.windows.window_sums`); the redeemed orders' lines are found by a
+    join on (buyer, seller, order) of R redemptions: D + P + R rows materialized, never
+    D x lines per buyer.
     """
     horizon = timedelta(days=horizon_days)
-    catalog = dataset.items.select("item_id", "seller_id", "price")
-    lines = (
-        dataset.events.filter(pl.col("event_type") == "purchase")
-        .join(catalog, on="item_id", how="left")
-        .select(
-            "buyer_id",
-            seller_key(pl.col("seller_id")).alias("seller_key"),
-            "ts",
-            pl.coalesce("order_id", pl.col("ts").cast(pl.String)).alias("order_key"),
-            pl.coalesce(pl.col("price") * pl.col("quantity").fill_null(1), "amount")
-            .fill_null(0.0)
-            .alias("gross"),
-        )
+    lines = _gross_lines(dataset)
+    windows = decisions.select(
+        "buyer_id", "seller_id", "ts", (pl.col("ts") + horizon).alias("_end")
     )
-    in_window = (
-        decisions.select("exposure_id", "buyer_id", "seller_id", "ts")
-        .join(
-            lines.select(
-                "buyer_id",
-                pl.col("seller_key").alias("seller_id"),
-                pl.col("ts").alias("p_ts"),
-                "order_key",
-                "gross",
-            ),
-            on=["buyer_id", "seller_id"],
-        )
-        .filter((pl.col("p_ts") >= pl.col("ts")) & (pl.col("p_ts") < pl.col("ts") + horizon))
+    gross = window_sums(
+        windows,
+        lines.select("buyer_id", pl.col("seller_key").alias("seller_id"), "p_ts", "gross_micros"),
+        ["buyer_id", "seller_id"],
+        "ts",
+        "_end",
+        "p_ts",
+        "gross_micros",
     )
-    gross = in_window.group_by("exposure_id").agg(pl.col("gross").sum().alias("gross_value"))
-    discount = _discounts(dataset, decisions, in_window, shipping_cost)
+    discount = _discounts(dataset, decisions, lines, horizon, shipping_cost)
     margin = pl.col("seller_id").replace_strict(
         margins, default=margin_default, return_dtype=pl.Float64
     )
     return (
-        decisions.join(gross, on="exposure_id", how="left")
+        decisions.with_columns((gross / MICROS).alias("gross_value"))
         .join(discount, on="exposure_id", how="left")
         .with_columns(pl.col("gross_value", "discount").fill_null(0.0))
         .with_columns(
@@ -93,9 +86,39 @@ def realized_rewards(
     )
 
 
+def _gross_lines(dataset: Dataset) -> pl.DataFrame:
+    """Purchase lines: buyer, seller key, time, order key and gross value (list price x
+    quantity, else the amount paid), also in integer millionths (P rows)."""
+    catalog = dataset.items.select("item_id", "seller_id", "price")
+    gross = (
+        pl.coalesce(pl.col("price") * pl.col("quantity").fill_null(1), "amount")
+        .fill_null(0.0)
+        .alias("gross")
+    )
+    return (
+        dataset.events.lazy()
+        .filter(pl.col("event_type") == "purchase")
+        .join(catalog.lazy(), on="item_id", how="left")
+        .select(
+            "buyer_id",
+            seller_key(pl.col("seller_id")).alias("seller_key"),
+            pl.col("ts").alias("p_ts"),
+            pl.coalesce("order_id", pl.col("ts").cast(pl.String)).alias("order_key"),
+            gross,
+        )
+        .with_columns(to_micros(pl.col("gross")).alias("gross_micros"))
+        .collect()
+    )
+
+
 def _discounts(
-    dataset: Dataset, decisions: pl.DataFrame, in_window: pl.DataFrame, shipping_cost: float
+    dataset: Dataset,
+    decisions: pl.DataFrame,
+    lines: pl.DataFrame,
+    horizon: timedelta,
+    shipping_cost: float,
 ) -> pl.DataFrame:
+    """exposure_id, discount given on the decision's redeemed orders (R + their lines)."""
     schema = {"exposure_id": pl.String, "discount": pl.Float64}
     if dataset.redemptions is None or dataset.offers is None:
         return pl.DataFrame(schema=schema)
@@ -103,16 +126,28 @@ def _discounts(
     red = (
         dataset.redemptions.filter(pl.col("exposure_id").is_not_null())
         .select("exposure_id", "order_id", pl.col("amount").alias("net"))
-        .join(decisions.select("exposure_id", "offer_id"), on="exposure_id")
+        .join(
+            decisions.select("exposure_id", "offer_id", "buyer_id", "seller_id", "ts"),
+            on="exposure_id",
+        )
         .join(offers, on="offer_id", how="left")
+        .with_row_index("_red")
     )
-    order_gross = in_window.group_by("exposure_id", "order_key").agg(pl.col("gross").sum())
-    red = red.join(
-        order_gross,
-        left_on=["exposure_id", "order_id"],
-        right_on=["exposure_id", "order_key"],
-        how="left",
+    # The redeemed order's lines at the decision's seller, in the decision's window.
+    order_gross = (
+        red.select("_red", "buyer_id", "seller_id", "order_id", "ts")
+        .join(
+            lines.select(
+                "buyer_id", pl.col("seller_key").alias("seller_id"), "order_key", "p_ts", "gross"
+            ),
+            left_on=["buyer_id", "seller_id", "order_id"],
+            right_on=["buyer_id", "seller_id", "order_key"],
+        )
+        .filter((pl.col("p_ts") >= pl.col("ts")) & (pl.col("p_ts") < pl.col("ts") + horizon))
+        .group_by("_red")
+        .agg(pl.col("gross").sum())
     )
+    red = red.join(order_gross, on="_red", how="left")
     unseen = (
         pl.when(pl.col("tool") == "free_shipping")
         .then(pl.col("cost").fill_null(shipping_cost))

@@ -192,6 +192,12 @@ def buyer_features(
     -------
     pl.DataFrame
         Sorted by ``buyer_id``; counts are Int64, days and money Float64.
+
+    Notes
+    -----
+    Cost: one lazy scan of the E events before ``as_of``; the rows materialized are the
+    P purchase rows grouped into orders, the last 30 days' events and the checkouts, each
+    aggregated to one row per buyer (output: one row per buyer with an event).
     """
     as_of = as_utc(as_of)
     ev = _events_before(events, as_of)
@@ -411,32 +417,70 @@ def time_scale_days(
 
 
 ATTRIBUTE_PREFIX = "attr_"
-"""Prefix of the buyers table's own attributes among the buyer features."""
+"""Prefix of the feature columns made from the buyers table's attributes."""
+MAX_ATTRIBUTE_CATEGORIES = 20
+"""Text attributes with more distinct values than this (ids, free text) are left out."""
 
 
 def buyer_attributes(
-    buyers: pl.DataFrame | None, buyer_ids: pl.Series | None = None
-) -> pl.DataFrame:
-    """The buyers table's own attributes (country, age band, a channel, income...) as
-    ``attr_<name>`` columns: strings stay strings (categories), numbers become Float64.
+    buyers: pl.DataFrame | None,
+    buyer_ids: pl.Series | None = None,
+    max_categories: int = MAX_ATTRIBUTE_CATEGORIES,
+) -> tuple[pl.DataFrame | None, list[str]]:
+    """The buyers table's own attributes (country, age band, channel ...) as features
+    ``attr_<column>``, and a note on each column left out.
 
-    `first_seen` is not an attribute (tenure is built from it). Dates and other types are
-    left out. With `buyer_ids`, only those buyers' rows. Costs one pass over the table.
+    The contract lets a source add any attribute columns to `buyers`; a buyer known by
+    nothing else must still be scored from them, and a categorical one can segment the
+    policy. Every column but ``buyer_id`` and ``first_seen`` (read as tenure):
+
+    * numbers as Float64, booleans as 0/1;
+    * text with at most `max_categories` distinct values stays text (a category: models
+      code it, policy learning may segment by it); a missing value stays missing;
+    * text with more values (an id, free text) and other types (dates) are left out, each
+      with a note; so is a column without values or with a single value (it says nothing).
+
+    With `buyer_ids`, only those buyers' rows (the columns are chosen on the whole table,
+    so every caller sees the same ones). Returns (buyer_id + the feature columns, or None
+    when no attribute is usable; notes). Cost: one pass over the buyers table.
+
+    Examples
+    --------
+    >>> frame, notes = buyer_attributes(
+    ...     pl.DataFrame({"buyer_id": ["a", "b"], "region": ["s", "n"], "vip": [True, False]})
+    ... )
+    >>> frame.columns
+    ['buyer_id', 'attr_region', 'attr_vip']
+    >>> frame.row(0)
+    ('a', 's', 1.0)
     """
-    schema = {"buyer_id": pl.String}
-    if buyers is None:
-        return pl.DataFrame(schema=schema)
-    frame = (
+    if buyers is None or "buyer_id" not in buyers.columns:
+        return None, []
+    features: list[pl.Expr] = []
+    notes: list[str] = []
+    for name, dtype in buyers.schema.items():
+        if name in ("buyer_id", "first_seen"):
+            continue
+        distinct = buyers[name].drop_nulls().n_unique()
+        feature = f"{ATTRIBUTE_PREFIX}{name}"
+        if distinct < 2:
+            notes.append(f"buyer attribute {name} left out (no variance: {distinct} value(s))")
+        elif dtype.is_numeric() or dtype == pl.Boolean:
+            features.append(pl.col(name).cast(pl.Float64).alias(feature))
+        elif dtype in (pl.String, pl.Categorical, pl.Enum) and distinct <= max_categories:
+            features.append(pl.col(name).cast(pl.String).alias(feature))
+        elif dtype in (pl.String, pl.Categorical, pl.Enum):
+            notes.append(
+                f"buyer attribute {name} left out ({distinct:,} distinct values, more than "
+                f"{max_categories}: an id or free text says nothing general about a buyer)"
+            )
+        else:
+            notes.append(f"buyer attribute {name} left out (type {dtype} is not used)")
+    if not features:
+        return None, notes
+    rows = (
         buyers
         if buyer_ids is None
         else buyers.filter(pl.col("buyer_id").is_in(buyer_ids.implode()))
     )
-    exprs = [pl.col("buyer_id")]
-    for name, dtype in buyers.schema.items():
-        if name in ("buyer_id", "first_seen"):
-            continue
-        if dtype == pl.String or dtype == pl.Categorical or dtype == pl.Enum:
-            exprs.append(pl.col(name).cast(pl.String).alias(ATTRIBUTE_PREFIX + name))
-        elif dtype.is_numeric() or dtype == pl.Boolean:
-            exprs.append(pl.col(name).cast(pl.Float64).alias(ATTRIBUTE_PREFIX + name))
-    return frame.select(exprs)
+    return rows.select(pl.col("buyer_id"), *features), notes

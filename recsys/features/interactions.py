@@ -235,6 +235,11 @@ def build_interactions(
     ------
     ValueError
         A required column is missing or an event type is not in the contract.
+
+    Notes
+    -----
+    Cost: one lazy scan of the E events (five columns), summed per (buyer, item) before
+    any id lookup: the rows materialized are the distinct (buyer, item) pairs.
     """
     weights = weights or EventWeights()
     lazy = events.lazy()
@@ -397,17 +402,24 @@ OfferScope = Literal["items", "store", "platform", "none"]
 
 @dataclass(frozen=True)
 class OfferItems:
-    """The items each offer applies to: a CSR offer x item membership matrix.
+    """The items each offer applies to: a CSR scope x item membership matrix.
 
     An offer listed in `offer_items` applies to those items (scope ``items``). An offer
     without rows there applies to its whole store (``store``: every item of its seller) or,
     with a null seller, to the whole platform (``platform``: every indexed item) -- as the
     data contract says. When the items/offers tables are not given, such an offer has no
     items (``none``) and models report it as not scorable.
+
+    The matrix has one row per distinct scope, not per offer: each item-scoped offer's
+    own row, one row per seller shared by all its store-wide offers, one for the platform.
+    A thousand store-wide coupons of a 92,000-item grocer are one row, not 92 million
+    cells. `rows` maps each offer to its row (`row_of`).
     """
 
     matrix: sp.csr_matrix
-    """float32 0/1, shape (len(offer_index), len(item_index))."""
+    """float32 0/1, shape (number of scopes, len(item_index))."""
+    rows: np.ndarray
+    """int64, per offer of `offer_index`: its row of `matrix`."""
     offer_index: IdIndex
     item_index: IdIndex
     scope: np.ndarray
@@ -417,6 +429,15 @@ class OfferItems:
     n_unknown_offers: int
     """`offer_items` rows whose offer is not in the `offers` table (dropped)."""
 
+    def row_of(self, offer_codes: np.ndarray) -> np.ndarray:
+        """The matrix row of each offer code; -1 for -1 (an unknown offer)."""
+        codes = np.asarray(offer_codes, dtype=np.int64)
+        return np.where(codes >= 0, self.rows[np.maximum(codes, 0)], -1)
+
+    def offer_matrix(self) -> sp.csr_matrix:
+        """The offer x item membership (one row per offer): for small catalogs and tests."""
+        return self.matrix[self.rows]
+
 
 def build_offer_items(
     offer_items: pl.DataFrame | None,
@@ -425,7 +446,7 @@ def build_offer_items(
     offers: pl.DataFrame | None = None,
     items: pl.DataFrame | None = None,
 ) -> OfferItems:
-    """Build the offer x item membership matrix, expanding store- and platform-wide offers.
+    """Build the scope x item membership matrix, expanding store- and platform-wide offers.
 
     Parameters
     ----------
@@ -439,6 +460,10 @@ def build_offer_items(
         `offer_items`, sorted.
     items
         Contract `items` (`item_id`, `seller_id`) for the store-wide expansion.
+
+    Cost: the matrix holds the `offer_items` rows plus each seller's items once (for the
+    sellers with a store-wide offer) plus every item once (with a platform-wide offer):
+    at most OI + 2 I cells, however many store- or platform-wide offers there are.
     """
     if offer_items is None:
         offer_items = pl.DataFrame(schema={"offer_id": pl.String, "item_id": pl.String})
@@ -459,12 +484,15 @@ def build_offer_items(
             n_unknown_offers,
         )
     ok = (rows >= 0) & (cols >= 0)
-    rows_parts, cols_parts = [rows[ok]], [cols[ok]]
-
     scope = np.full(n_offers, "none", dtype=object)
     listed = np.zeros(n_offers, dtype=bool)
     listed[rows[rows >= 0]] = True
     scope[listed] = "items"
+    # Each listed offer its own row, in offer order.
+    offer_row = np.full(n_offers, -1, dtype=np.int64)
+    offer_row[listed] = np.arange(int(listed.sum()))
+    n_rows = int(listed.sum())
+    rows_parts, cols_parts = [offer_row[rows[ok]]], [cols[ok]]
 
     if offers is not None and items is not None:
         sellers = (
@@ -475,29 +503,46 @@ def build_offer_items(
         unlisted = ~listed
         platform = unlisted & sellers.is_null().to_numpy()
         store = unlisted & ~platform
-        # Store-wide: every indexed item of the offer's seller.
-        store_offers = pl.DataFrame(
-            {"row": np.flatnonzero(store), "seller_id": sellers.filter(pl.Series(store))}
+        # Store-wide: one row per seller, every indexed item of that seller.
+        store_sellers = sellers.filter(pl.Series(store)).unique().sort()
+        seller_rows = pl.DataFrame(
+            {
+                "seller_id": store_sellers,
+                "row": np.arange(n_rows, n_rows + len(store_sellers), dtype=np.int64),
+            }
+        )
+        n_rows += len(store_sellers)
+        offer_row[store] = (
+            pl.DataFrame({"seller_id": sellers.filter(pl.Series(store))})
+            .join(seller_rows, on="seller_id", how="left", maintain_order="left")["row"]
+            .to_numpy()
         )
         catalog = items.select(
             pl.col("seller_id").cast(pl.String), pl.col("item_id").cast(pl.String)
         ).with_columns(pl.Series("col", item_index.codes(items["item_id"])))
-        expanded = store_offers.join(catalog.filter(pl.col("col") >= 0), on="seller_id")
+        expanded = seller_rows.join(catalog.filter(pl.col("col") >= 0), on="seller_id")
         rows_parts.append(expanded["row"].to_numpy().astype(np.int64))
         cols_parts.append(expanded["col"].to_numpy().astype(np.int64))
-        # Platform-wide: every indexed item.
-        platform_rows = np.flatnonzero(platform)
-        rows_parts.append(np.repeat(platform_rows, n_items))
-        cols_parts.append(np.tile(np.arange(n_items, dtype=np.int64), len(platform_rows)))
+        # Platform-wide: one row of every indexed item.
+        if platform.any():
+            offer_row[platform] = n_rows
+            rows_parts.append(np.full(n_items, n_rows, dtype=np.int64))
+            cols_parts.append(np.arange(n_items, dtype=np.int64))
+            n_rows += 1
         scope[store] = "store"
         scope[platform] = "platform"
+    if (offer_row < 0).any():  # offers with no items at all share an empty row
+        offer_row[offer_row < 0] = n_rows
+        n_rows += 1
 
     all_rows = np.concatenate(rows_parts)
     matrix = sp.csr_matrix(
         (np.ones(len(all_rows), dtype=np.float32), (all_rows, np.concatenate(cols_parts))),
-        shape=(n_offers, n_items),
+        shape=(n_rows, n_items),
     )
     matrix.sum_duplicates()
     matrix.data[:] = 1.0  # membership, even if an offer_items row was repeated
     matrix.sort_indices()
-    return OfferItems(matrix, offer_index, item_index, scope, n_unknown_items, n_unknown_offers)
+    return OfferItems(
+        matrix, offer_row, offer_index, item_index, scope, n_unknown_items, n_unknown_offers
+    )

@@ -2,13 +2,16 @@
 
 The features are the ones that carry over between sources: the buyer's history with the
 offer's seller, items and category; past offers and redemptions; the offer's own
-attributes. A `FeatureStore` computes every table once from records strictly before
-`as_of` (training rows built as of an exposure never see its outcome); pair features
-are then joins, fast enough to score large target lists.
+attributes; the buyer table's columns, among them the buyer's own attributes from the
+buyers table (`recsys.features.buyer.buyer_attributes`), all there is to know about a
+buyer without history. A `FeatureStore` computes every table once from records strictly
+before `as_of` (training rows built as of an exposure never see its outcome); pair
+features are then joins, fast enough to score large target lists.
 """
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 from pathlib import Path
@@ -18,6 +21,9 @@ import polars as pl
 
 from recsys.data.dataset import Dataset
 from recsys.features.money import MICROS, to_micros
+from recsys.features.windows import next_time
+
+log = logging.getLogger(__name__)
 
 PLATFORM = "__platform__"
 """Seller key of platform-wide offers (offers.seller_id null)."""
@@ -56,7 +62,10 @@ PRIOR_REDEMPTION_RATE = 0.1 / 5.0
 
 
 def offer_attributes(dataset: Dataset) -> pl.DataFrame:
-    """One row per offer: seller key, tool, value, spend rules, scope size and category."""
+    """One row per offer: seller key, tool, value, spend rules, scope size and category.
+
+    Cost: O offers and the OI `offer_items` rows (joined to their items' categories).
+    """
     if dataset.offers is None:
         raise ValueError("the dataset has no offers table; promotion models need one")
     sizes = (
@@ -103,6 +112,8 @@ def purchase_lines(dataset: Dataset, before: datetime | None = None) -> pl.DataF
 
     Lines before a moment are the lines filtered by ``ts < before``: a caller needing them
     at several moments computes them once and filters.
+
+    Cost: one lazy scan of the E events (four columns); P purchase rows materialized.
     """
     events = dataset.events.lazy()
     if before is not None:
@@ -132,9 +143,13 @@ def buyer_seller_features(
     lines: pl.DataFrame | None = None,
     buyer_ids: pl.Series | None = None,
 ) -> pl.DataFrame:
-    """History of each buyer with each seller before `as_of` (one row per pair seen).
+    """History of each buyer with each seller before `as_of` (one row per pair seen, and
+    one platform row per buyer).
 
     With `buyer_ids`, only those buyers' rows (`lines` then hold only theirs, too).
+    Cost: the P purchase lines before `as_of` (grouped by order, then by seller) and the
+    views and cart adds of the last 30 days; the output has one row per (buyer, seller)
+    pair seen, plus one per buyer.
     """
     if lines is None:
         lines = purchase_lines(dataset, before=as_of)
@@ -180,16 +195,18 @@ def buyer_seller_features(
         .fill_nan(0.0)
         .alias("bs_order_share"),
     )
-    return pl.concat([out, _platform_rows(out)], how="vertical_relaxed")
+    # Purchases without an item (a till line of an order total) have no seller: they
+    # count for the platform row only, which must stay one row per buyer.
+    sellers = out.filter(pl.col("seller_key") != PLATFORM)
+    return pl.concat([sellers, _platform_rows(out)], how="vertical_relaxed")
 
 
 def _platform_rows(per_seller: pl.DataFrame) -> pl.DataFrame:
-    """Each buyer's history across all sellers, under the platform key: a platform-wide
-    offer's "seller" is the whole marketplace."""
+    """Each buyer's history across all sellers (and purchases of no known seller), under
+    the platform key: a platform-wide offer's "seller" is the whole marketplace."""
     value = pl.col("bs_mean_order_value").fill_null(0.0) * pl.col("bs_orders")
     return (
-        per_seller.filter(pl.col("seller_key") != PLATFORM)
-        .group_by("buyer_id")
+        per_seller.group_by("buyer_id")
         .agg(
             pl.lit(PLATFORM).alias("seller_key"),
             pl.col("bs_orders").sum(),
@@ -205,26 +222,9 @@ def _platform_rows(per_seller: pl.DataFrame) -> pl.DataFrame:
     )
 
 
-def seller_affinity(bs: pl.DataFrame) -> pl.DataFrame:
-    """Each buyer's smoothed share of attention per seller (orders weigh more than views).
-
-    Used to spread a control row over the sellers the buyer could have been targeted by,
-    in proportion to how likely a seller-driven campaign was to pick them.
-    """
-    weight = 3 * pl.col("bs_orders") + pl.col("bs_views_30d") + pl.col("bs_carts_30d")
-    return (
-        bs.filter(pl.col("seller_key") != PLATFORM)
-        .select(
-            "buyer_id",
-            "seller_key",
-            (weight / weight.sum().over("buyer_id")).fill_nan(0.0).alias("seller_weight"),
-        )
-        .filter(pl.col("seller_weight") > 0)
-    )
-
-
 def buyer_category_shares(lines: pl.DataFrame) -> pl.DataFrame:
-    """Each buyer's share of purchase lines per category."""
+    """Each buyer's share of purchase lines per category (cost: the P lines given; one
+    row per (buyer, category) bought)."""
     return (
         lines.filter(pl.col("category").is_not_null())
         .group_by("buyer_id", "category")
@@ -237,18 +237,62 @@ def buyer_category_shares(lines: pl.DataFrame) -> pl.DataFrame:
     )
 
 
-def scoped_purchases(dataset: Dataset, lines: pl.DataFrame) -> pl.DataFrame:
-    """(buyer_id, offer_id, scope_purchases): past purchases of an item-scoped offer's items."""
-    return (
-        lines.select("buyer_id", "item_id")
-        .join(_offer_scope(dataset).select("offer_id", "item_id"), on="item_id")
-        .group_by("buyer_id", "offer_id")
-        .agg(pl.len().cast(pl.Float64).alias("scope_purchases"))
+SCOPED_CHUNK_ROWS = 2_000_000
+"""Rows `scoped_purchases` joins at a time (buyers are taken in groups that fit)."""
+
+
+def scoped_purchases(
+    dataset: Dataset, lines: pl.DataFrame, chunk_rows: int = SCOPED_CHUNK_ROWS
+) -> pl.DataFrame:
+    """(buyer_id, offer_id, scope_purchases): past purchase lines of an item-scoped
+    offer's items, per buyer and offer.
+
+    Lines are counted per (buyer, item) first, only for items some offer's scope holds,
+    and those counts joined to `offer_items`; buyers are taken in groups whose joined
+    rows fit `chunk_rows`. Cost: P purchase lines read once; the rows materialized are
+    the output's (buyer, item, offer) triples — sum over the distinct (buyer, item) pairs
+    bought of the offers holding the item, at most `chunk_rows` at a time — never
+    P x offers per item.
+    """
+    scope = _offer_scope(dataset).select("offer_id", "item_id")
+    empty = pl.DataFrame(
+        schema={"buyer_id": pl.String, "offer_id": pl.String, "scope_purchases": pl.Float64}
     )
+    if scope.height == 0 or lines.height == 0:
+        return empty
+    per_item = scope.group_by("item_id").agg(pl.len().alias("_offers"))
+    bought = (
+        lines.select("buyer_id", "item_id")
+        .join(per_item, on="item_id", how="semi")
+        .group_by("buyer_id", "item_id")
+        .agg(pl.len().alias("_n"))
+        .join(per_item, on="item_id")
+    )
+    if bought.height == 0:
+        return empty
+    # Buyers in groups whose (buyer, item, offer) rows fit a chunk.
+    per_buyer = (
+        bought.group_by("buyer_id")
+        .agg(pl.col("_offers").sum().alias("_rows"))
+        .sort("buyer_id")
+        .with_columns((pl.col("_rows").cum_sum() // max(chunk_rows, 1)).alias("_chunk"))
+    )
+    bought = bought.join(per_buyer.select("buyer_id", "_chunk"), on="buyer_id")
+    parts = [
+        group.join(scope, on="item_id")
+        .group_by("buyer_id", "offer_id")
+        .agg(pl.col("_n").sum().cast(pl.Float64).alias("scope_purchases"))
+        for _, group in bought.group_by("_chunk", maintain_order=True)
+    ]
+    return pl.concat(parts) if parts else empty
 
 
 def redemption_history(dataset: Dataset, as_of: datetime) -> tuple[pl.DataFrame, pl.DataFrame]:
-    """Past offers and redemptions per buyer, and per buyer and tool, before `as_of`."""
+    """Past offers and redemptions per buyer, and per buyer and tool, before `as_of`.
+
+    Cost: the X exposures and R redemptions before `as_of`, each joined to its offer's
+    tool (one row each); one output row per (buyer, tool) and per buyer.
+    """
     per_tool = pl.DataFrame(
         schema={
             "buyer_id": pl.String,
@@ -337,6 +381,10 @@ class FeatureStore:
         `lines` are ``purchase_lines(dataset, before=as_of)`` when the caller has them.
         With `buyer_ids`, the per-buyer tables hold only those buyers: each buyer's rows
         depend on that buyer's records alone, so they are the rows of the whole store.
+
+        Cost: the sum of its tables' (each function states its own): the P lines before
+        `as_of`, the last 30 days of events, X + R, O + OI; every
+        table is keyed by buyer (and seller, offer, tool or category), no product.
         """
         if lines is None:
             lines = purchase_lines(dataset, before=as_of)
@@ -386,6 +434,7 @@ class FeatureStore:
 
         Unknown offers get null offer columns and `offer_known` false; buyers without
         history get zeros for counts and nulls for recencies. Columns of `pairs` are kept.
+        Cost: one row per pair: every table joined is keyed uniquely by its join keys.
         """
         offers = self.offers.drop("start_ts", "end_ts").with_columns(
             pl.lit(True).alias("offer_known")
@@ -472,6 +521,11 @@ def exposure_outcomes(
     the window). `purchased` is 1 when the buyer bought from the offer's seller (any
     seller for platform offers) in the window; control rows get no seller here — see
     `control_outcomes`. `lines` are ``purchase_lines(dataset)`` when the caller has them.
+
+    Cost: X exposures, P purchase lines and R redemptions are each sorted once, and each
+    window is answered by an as-of search for the buyer's first purchase (or redemption)
+    at or after the exposure (`recsys.features.windows`): X + P + R rows materialized,
+    never X x lines per buyer.
     """
     if dataset.exposures is None:
         raise ValueError("the dataset has no exposures table; response models need one")
@@ -483,22 +537,18 @@ def exposure_outcomes(
     if lines is None:
         lines = purchase_lines(dataset)
     lines = lines.select("buyer_id", "seller_key", pl.col("ts").alias("p_ts"))
-    bought = (
-        exp.filter(pl.col("offer_id").is_not_null())
-        .select("exposure_id", "buyer_id", "seller_key", "ts", "window_end")
-        .join(lines, on="buyer_id", suffix="_bought")
-        .filter(
-            (
-                (pl.col("seller_key") == pl.col("seller_key_bought"))
-                | (pl.col("seller_key") == PLATFORM)
-            )
-            & (pl.col("p_ts") >= pl.col("ts"))
-            & (pl.col("p_ts") < pl.col("window_end"))
-        )
-        .select("exposure_id")
-        .unique()
-        .with_columns(pl.lit(1.0).alias("purchased"))
+    issued = exp.filter(pl.col("offer_id").is_not_null()).select(
+        "exposure_id", "buyer_id", "seller_key", "ts", "window_end"
     )
+    # A seller's offer: purchases at that seller; a platform-wide one: at any seller.
+    parts = []
+    for rows, by in (
+        (issued.filter(pl.col("seller_key") != PLATFORM), ["buyer_id", "seller_key"]),
+        (issued.filter(pl.col("seller_key") == PLATFORM), ["buyer_id"]),
+    ):
+        first = next_time(rows, lines, by, "ts", "p_ts")
+        parts.append(rows.select("exposure_id").filter(first < rows["window_end"]))
+    bought = pl.concat(parts).with_columns(pl.lit(1.0).alias("purchased"))
     return (
         exp.join(_redeemed_flags(dataset, exp), on="exposure_id", how="left")
         .join(bought, on="exposure_id", how="left")
@@ -507,53 +557,18 @@ def exposure_outcomes(
 
 
 def _redeemed_flags(dataset: Dataset, exp: pl.DataFrame) -> pl.DataFrame:
+    """exposure_id, redeemed = 1 for exposures with a linked redemption, or an unlinked
+    one of the same buyer and offer in the window (one as-of search: X + R rows)."""
     if dataset.redemptions is None:
         return pl.DataFrame(schema={"exposure_id": pl.String, "redeemed": pl.Float64})
     red = dataset.redemptions
     linked = red.filter(pl.col("exposure_id").is_not_null()).select("exposure_id")
-    unlinked = (
-        red.filter(pl.col("exposure_id").is_null())
-        .select("buyer_id", "offer_id", pl.col("ts").alias("r_ts"))
-        .join(
-            exp.select("exposure_id", "buyer_id", "offer_id", "ts", "window_end"),
-            on=["buyer_id", "offer_id"],
-        )
-        .filter((pl.col("r_ts") >= pl.col("ts")) & (pl.col("r_ts") < pl.col("window_end")))
-        .select("exposure_id")
+    issued = exp.filter(pl.col("offer_id").is_not_null()).select(
+        "exposure_id", "buyer_id", "offer_id", "ts", "window_end"
     )
-    return pl.concat([linked, unlinked]).unique().with_columns(pl.lit(1.0).alias("redeemed"))
-
-
-def control_outcomes(
-    dataset: Dataset,
-    control: pl.DataFrame,
-    affinity: pl.DataFrame,
-    horizon_days: float,
-    lines: pl.DataFrame | None = None,
-) -> pl.DataFrame:
-    """Control exposures spread over the buyer's sellers, with purchase outcome per seller.
-
-    A control row names no seller; because control was drawn at random, the buyer's
-    purchases from *each* seller in the window are valid no-offer outcomes. Rows are
-    weighted by `seller_weight` (the buyer's attention share) so that the control sample
-    matches the sellers campaigns tend to come from. `lines` are
-    ``purchase_lines(dataset)`` when the caller has them.
-    """
-    horizon = timedelta(days=horizon_days)
-    rows = control.select("exposure_id", "buyer_id", "ts", "propensity", "policy").join(
-        affinity, on="buyer_id"
+    unlinked = red.filter(pl.col("exposure_id").is_null()).select(
+        "buyer_id", "offer_id", pl.col("ts").alias("r_ts")
     )
-    if lines is None:
-        lines = purchase_lines(dataset)
-    lines = lines.select("buyer_id", "seller_key", pl.col("ts").alias("p_ts"))
-    bought = (
-        rows.select("exposure_id", "buyer_id", "seller_key", "ts")
-        .join(lines, on=["buyer_id", "seller_key"])
-        .filter((pl.col("p_ts") >= pl.col("ts")) & (pl.col("p_ts") < pl.col("ts") + horizon))
-        .select("exposure_id", "seller_key")
-        .unique()
-        .with_columns(pl.lit(1.0).alias("purchased"))
-    )
-    return rows.join(bought, on=["exposure_id", "seller_key"], how="left").with_columns(
-        pl.col("purchased").fill_null(0.0)
-    )
+    first = next_time(issued, unlinked, ["buyer_id", "offer_id"], "ts", "r_ts")
+    in_window = issued.select("exposure_id").filter(first < issued["window_end"])
+    return pl.concat([linked, in_window]).unique().with_columns(pl.lit(1.0).alias("redeemed"))

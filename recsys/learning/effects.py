@@ -474,10 +474,13 @@ class ForestEffects(EffectModel):
                 train = np.flatnonzero(half == side)
                 if len(train) > self.max_rows:
                     train = train[:: len(train) // self.max_rows + 1]
+                if len(train) == 0:  # a few buyers may all hash to one side
+                    continue
                 model = self._regressor(len(train)).fit(x[train], z[train])
                 self.models_.append(model)
                 other = half != side
-                predicted[other] = model.predict(x[other])
+                if other.any():
+                    predicted[other] = model.predict(x[other])
         frame = rows.select("kind").with_columns(pl.Series("_tau", predicted))
         self.edges_ = {}
         for (kind,), group in frame.group_by("kind"):
@@ -502,7 +505,7 @@ class ForestEffects(EffectModel):
         with limit_threads(self.num_threads, "openmp"):
             tau = (
                 np.mean([m.predict(x) for m in self.models_], axis=0)
-                if self.models_
+                if self.models_ and rows.height
                 else np.zeros(rows.height)
             )
         return self.bands_.predict(rows.with_columns(self._bands(rows["kind"], tau)))

@@ -225,6 +225,12 @@ class PolicyLearner(Estimator[LearningConfig]):
             return
         self.spec_ = FeatureSpec.fit(options, self._numeric(options), self._categorical(options))
         self.support_.notes += self.spec_.notes()
+        if not self.spec_.columns:
+            self.support_.notes.append(
+                "policy not learned: no feature has enough distinct values among the "
+                f"{options.height:,} decision options; offers are valued by response"
+            )
+            return
         scores = cross_fit_scores(options, self.spec_, self._outcome_config())
         nothing_q = (
             options.select("exposure_id")
@@ -280,14 +286,20 @@ class PolicyLearner(Estimator[LearningConfig]):
             notes.append("policy not learned: the dataset has no offers or exposures")
             return None
         logged = logged_decisions(dataset, end=as_of, horizon_days=money.horizon_days)
-        has_control = logged["offer_id"].is_null().any() if logged.height else False
-        if logged.height < cfg.min_decisions or not has_control:
+        control = int(logged["offer_id"].is_null().sum()) if logged.height else 0
+        missing = (
+            ", none of them control"
+            if not control
+            else ", none of them an offer"
+            if control == logged.height
+            else ""
+        )
+        if logged.height < cfg.min_decisions or missing:
             notes.append(
                 f"policy not learned: {logged.height:,} randomized decisions (exposures with a "
-                f"propensity, or a control group){'' if has_control else ', none of them control'}"
-                f"; need {cfg.min_decisions} with a control group. Keep a random control "
-                "group and log propensities to learn which offer pays; offers are valued by "
-                "response until then."
+                f"propensity, or a control group){missing}; need {cfg.min_decisions} with "
+                "offers and a control group. Keep a random control group and log propensities "
+                "to learn which offer pays; offers are valued by response until then."
             )
             return None
         estimated = int(logged["propensity_estimated"].sum())

@@ -17,6 +17,8 @@ from dataclasses import dataclass, field
 import numpy as np
 import polars as pl
 
+from recsys.features.matrix import usable_columns
+
 MAX_LEVELS = 64
 """Categorical columns keep at most this many levels (the most frequent); the rest are
 missing. Boosting needs fewer than 255, and rarer levels carry too few rows to learn."""
@@ -40,27 +42,13 @@ class FeatureSpec:
         categorical: Sequence[str] = (),
         max_levels: int = MAX_LEVELS,
     ) -> FeatureSpec:
-        """Keep the numeric columns with at least two distinct finite values and the
-        categorical ones with at least two levels (their `max_levels` most frequent)."""
-        kept: list[str] = []
-        dropped: list[tuple[str, str]] = []
-        present = [c for c in numeric if c in frame.columns]
-        dropped += [(c, "not in the data") for c in numeric if c not in frame.columns]
-        if present:
-            finite = [pl.col(c).cast(pl.Float64) for c in present]
-            stats = frame.select(
-                *[
-                    e.filter(e.is_finite()).n_unique().alias(c)
-                    for e, c in zip(finite, present, strict=True)
-                ]
-            ).row(0)
-            for name, distinct in zip(present, stats, strict=True):
-                if distinct == 0:
-                    dropped.append((name, "no values"))
-                elif distinct == 1:
-                    dropped.append((name, "one value everywhere"))
-                else:
-                    kept.append(name)
+        """Keep the numeric columns a booster can learn from in any fold
+        (`recsys.features.matrix.usable_columns`: enough values, at least two distinct)
+        and the categorical ones with at least two levels (their `max_levels` most
+        frequent)."""
+        check = usable_columns(frame, numeric)
+        kept = check.kept
+        dropped: list[tuple[str, str]] = list(check.dropped.items())
         cats: list[tuple[str, tuple[str, ...]]] = []
         for name in categorical:
             if name not in frame.columns:
@@ -113,7 +101,7 @@ class FeatureSpec:
                 exprs.append(pl.lit(None, pl.Float64).alias(name))
         if not exprs:
             return np.empty((frame.height, 0))
-        out = frame.select(exprs).to_numpy().astype(np.float64, copy=False)
+        out = frame.select(exprs).to_numpy(writable=True).astype(np.float64, copy=False)
         out[~np.isfinite(out)] = np.nan
         return out
 

@@ -22,6 +22,15 @@ class NotFittedError(RuntimeError):
     """A model was used before it was fitted (or loaded)."""
 
 
+class CannotFitError(ValueError):
+    """The data cannot support fitting a model; the message says why and what would.
+
+    Models that can degrade (the journey's purchase model, matrix factorization) catch it
+    and record the reason as skipped; it reaches a caller only from a model that must
+    fit, and the training command reports it in one line.
+    """
+
+
 class Estimator(ABC, Generic[ConfigT]):
     """Abstract base of every model: typed config in, `fit` -> `_fit`, fitted-state check.
 

@@ -59,7 +59,8 @@ from sklearn.metrics import brier_score_loss, log_loss, roc_auc_score
 from recsys.config import StrictConfig
 from recsys.data.schema import JOURNEY_STAGES
 from recsys.features.buyer import BUYER_FEATURES, as_utc, buyer_features, time_scale_days
-from recsys.models.base import Estimator
+from recsys.features.matrix import usable_columns
+from recsys.models.base import CannotFitError, Estimator
 from recsys.models.threads import limit_threads
 
 log = logging.getLogger(__name__)
@@ -337,7 +338,12 @@ class JourneyModel(Estimator[JourneyConfig]):
     time), ``feature_names_`` (model inputs, in order; features without a single value in
     training are left out), ``extra_feature_names_`` (columns taken from
     ``extra_features``), ``classifier_`` (the calibrated sklearn model),
-    ``stage_rates_`` (training purchase rate per stage), ``base_rate_``, ``n_train_``.
+    ``stage_rates_`` (training purchase rate per stage), ``base_rate_``, ``n_train_``,
+    ``skipped_`` (why the purchase model could not be fitted on this data, else None: the
+    stages are still assigned by the rules, and P(purchase) falls back to the training
+    purchase rate of the buyer's stage, else of all buyers, else is unknown, null, when
+    there was nothing to count) and ``notes_`` (features left out for want of values or
+    variance).
 
     Examples
     --------
@@ -351,10 +357,12 @@ class JourneyModel(Estimator[JourneyConfig]):
     time_scale_days_: float
     feature_names_: list[str]
     extra_feature_names_: list[str]
-    classifier_: CalibratedClassifierCV
+    classifier_: CalibratedClassifierCV | None
     stage_rates_: dict[str, float]
     base_rate_: float
     n_train_: int
+    skipped_: str | None
+    notes_: list[str]
 
     def fit(
         self,
@@ -369,6 +377,11 @@ class JourneyModel(Estimator[JourneyConfig]):
         ``extra_features`` (``buyer_id`` + numeric columns, e.g. matrix-factorization
         embeddings) are joined to every snapshot as they are: pass values computed before
         the training window to avoid leaking its purchases. Buyers missing from it get NaN.
+
+        When the data cannot support the purchase model, it is skipped (`skipped_` says
+        why) and the stages are still assigned; it never raises for the data's shape.
+        Cost: `training_snapshots` (default 4) passes of `buyer_features` over the E events
+        before ``as_of``; the training rows are snapshots x buyers with an event.
         """
         return super().fit(events, as_of, buyers, items, extra_features)
 
@@ -388,7 +401,29 @@ class JourneyModel(Estimator[JourneyConfig]):
         self.time_scale_days_ = resolve_time_scale(events, as_of - horizon, self.config)
         self.extra_feature_names_ = _extra_columns(extra_features)
         self.feature_names_ = [*BUYER_FEATURES, _STAGE_FEATURE, *self.extra_feature_names_]
+        self.classifier_ = None
+        self.skipped_ = None
+        self.notes_ = []
+        self.stage_rates_ = {}
+        self.base_rate_ = float("nan")
+        self.n_train_ = 0
+        try:
+            self._fit_classifier(events, as_of, buyers, items, extra_features)
+        except CannotFitError as exc:
+            # Stages come from rules and need no fit; only P(purchase) is unknown.
+            self.skipped_ = str(exc)
+            log.info("journey model: purchase model skipped: %s", exc)
 
+    def _fit_classifier(
+        self,
+        events: pl.LazyFrame,
+        as_of: datetime,
+        buyers: pl.DataFrame | None,
+        items: pl.DataFrame | None,
+        extra_features: pl.DataFrame | None,
+    ) -> None:
+        """Fit the calibrated purchase model; `CannotFitError` says why the data cannot."""
+        horizon = self.config.horizon
         frames = []
         for k in range(self.config.training_snapshots):
             start = as_of - horizon * (k + 1)
@@ -397,20 +432,32 @@ class JourneyModel(Estimator[JourneyConfig]):
                 labels = _purchasers(events, start, horizon)
                 frames.append(frame.join(labels, on="buyer_id", how="left", maintain_order="left"))
         if not frames:
-            raise ValueError(
-                f"JourneyModel.fit: no buyer has an event before {as_of - horizon} "
-                f"(as_of {as_of} minus the {self.config.horizon_days:g}-day horizon); "
-                "pass a later as_of or a shorter horizon_days"
+            raise CannotFitError(
+                f"no buyer has an event before {as_of - horizon:%Y-%m-%d %H:%M} (as_of "
+                f"{as_of:%Y-%m-%d %H:%M} minus the {self.config.horizon_days:g}-day horizon), "
+                "so no purchase can be learned from a past; give more history or a shorter "
+                "model.journey.horizon_days"
             )
         train = pl.concat(frames).with_columns(pl.col("label").fill_null(0))
         y = train["label"].to_numpy().astype(np.int64)
+        self.base_rate_ = float(y.mean())
+        self.n_train_ = len(y)
+        rates = dict(train.group_by("stage").agg(pl.col("label").mean()).iter_rows())
+        self.stage_rates_ = {stage: float(rates[stage]) for stage in STAGES if stage in rates}
         self._check_labels(y, as_of)
-        # A column without a single value (no items table: no categories) says nothing
-        # and the booster's binning cannot handle it: leave it out of the model.
-        empty = [c for c in self.feature_names_ if train[c].null_count() == train.height]
-        if empty:
-            log.info("journey model: no values for %s; left out of the model", empty)
-            self.feature_names_ = [c for c in self.feature_names_ if c not in empty]
+        # A column without values (no items table: no categories; no checkouts), with too
+        # few for every fold to see one, or with one value says nothing, and the booster
+        # cannot bin a column without values: leave them out, and say so.
+        check = usable_columns(train, self.feature_names_)
+        self.notes_ = check.notes("journey model")
+        if check.dropped:
+            log.info("journey model: %s", "; ".join(self.notes_))
+        self.feature_names_ = check.kept
+        if not self.feature_names_:
+            raise CannotFitError(
+                "no feature has values that vary between buyers "
+                f"({', '.join(sorted(check.dropped))} all left out)"
+            )
         X = self._matrix(train)
         settings = self.config.model
         booster = HistGradientBoostingClassifier(
@@ -419,19 +466,22 @@ class JourneyModel(Estimator[JourneyConfig]):
             max_leaf_nodes=settings.max_leaf_nodes,
             min_samples_leaf=settings.min_samples_leaf,
             l2_regularization=settings.l2_regularization,
-            categorical_features=[self.feature_names_.index(_STAGE_FEATURE)],
+            categorical_features=(
+                [self.feature_names_.index(_STAGE_FEATURE)]
+                if _STAGE_FEATURE in self.feature_names_
+                else None
+            ),
             random_state=settings.random_state,
         )
         classifier = CalibratedClassifierCV(
             booster, method=settings.calibration, cv=settings.calibration_folds
         )
-        with limit_threads(settings.num_threads, "openmp"):
-            classifier.fit(X, y)
+        try:
+            with limit_threads(settings.num_threads, "openmp"):
+                classifier.fit(X, y)
+        except ValueError as exc:  # e.g. a fold the booster cannot bin
+            raise CannotFitError(f"the calibrated classifier could not be fitted ({exc})") from None
         self.classifier_ = classifier
-        self.base_rate_ = float(y.mean())
-        self.n_train_ = len(y)
-        rates = dict(train.group_by("stage").agg(pl.col("label").mean()).iter_rows())
-        self.stage_rates_ = {stage: float(rates[stage]) for stage in STAGES if stage in rates}
         log.info(
             "journey model: %d training rows from %d snapshots, base rate %.3f, scale %.1f days",
             self.n_train_,
@@ -445,8 +495,8 @@ class JourneyModel(Estimator[JourneyConfig]):
         minority = min(positives, len(y) - positives)
         folds = self.config.model.calibration_folds
         if minority < folds:
-            raise ValueError(
-                f"JourneyModel.fit: the training windows before {as_of} have {positives} "
+            raise CannotFitError(
+                f"the training windows before {as_of:%Y-%m-%d %H:%M} have {positives} "
                 f"buyers who purchased and {len(y) - positives} who did not; calibration "
                 f"needs at least {folds} of each. Use more history (training_snapshots), "
                 "a longer horizon_days, or fewer calibration_folds."
@@ -503,6 +553,12 @@ class JourneyModel(Estimator[JourneyConfig]):
     def _score(self, frame: pl.DataFrame) -> np.ndarray:
         if frame.height == 0:
             return np.zeros(0, dtype=np.float64)
+        if self.classifier_ is None:  # skipped: the stage's rate, else the overall rate
+            return (
+                frame["stage"]
+                .replace_strict(self.stage_rates_, default=self.base_rate_, return_dtype=pl.Float64)
+                .to_numpy()
+            )
         with limit_threads(self.config.model.num_threads, "openmp"):
             proba = self.classifier_.predict_proba(self._matrix(frame))
         return np.asarray(proba[:, 1], dtype=np.float64)
@@ -533,7 +589,7 @@ class JourneyModel(Estimator[JourneyConfig]):
         self.check_is_fitted("predict_features")
         frame = self._design_from(features, extra_features)
         return frame.select("buyer_id", "stage").with_columns(
-            pl.Series("p_purchase", self._score(frame), dtype=pl.Float64)
+            pl.Series("p_purchase", self._score(frame), dtype=pl.Float64).fill_nan(None)
         )
 
     def stage_of(
@@ -567,6 +623,11 @@ class JourneyModel(Estimator[JourneyConfig]):
         start = as_of - horizon
         model = type(self).from_config(self.get_config())
         model.fit(events, start, buyers, items, extra_features)
+        if model.skipped_ is not None:
+            raise ValueError(
+                f"JourneyModel.evaluate_holdout: the purchase model cannot be fitted as of "
+                f"{start:%Y-%m-%d %H:%M}: {model.skipped_}"
+            )
         frame = model._design(events, start, buyers, items, extra_features)
         labels = _purchasers(events, start, horizon)
         frame = frame.join(labels, on="buyer_id", how="left", maintain_order="left")
@@ -606,8 +667,13 @@ class JourneyModel(Estimator[JourneyConfig]):
             "stage_rates": self.stage_rates_,
             "base_rate": self.base_rate_,
             "n_train": self.n_train_,
+            "skipped": self.skipped_,
+            "notes": self.notes_,
         }
-        joblib.dump(self.classifier_, path / "classifier.joblib")
+        if self.classifier_ is not None:
+            joblib.dump(self.classifier_, path / "classifier.joblib")
+        else:
+            (path / "classifier.joblib").unlink(missing_ok=True)
         (path / "model.json").write_text(json.dumps(meta, indent=2))
         return path
 
@@ -638,7 +704,9 @@ class JourneyModel(Estimator[JourneyConfig]):
         model.stage_rates_ = {str(k): float(v) for k, v in meta["stage_rates"].items()}
         model.base_rate_ = float(meta["base_rate"])
         model.n_train_ = int(meta["n_train"])
-        model.classifier_ = joblib.load(path / "classifier.joblib")
+        model.skipped_ = meta.get("skipped")
+        model.notes_ = list(meta.get("notes", []))
+        model.classifier_ = None if model.skipped_ else joblib.load(path / "classifier.joblib")
         model._fitted = True
         return model
 

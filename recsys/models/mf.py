@@ -174,6 +174,8 @@ class MatrixFactorization(Estimator[MFConfig]):
     item_popularity_: np.ndarray
     interaction_stats_: InteractionStats | None
     as_of_: datetime | None
+    skipped_: str | None = None
+    """Why nothing could be factorized (every buyer is then cold), else None."""
 
     def fit(
         self,
@@ -193,6 +195,11 @@ class MatrixFactorization(Estimator[MFConfig]):
             column too (zero factors under ALS). None: the items seen in `events`.
         as_of
             Reference time of the time decay; later events are ignored. None: latest event.
+
+        With no usable interaction (no event names a known item), nothing is factorized:
+        the model knows no buyer and `skipped_` says why. Cost: `build_interactions` (one
+        scan of the events, one row per (buyer, item) pair), then the factors: (buyers +
+        items) x factors.
         """
         return super().fit(events, items=items, as_of=as_of)
 
@@ -207,7 +214,38 @@ class MatrixFactorization(Estimator[MFConfig]):
         inter = build_interactions(
             events, cfg.event_weights, alpha=cfg.alpha, item_index=item_index, as_of=as_of
         )
+        if inter.matrix.nnz == 0:
+            self._fit_nothing(inter)
+            return
         self.fit_matrix(inter)
+
+    def _fit_nothing(self, interactions: Interactions) -> None:
+        """No event names a known item with a positive weight: there is nothing to factorize.
+
+        The model is still fitted, knowing no buyer: every buyer is cold (affinity unknown,
+        recommendations by popularity, all zero), and `skipped_` says why.
+        """
+        stats = interactions.stats
+        self.skipped_ = (
+            f"no usable buyer-item interactions ({stats.n_events} events: "
+            f"{stats.n_null_item} without an item, {stats.n_unknown_item} of unknown items, "
+            f"{stats.n_zero_weight} of zero-weight types); give events item_id values of the "
+            "items table"
+        )
+        log.info("matrix factorization skipped: %s", self.skipped_)
+        width = self.config.factors + (1 if self.config.algorithm == "bpr" else 0)
+        n_items = len(interactions.item_index)
+        self.buyer_factors_ = np.zeros((0, width), dtype=np.float32)
+        self.item_factors_ = np.zeros((n_items, width), dtype=np.float32)
+        if self.config.algorithm == "bpr":
+            self.item_factors_[:, -1] = 0.0  # no bias either
+        self.buyer_index_ = IdIndex(pl.Series([], dtype=pl.String))
+        self.item_index_ = interactions.item_index
+        self.train_matrix_ = sp.csr_matrix((0, n_items), dtype=np.float32)
+        self.item_popularity_ = np.zeros(n_items, dtype=np.float64)
+        self.interaction_stats_ = stats
+        self.as_of_ = interactions.as_of
+        self._popular_order: np.ndarray | None = None
 
     def fit_matrix(self, interactions: Interactions) -> Self:
         """Fit on a prepared confidence matrix (`build_interactions` output) and return self.
@@ -244,7 +282,8 @@ class MatrixFactorization(Estimator[MFConfig]):
         self.item_popularity_ = np.asarray(matrix.sum(axis=0), dtype=np.float64).ravel()
         self.interaction_stats_ = interactions.stats
         self.as_of_ = interactions.as_of
-        self._popular_order: np.ndarray | None = None
+        self._popular_order = None
+        self.skipped_ = None
         self._fitted = True
         return self
 
@@ -359,7 +398,7 @@ class MatrixFactorization(Estimator[MFConfig]):
 
         The mean is one sparse product (offer x item membership times item factors, divided
         by the offer's item count) followed by row-wise dots; the max is one dense block
-        product per distinct offer (buyers of that offer x its items), chunked to bound
+        product per distinct scope (buyers of its offers x its items), chunked to bound
         memory. Store-wide offers cover their seller's items, platform-wide offers every
         item (see `recsys.features.build_offer_items`); an offer without items is NaN.
         Items without training events (zero factors under ALS) count as affinity 0.
@@ -375,7 +414,8 @@ class MatrixFactorization(Estimator[MFConfig]):
                 "build_offer_items(..., item_index=model.item_index_)"
             )
         b = self.buyer_index_.codes(buyer_ids)
-        o = offer_items.offer_index.codes(offer_ids)
+        # Each offer's scope row: store-wide offers of one seller share one.
+        o = offer_items.row_of(offer_items.offer_index.codes(offer_ids))
         if len(b) != len(o):
             raise ValueError(f"score_offer: {len(b)} buyer ids but {len(o)} offer ids")
         counts = np.diff(membership.indptr)
@@ -487,6 +527,7 @@ class MatrixFactorization(Estimator[MFConfig]):
         clone.item_popularity_ = self.item_popularity_
         clone.interaction_stats_ = self.interaction_stats_
         clone.as_of_ = self.as_of_
+        clone.skipped_ = self.skipped_
         clone._popular_order = self._popular_order
         clone._fitted = True
         return clone
@@ -510,6 +551,7 @@ class MatrixFactorization(Estimator[MFConfig]):
             "interaction_stats": (
                 self.interaction_stats_.as_dict() if self.interaction_stats_ else None
             ),
+            "skipped": self.skipped_,
         }
         (path / "model.json").write_text(json.dumps(meta, indent=2))
         m = self.train_matrix_
@@ -556,6 +598,7 @@ class MatrixFactorization(Estimator[MFConfig]):
         model.as_of_ = datetime.fromisoformat(meta["as_of"]) if meta["as_of"] else None
         stats = meta.get("interaction_stats")
         model.interaction_stats_ = InteractionStats(**stats) if stats else None
+        model.skipped_ = meta.get("skipped")
         model._popular_order = None
         model._fitted = True
         return model

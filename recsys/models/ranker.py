@@ -159,14 +159,22 @@ class PromoRanker(Estimator[RankerConfig]):
         n_events = int(events.select(pl.len()).collect().item())
         report.rows = {"events": n_events, "items": dataset.items.height}
         self.mf_ = mf
-        report.learned.append(
-            f"matrix factorization ({self.config.mf.algorithm}, "
-            f"{len(self.mf_.buyer_index_)} buyers x {len(self.mf_.item_index_)} items)"
-        )
+        if mf.skipped_:
+            report.skipped.append(f"matrix factorization: {mf.skipped_}; every buyer is cold")
+        else:
+            report.learned.append(
+                f"matrix factorization ({self.config.mf.algorithm}, "
+                f"{len(self.mf_.buyer_index_)} buyers x {len(self.mf_.item_index_)} items)"
+            )
         self.journey_ = journey
-        report.learned.append(
-            f"purchase journey (time scale {self.journey_.time_scale_days_:.1f} days)"
-        )
+        stages = f"purchase journey (time scale {self.journey_.time_scale_days_:.1f} days)"
+        if journey.skipped_:
+            report.learned.append(stages.replace("journey", "journey stages by rules"))
+            report.skipped.append(f"P(purchase) of the journey model: {journey.skipped_}")
+        else:
+            report.learned.append(stages)
+        report.notes.extend(journey.notes_)
+        report.notes.extend(buyer_attributes(dataset.buyers)[1])
         self.response_: ResponseModel | None = None
         self.learner_: PolicyLearner | None = None
         self.offer_items_: OfferItems | None = None
@@ -398,10 +406,11 @@ class PromoRanker(Estimator[RankerConfig]):
         )
         # A buyer known only by attributes (no event yet) still has a row: a promotion
         # test on a customer list decides for exactly such buyers.
-        attributes = buyer_attributes(dataset.buyers, buyer_ids)
-        return feats.join(journey, on="buyer_id", how="left").join(
-            attributes, on="buyer_id", how="full", coalesce=True
-        )
+        table = feats.join(journey, on="buyer_id", how="left")
+        attributes, _ = buyer_attributes(dataset.buyers, buyer_ids)
+        if attributes is None:
+            return table
+        return table.join(attributes, on="buyer_id", how="full", coalesce=True)
 
     def _mf_features(
         self, pairs: pl.DataFrame, offer_items: OfferItems | None = None

@@ -148,10 +148,17 @@ class ResponseModel(Estimator[ResponseConfig]):
             ]
             self.spec_ = FeatureSpec.fit(rows, numeric, categorical)
             support.notes += [f"response: {n}" for n in self.spec_.notes() if "not in" not in n]
-            self.model_ = self._classifier(rows.height).fit(
-                self.spec_.matrix(rows), rows["redeemed"].to_numpy()
-            )
-            support.response = True
+            if self.spec_.columns:
+                self.model_ = self._classifier(rows.height).fit(
+                    self.spec_.matrix(rows), rows["redeemed"].to_numpy()
+                )
+                support.response = True
+            else:
+                support.notes.append(
+                    "response not learned: no feature has enough distinct values among the "
+                    f"{rows.height} issued exposures; offers are costed as if nobody "
+                    "redeemed them"
+                )
         self.support_ = support
 
     def _classifier(self, n: int) -> HistGradientBoostingClassifier:

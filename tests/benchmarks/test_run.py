@@ -145,6 +145,7 @@ def document(serve_rate: float = 80.0, bare_rate: float = 100.0) -> dict[str, ob
             "## Training at scale\n\ntable\n",
             training_targets(TRAINING_RUNS),
         ),
+        "shapes": report.part_record("h", {"runs": []}, "## Training on real data shapes\n"),
         "serving": report.part_record(
             "s",
             figures.as_dict(),
@@ -368,3 +369,53 @@ def test_importing_the_benchmarks_does_not_import_ray() -> None:
         "sys.exit('ray' in sys.modules)"
     )
     assert subprocess.run([sys.executable, "-c", code]).returncode == 0
+
+
+# --------------------------------------------------------------------------- shapes
+
+
+def _shape_run(name: str, wall: float, mb: float, code: int = 0) -> object:
+    from benchmarks.shapes import FULL, ShapeRun
+
+    shape = next(s for s in FULL if s.name == name)
+    figures = {"wall_s": wall, "peak_tree_mb": mb, "largest_process_mb": mb / 2, "exit_code": code}
+    figures["stage_s"] = {"response and uplift (full fit)": 40.0}
+    rows = {"events": 1_008_389, "exposures": 524_748, "offer_items": 111_879}
+    return ShapeRun(shape, figures, rows, ["no randomized campaign waves to hold out"])
+
+
+def test_shape_targets_are_judged_at_the_issues_counts() -> None:
+    from benchmarks.shapes import shape_targets
+
+    runs = [
+        _shape_run("grocery-coupons", 150.0, 2500.0),
+        _shape_run("grocery-coupons x10", 900.0, 9000.0),
+        _shape_run("email-experiment", 80.0, 2000.0),
+    ]
+    targets = {t.name: t for t in shape_targets(runs)}  # type: ignore[arg-type]
+    assert set(targets) == {
+        "shapes_wall[grocery-coupons]",
+        "shapes_memory[grocery-coupons]",
+        "shapes_memory[grocery-coupons x10]",
+    }
+    assert targets["shapes_wall[grocery-coupons]"].met is True
+    assert targets["shapes_memory[grocery-coupons]"].met is True
+    assert targets["shapes_memory[grocery-coupons x10]"].met is False
+    assert "missed by 0.79 GiB" in targets["shapes_memory[grocery-coupons x10]"].gap
+    failed = shape_targets([_shape_run("grocery-coupons", 10.0, 10.0, code=1)])  # type: ignore[list-item]
+    assert [t.met for t in failed] == [False, False]
+
+
+def test_shapes_section_has_every_run_its_stages_and_what_it_skipped() -> None:
+    from benchmarks.shapes import QUICK, format_shapes_markdown, shape_targets
+
+    runs = [_shape_run("grocery-coupons", 150.0, 2500.0)]
+    text = format_shapes_markdown(runs, "make bench")  # type: ignore[arg-type]
+    assert text.startswith("## Training on real data shapes")
+    assert "| grocery-coupons | 1,008,389 | 524,748 | 111,879 | 150.0 | 2.44 |" in text
+    assert "response and uplift (full fit) | 40.0" in text
+    assert "- no randomized campaign waves to hold out" in text
+    assert "**Target**: grocery-coupons: recsys train under 3 min: met" in text
+    assert all(s.wall_target_s is None and s.memory_target_mb is None for s in QUICK)
+    assert shape_targets([]) == []
+    assert "shapes" in report.PARTS and parse_args(["--only", "shapes"]).parts == ["shapes"]

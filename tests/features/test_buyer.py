@@ -303,3 +303,41 @@ def test_time_scale_is_clamped_and_defaults_when_too_few_buyers() -> None:
 def test_time_scale_ignores_purchases_at_or_after_as_of() -> None:
     events = purchases_every(7.0, buyers=25)
     assert time_scale_days(events, T - 8 * DAY) == DEFAULT_TIME_SCALE_DAYS  # one order each
+
+
+# ---------------------------------------------------------------- buyers' own attributes
+
+
+def test_buyer_attributes_keep_every_usable_column() -> None:
+    from recsys.features.buyer import buyer_attributes
+
+    buyers = pl.DataFrame(
+        {
+            "buyer_id": ["a", "b", "c", "d"],
+            "first_seen": [datetime(2026, 1, 1, tzinfo=UTC)] * 4,
+            "region": ["south", "north", None, "north"],
+            "age": [30, 41, None, 55],
+            "member": [True, False, True, True],
+            "email": ["a@x", "b@x", "c@x", "d@x"],
+            "plan": ["gold"] * 4,
+            "empty": pl.Series([None] * 4, dtype=pl.String),
+            "since": [datetime(2025, 1, k + 1) for k in range(4)],
+        }
+    )
+    frame, notes = buyer_attributes(buyers, max_categories=3)
+    assert frame is not None
+    assert frame.columns == ["buyer_id", "attr_region", "attr_age", "attr_member"]
+    # Text with few values stays text (a category); missing stays missing.
+    assert frame["attr_region"].to_list() == ["south", "north", None, "north"]
+    assert frame["attr_age"].to_list() == [30.0, 41.0, None, 55.0]
+    assert frame["attr_member"].to_list() == [1.0, 0.0, 1.0, 1.0]
+    joined = " | ".join(notes)
+    assert "email left out (4 distinct values, more than 3" in joined
+    assert "plan left out (no variance" in joined and "empty left out (no variance" in joined
+    assert "since left out (type" in joined
+    assert buyer_attributes(None) == (None, [])
+    only_ids = buyers.select("buyer_id", "first_seen", "plan")
+    assert buyer_attributes(only_ids)[0] is None
+    # Some buyers' rows, the columns chosen on the whole table.
+    some, _ = buyer_attributes(buyers, pl.Series(["b"]), max_categories=3)
+    assert some is not None and some.row(0) == ("b", "north", 41.0, 0.0)

@@ -215,3 +215,29 @@ def test_offer_items_expand_store_and_platform_scopes() -> None:
     bare = build_offer_items(offer_items, item_index)
     assert bare.offer_index.ids.to_list() == ["listed"]
     assert bare.matrix.toarray().tolist() == [[0, 1, 0, 0]]
+
+
+def test_store_wide_offers_of_a_seller_share_one_scope_row() -> None:
+    """A thousand store-wide coupons of one seller are one row of the membership matrix
+    (its size does not grow with offers x items); each offer still maps to its items."""
+    item_index = IdIndex([f"i{k}" for k in range(6)])
+    items = pl.DataFrame(
+        {"item_id": [f"i{k}" for k in range(6)], "seller_id": ["s1"] * 4 + ["s2"] * 2}
+    )
+    offers = pl.DataFrame(
+        {
+            "offer_id": [f"s1-{k}" for k in range(1000)] + ["s2-a", "scoped", "all", "all2"],
+            "seller_id": ["s1"] * 1000 + ["s2", "s2", None, None],
+        }
+    )
+    offer_items = pl.DataFrame({"offer_id": ["scoped"], "item_id": ["i5"]})
+    result = build_offer_items(offer_items, item_index, offers=offers, items=items)
+    # Rows: the scoped offer's, s1's store, s2's store, the platform.
+    assert result.matrix.shape == (4, 6) and result.matrix.nnz == 1 + 4 + 2 + 6
+    per_offer = result.offer_matrix().toarray()
+    assert per_offer.shape == (1004, 6)
+    assert per_offer[0].tolist() == per_offer[999].tolist() == [1, 1, 1, 1, 0, 0]
+    assert per_offer[1000].tolist() == [0, 0, 0, 0, 1, 1]
+    assert per_offer[1001].tolist() == [0, 0, 0, 0, 0, 1]
+    assert per_offer[1002].tolist() == per_offer[1003].tolist() == [1] * 6
+    assert result.row_of(np.array([0, 999, -1])).tolist() == [1, 1, -1]

@@ -52,13 +52,11 @@ from recsys.features.pairs import (
     FeatureStore,
     buyer_category_shares,
     buyer_seller_features,
-    control_outcomes,
     exposure_outcomes,
     offer_attributes,
     purchase_lines,
     redemption_history,
     scoped_purchases,
-    seller_affinity,
 )
 
 
@@ -411,38 +409,6 @@ def test_nothing_at_or_after_as_of_is_counted() -> None:
     assert b1_s2["bs_days_since_purchase"].item() == pytest.approx(0.0, abs=1e-6)
 
 
-def test_seller_affinity_known_weights_sum_to_one() -> None:
-    bs = buyer_seller_features(_dataset(), AS_OF)
-    aff = seller_affinity(bs)
-    # weight = 3 x orders + views + carts: b1 s1 7, s2 6; b2 s1 4, s2 3; b3 s1 1.
-    weights = {k: r["seller_weight"] for k, r in _by_key(aff, "buyer_id", "seller_key").items()}
-    assert weights == pytest.approx(
-        {
-            ("b1", "s1"): 7 / 13,
-            ("b1", "s2"): 6 / 13,
-            ("b2", "s1"): 4 / 7,
-            ("b2", "s2"): 3 / 7,
-            ("b3", "s1"): 1.0,
-        }
-    )
-    totals = aff.group_by("buyer_id").agg(pl.col("seller_weight").sum())
-    assert totals["seller_weight"].to_list() == pytest.approx([1.0] * 3)
-
-
-def test_seller_affinity_drops_sellers_without_attention() -> None:
-    bs = pl.DataFrame(
-        {
-            "buyer_id": ["b1", "b1", "b2"],
-            "seller_key": ["s1", "s2", "s1"],
-            "bs_orders": [1.0, 0.0, 0.0],
-            "bs_views_30d": [0.0, 0.0, 0.0],
-            "bs_carts_30d": [1.0, 0.0, 0.0],
-        }
-    )
-    aff = seller_affinity(bs)
-    assert aff.rows() == [("b1", "s1", 1.0)]  # zero weight (and 0/0 for b2) is no row
-
-
 def test_buyer_category_shares_known_answers() -> None:
     shares = buyer_category_shares(purchase_lines(_dataset(), before=AS_OF))
     got = {
@@ -716,39 +682,6 @@ def test_exposure_outcomes_without_redemptions_or_exposures() -> None:
         exposure_outcomes(replace(_dataset(), exposures=None), HORIZON)
 
 
-def test_control_outcomes_expands_to_each_seller_of_the_buyer(store: FeatureStore) -> None:
-    ds = _dataset()
-    assert ds.exposures is not None
-    control = ds.exposures.filter(pl.col("offer_id").is_null())
-    assert control["exposure_id"].to_list() == ["e4"]
-    out = control_outcomes(ds, control, seller_affinity(store.buyer_seller), HORIZON)
-    rows = _by_key(out, "exposure_id", "seller_key")
-    # b2 at the 13th, window [13th, 20th): bought at s1 on the 16th, at s2 only on the 12th.
-    assert set(rows) == {("e4", "s1"), ("e4", "s2")}
-    _assert_row(
-        rows[("e4", "s1")],
-        {"buyer_id": "b2", "purchased": 1.0, "seller_weight": 4 / 7, "propensity": 0.2},
-    )
-    _assert_row(
-        rows[("e4", "s2")],
-        {"buyer_id": "b2", "purchased": 0.0, "seller_weight": 3 / 7, "propensity": 0.2},
-    )
-    assert out["ts"].to_list() == [_ts(13), _ts(13)]
-
-
-def test_control_outcomes_uses_the_snapshot_affinity() -> None:
-    ds = _dataset()
-    assert ds.exposures is not None
-    control = ds.exposures.filter(pl.col("offer_id").is_null())
-    # As of the control's own time (13th) b2 had only bought at s2: one row, no purchase.
-    early = seller_affinity(buyer_seller_features(ds, _ts(13)))
-    out = control_outcomes(ds, control, early, HORIZON)
-    assert out.select("seller_key", "seller_weight", "purchased").rows() == [("s2", 1.0, 0.0)]
-    # A control buyer with no seller at all gives no rows.
-    nobody = control.with_columns(pl.lit("b4").alias("buyer_id"))
-    assert control_outcomes(ds, nobody, early, HORIZON).height == 0
-
-
 # ---------------------------------------------------------------------------- fixed bugs
 
 
@@ -771,3 +704,31 @@ def test_save_over_an_older_store_leaves_no_stale_table(
     replace(store, buyers=pl.DataFrame({"buyer_id": ["b1"], "rfm_score": [0.9]})).save(tmp_path)
     store.save(tmp_path)
     assert FeatureStore.load(tmp_path).buyers is None
+
+
+# ---------------------------------------------------------------- issue 17: data shapes
+
+
+def test_purchases_without_an_item_count_for_the_platform_row_only() -> None:
+    """An item-less purchase has no seller: it adds to the buyer's platform history, and
+    the platform row stays one per buyer (two rows doubled every platform offer's pair)."""
+    ds = _dataset()
+    extra = _frame("events", [_ev("b1", "purchase", _ts(11), None, "Z", 7.0)])
+    with_total = replace(ds, events=pl.concat([ds.events, extra]))
+    bs = buyer_seller_features(with_total, AS_OF)
+    assert bs.filter(pl.col("buyer_id") == "b1")["seller_key"].sort().to_list() == [
+        PLATFORM,
+        "s1",
+        "s2",
+    ]
+    platform = bs.filter((pl.col("buyer_id") == "b1") & (pl.col("seller_key") == PLATFORM))
+    before = buyer_seller_features(ds, AS_OF).filter(
+        (pl.col("buyer_id") == "b1") & (pl.col("seller_key") == PLATFORM)
+    )
+    assert platform["bs_orders"].item() == before["bs_orders"].item() + 1
+    offers = with_total.offers.with_columns(  # type: ignore[union-attr]
+        pl.lit(None, pl.String).alias("seller_id")
+    )
+    store = FeatureStore.build(replace(with_total, offers=offers), AS_OF)
+    pairs = pl.DataFrame({"buyer_id": ["b1", "b2"], "offer_id": ["o1", "o1"]})
+    assert store.pair_features(pairs).height == 2

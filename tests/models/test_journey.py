@@ -3,6 +3,7 @@ synthetic marketplace, whose latent stages and purchases are the ground truth.""
 
 from __future__ import annotations
 
+import re
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -223,15 +224,57 @@ def test_unfitted_model_raises() -> None:
         model.save("unused")
 
 
-def test_single_class_labels_are_a_clear_error() -> None:
+def test_single_class_labels_skip_the_purchase_model_with_the_reason(tmp_path: Path) -> None:
     views = hand_events().filter(pl.col("event_type") != "purchase")
-    with pytest.raises(ValueError, match=r"0 buyers who purchased .* horizon_days"):
-        JourneyModel(HAND_CONFIG).fit(views, T)
+    model = JourneyModel(HAND_CONFIG).fit(views, T)
+    assert model.is_fitted and model.classifier_ is None
+    assert model.skipped_ is not None
+    assert re.search(r"0 buyers who purchased .* horizon_days", model.skipped_)
+    # Stages need no fit; P(purchase) falls back to the training rate: nobody bought.
+    predicted = model.predict(views, T)
+    assert predicted["stage"].null_count() == 0
+    assert predicted["p_purchase"].to_list() == [0.0] * predicted.height
+    loaded = JourneyModel.load(model.save(tmp_path / "skipped"))
+    assert loaded.skipped_ == model.skipped_ and loaded.predict(views, T).equals(predicted)
 
 
-def test_no_history_before_the_training_window_is_a_clear_error() -> None:
-    with pytest.raises(ValueError, match="no buyer has an event before"):
-        JourneyModel(HAND_CONFIG).fit(hand_events(), T - 300 * DAY)
+def test_no_history_before_the_training_window_skips_with_the_reason() -> None:
+    events = hand_events()
+    model = JourneyModel(HAND_CONFIG).fit(events, T - 300 * DAY)
+    assert model.skipped_ is not None and "no buyer has an event before" in model.skipped_
+    assert "horizon_days" in model.skipped_  # and the setting to change
+    # Nothing to count either: P(purchase) is unknown, null, never a made-up number.
+    predicted = model.predict(events, T)
+    assert predicted.height and predicted["p_purchase"].null_count() == predicted.height
+    with pytest.raises(ValueError, match="cannot be fitted"):
+        model.evaluate_holdout(events, T - 300 * DAY)
+
+
+def test_features_without_values_or_variance_are_left_out_with_a_note() -> None:
+    """No checkouts and no cart adds anywhere: those columns have no values (the booster
+    could not bin them); `abandoned_checkouts` is 0 for everyone (no variance)."""
+    rng = np.random.default_rng(3)
+    rows_ = [
+        {
+            "buyer_id": f"b{b}",
+            "item_id": "i1",
+            "event_type": "purchase" if rng.random() < 0.5 else "view",
+            "ts": T - timedelta(days=float(d), hours=b % 24),
+            "order_id": f"o{b}-{d}",
+            "amount": 5.0,
+        }
+        for b in range(60)
+        for d in rng.choice(40, size=6, replace=False)
+    ]
+    events = pl.DataFrame(rows_, schema=EVENT_SCHEMA)
+    model = JourneyModel(HAND_CONFIG).fit(events, T)
+    assert model.skipped_ is None
+    for name in ("days_since_last_cart_add", "days_since_last_abandoned_checkout"):
+        assert name not in model.feature_names_
+        assert f"journey model: feature {name} left out (no values)" in model.notes_
+    assert "abandoned_checkouts" not in model.feature_names_
+    assert any("abandoned_checkouts left out (a single value" in n for n in model.notes_)
+    assert model.predict(events, T)["p_purchase"].null_count() == 0
 
 
 # --- the synthetic marketplace --------------------------------------------------------

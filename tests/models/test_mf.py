@@ -153,10 +153,23 @@ def test_items_table_gives_cold_items_a_column_with_zero_factors(
     assert result.known.tolist() == [True] and result.score.tolist() == [0.0]
 
 
-def test_fit_without_usable_interactions_says_why() -> None:
+def test_fit_without_usable_interactions_is_skipped_and_says_why(tmp_path: Path) -> None:
+    """Only searches: nothing to factorize. The model is fitted knowing no buyer (every
+    buyer cold), its `skipped_` says why, and it survives a save and load."""
     ev = make_events([("b", "i")], kinds=["search"])
-    with pytest.raises(ValueError, match="no usable"):
-        MatrixFactorization(ALS).fit(ev)
+    items = pl.DataFrame({"item_id": ["i", "j"], "seller_id": ["s", "s"]})
+    model = MatrixFactorization(ALS).fit(ev, items=items)
+    assert model.skipped_ is not None and "no usable buyer-item interactions" in model.skipped_
+    assert "1 events" in model.skipped_ and "item_id" in model.skipped_
+    assert len(model.buyer_index_) == 0 and len(model.item_index_) == 2
+    pairs = model.score_pairs(["b"], ["i"])
+    assert not pairs.known[0] and np.isnan(pairs.score[0])
+    rec = model.recommend(["b"], k=2)
+    assert not rec.known[0]
+    loaded = MatrixFactorization.load(model.save(tmp_path / "mf"))
+    assert loaded.skipped_ == model.skipped_ and len(loaded.buyer_index_) == 0
+    fitted = MatrixFactorization(ALS).fit(make_events([("b", "i")]))
+    assert fitted.skipped_ is None
 
 
 # ----------------------------------------------------------------------------- scoring
