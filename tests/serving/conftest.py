@@ -11,7 +11,8 @@ import pytest
 
 from recsys.data import load_dataset
 from recsys.data.synthetic import SyntheticConfig, generate
-from recsys.models.ranker import PromoRanker, RankerConfig
+from recsys.models.ranker import PromoRanker
+from tests.serving.markets import issuing_config
 
 
 @pytest.fixture(scope="session")
@@ -24,7 +25,7 @@ def market_data(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 @pytest.fixture(scope="session")
 def market_ranker(market_data: Path) -> PromoRanker:
-    return PromoRanker(RankerConfig()).fit(load_dataset(market_data))
+    return PromoRanker(issuing_config()).fit(load_dataset(market_data))
 
 
 @pytest.fixture(scope="session")

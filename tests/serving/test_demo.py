@@ -16,13 +16,14 @@ from fastapi.testclient import TestClient
 
 from recsys.data import load_dataset
 from recsys.data.synthetic import SyntheticConfig, generate
-from recsys.models.ranker import PromoRanker, RankerConfig
+from recsys.models.ranker import PromoRanker
 from serving import demo
 from serving.app import ApiState, ServiceHolder, create_api
 from serving.auth import KeyRing
 from serving.decision_log import DecisionLog, read_log
 from serving.metrics import Metrics
 from serving.service import RankingService
+from tests.serving.markets import issuing_config
 
 URI = "sqlite:////somewhere/mlflow.db"
 MOMENT = datetime(2026, 5, 25, 1, tzinfo=UTC)
@@ -87,7 +88,7 @@ def api(out: Path) -> Iterator[tuple[TestClient, demo.DemoKeys, demo.Market, Pat
     market = demo.read_market(out / "data")
     keys = demo.DemoKeys.new(market.sellers[0])
     config = demo.demo_config(out, URI, keys, market.as_of)
-    ranker = PromoRanker(RankerConfig()).fit(load_dataset(out / "data"))
+    ranker = PromoRanker(issuing_config()).fit(load_dataset(out / "data"))
     log = DecisionLog(config.decision_log_dir).start()
     service = RankingService(
         ranker,

@@ -18,13 +18,14 @@ import pytest
 
 from recsys.data import load_dataset
 from recsys.data.synthetic import SyntheticConfig, generate
-from recsys.models.ranker import PromoRanker, RankerConfig
+from recsys.models.ranker import PromoRanker
 from recsys.policy import PolicyConfig
 from serving.auth import ADMIN_PRINCIPAL, ForbiddenError, Principal
 from serving.decision_log import DecisionLog, read_log
 from serving.outcomes import OutcomeError
 from serving.schemas import Outcome, RankContext, RankRequest, RankResponse
 from serving.service import RankingService, UnknownOffersError
+from tests.serving.markets import issuing_config
 
 VERSION = "promo-ranker/7"
 SELLER = "s001"
@@ -38,7 +39,7 @@ def ranker(tmp_path_factory: pytest.TempPathFactory) -> PromoRanker:
     generate(SyntheticConfig(buyers=300, weeks=10, seed=3), out)
     # Sending costs something (an e-mail's share of a platform fee), so that every plan
     # spends and budgets bind.
-    config = RankerConfig.from_dict({"policy": {"send_cost": 0.05}})
+    config = issuing_config(policy={"send_cost": 0.05})
     return PromoRanker(config).fit(load_dataset(out))
 
 

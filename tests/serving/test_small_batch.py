@@ -19,18 +19,19 @@ import pytest
 
 from recsys.data import load_dataset
 from recsys.data.synthetic import SyntheticConfig, generate
-from recsys.models.ranker import PromoRanker, RankerConfig
+from recsys.models.ranker import PromoRanker
 from recsys.policy import PolicyConfig
 from serving.auth import ADMIN_PRINCIPAL, Principal
 from serving.schemas import RankContext, RankRequest
 from serving.service import RankingService
+from tests.serving.markets import issuing_config
 
 
 @pytest.fixture(scope="module")
 def ranker(tmp_path_factory: pytest.TempPathFactory) -> PromoRanker:
     out = tmp_path_factory.mktemp("small") / "market"
     generate(SyntheticConfig(buyers=300, weeks=10, seed=3), out)
-    return PromoRanker(RankerConfig()).fit(load_dataset(out))
+    return PromoRanker(issuing_config()).fit(load_dataset(out))
 
 
 @pytest.fixture(scope="module")
