@@ -286,6 +286,16 @@ class PolicyLearner(Estimator[LearningConfig]):
             notes.append("policy not learned: the dataset has no offers or exposures")
             return None
         logged = logged_decisions(dataset, end=as_of, horizon_days=money.horizon_days)
+        cut = logged_decisions(dataset, end=as_of)
+        if logged.height < cfg.min_decisions and cut.height > logged.height:
+            # A last (or only) wave whose outcome window outlasts the data: every arm of a
+            # randomized day is cut at the same time, so contrasts stay unbiased.
+            notes.append(
+                f"{cut.height - logged.height:,} decisions' outcome windows "
+                f"({money.horizon_days:g} days) end after the data: learned from their "
+                "outcomes up to the data's end (the same cut for every arm of a wave)"
+            )
+            logged = cut
         control = int(logged["offer_id"].is_null().sum()) if logged.height else 0
         missing = (
             ", none of them control"

@@ -79,6 +79,19 @@ class ValueModel(ABC):
         self.defaults_ = choose_defaults(rows, self.values(rows))
 
 
+def policy_values(
+    rows: pl.DataFrame, uplift: pl.Expr | pl.Series, policy: PolicyConfig
+) -> pl.DataFrame:
+    """`rows` valued by the policy's formula (`expected_incremental_profit`) with `uplift`;
+    a P(redeem) the response model could not learn (null) counts as nobody redeeming, as
+    the ranker's answers show it."""
+    redeem = pl.col("p_redeem").fill_null(0.0) if "p_redeem" in rows.columns else pl.lit(0.0)
+    uplift_column = uplift.alias("uplift")
+    return expected_incremental_profit(
+        rows.with_columns(redeem.alias("p_redeem"), uplift_column), policy
+    )
+
+
 def choose_defaults(rows: pl.DataFrame, values: Values, z: float = 1.0) -> dict[str, str]:
     """The kind of offer each seller sends everyone when nothing is known of a buyer.
 
@@ -158,7 +171,7 @@ def valued_purchase_scores(
     the order value, less P(redeem) x redemption cost and the send cost (the policy's
     formula with no uplift).
     """
-    costs = expected_incremental_profit(options.with_columns(pl.lit(0.0).alias("uplift")), policy)
+    costs = policy_values(options, pl.lit(0.0), policy)
     margin = costs["margin"].fill_null(policy.margin_default).to_numpy()
     value = margin * costs["order_value"].fill_null(0.0).to_numpy()
     offer = (options["kind"] != NOTHING).to_numpy()
@@ -235,9 +248,7 @@ class BlanketValues(ValueModel):
         mean = np.where(known, table_values[index] if len(table_values) else 0.0, 0.0)
         draws = np.where(known, self.draws_[:, index] if self.draws_.shape[1] else 0.0, 0.0)
         # The uplift that gives this value in the policy's formula (for its reasons).
-        costs = expected_incremental_profit(
-            rows.with_columns(pl.lit(0.0).alias("uplift")), self.policy
-        )
+        costs = policy_values(rows, pl.lit(0.0), self.policy)
         gain = costs["margin"].fill_null(self.policy.margin_default) * costs["order_value"]
         uplift = np.where(
             gain.to_numpy() > 0,
@@ -289,9 +300,7 @@ class StructuralValues(ValueModel):
         effect = self.effects.predict(rows)
         p0 = rows["p_purchase"].fill_null(0.0).clip(0.0, 1.0).to_numpy()
         uplift = (1.0 - p0) * effect.mean
-        valued = expected_incremental_profit(
-            rows.with_columns(pl.Series("uplift", uplift)), self.policy
-        )
+        valued = policy_values(rows, pl.Series(uplift), self.policy)
         mean = valued["expected_value"].to_numpy()
         # d value / d effect = margin x order value x (1 - p0): draws move the value by it.
         margin = valued["margin"].fill_null(self.policy.margin_default).to_numpy()

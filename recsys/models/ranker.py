@@ -222,7 +222,15 @@ class PromoRanker(Estimator[RankerConfig]):
                     "randomized decisions by realized profit"
                 )
             else:
-                report.skipped.append("policy learning: offers are valued by response only")
+                why = next(
+                    (
+                        n.removeprefix("policy not learned: ")
+                        for n in learned.notes
+                        if n.startswith("policy not learned: ")
+                    ),
+                    "offers are valued by response only",
+                )
+                report.skipped.append(f"policy learning: {why}")
             report.notes.append(self.learner_.report())
         self.report_ = report
 

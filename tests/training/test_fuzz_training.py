@@ -237,8 +237,9 @@ def test_exposures_without_an_issued_offer_train_without_response() -> None:
         ],
     )
     dataset = Dataset(items=items, events=events, offers=_offers(), exposures=exposures)
-    ranker = PromoRanker(FAST).fit(dataset)
-    assert any(line.startswith("response") for line in ranker.report_.skipped)
+    report = PromoRanker(FAST).fit(dataset).report_
+    assert any(line.startswith("response not learned: 0 issued") for line in report.notes)
+    assert any("none of them an offer" in line for line in report.skipped)
 
 
 def test_a_buyer_no_model_knows_gets_a_cold_start_score() -> None:

@@ -19,7 +19,8 @@ without the offer, and p0 + tau with it, where
           + 0.006 engagement [not a loyalty member]
 
 so the effect is learnable from the attributes alone. A treated buyer uses the offer with
-probability 0.85; an order is worth a lognormal amount (mean about 55) before discount.
+probability 0.85; an order is one item at its list price (lognormal over the catalog,
+mean about 55), less the discount when the offer is used.
 
 Truth (`truth/`): `offers.parquet` has, for every customer, the exact p0, p1, P(redeem)
 and incremental profit of the offer (margin 0.35 x tau x order value - 15 % of the order
@@ -54,7 +55,7 @@ MARGIN = 0.35
 DISCOUNT = 0.15
 REDEEM = 0.85
 ORDER_MU, ORDER_SIGMA = np.log(50.0), 0.45
-"""Order value before discount: lognormal, mean exp(mu + sigma^2 / 2), about 55."""
+"""List prices over the catalog: lognormal, mean exp(mu + sigma^2 / 2), about 55."""
 INCOMES = ("low", "mid", "high")
 REGIONS = ("north", "south", "east", "west")
 CHANNELS = ("web", "app", "store")
@@ -89,13 +90,16 @@ def generate_attributes(
     u = rng.random(n)
     bought = in_experiment & (u < p0 + np.where(treated, tau, 0.0))
     redeemed = bought & treated & (rng.random(n) < REDEEM)
-    gross = np.round(np.exp(rng.normal(ORDER_MU, ORDER_SIGMA, n)), 2)
+    # An order is one item at its list price (the contract's price x quantity), less the
+    # discount when the offer was used.
+    prices = np.round(np.exp(rng.normal(ORDER_MU, ORDER_SIGMA, config.items)), 2)
+    item = rng.integers(0, config.items, n)
+    gross = prices[item]
     paid = np.round(np.where(redeemed, gross * (1 - DISCOUNT), gross), 2)
     buy_s = sent + rng.integers(600, days(config.outcome_days) - 3600, n)
     start = config.start
     codes = np.arange(n)
     who = np.flatnonzero(bought)
-    item = rng.integers(0, config.items, n)
     events = pl.DataFrame(
         {
             "code": who,
@@ -154,7 +158,7 @@ def generate_attributes(
         ids("i", pl.col("code"), 3).alias("item_id"),
         pl.lit(SELLER).alias("seller_id"),
         (pl.lit("k") + (pl.col("code") % 5).cast(pl.String)).alias("category"),
-        (10.0 + 3.0 * pl.col("code")).alias("price"),
+        pl.Series("price", prices),
     )
     signup = campaign_s - (people["tenure_months"] * days(30.4)).astype(np.int64)
     buyers = pl.DataFrame(
@@ -191,7 +195,7 @@ def generate_attributes(
         "exposures": exposures,
         "redemptions": redemptions,
     }
-    truth = _truth(codes, p0, tau, in_experiment, treated, config)
+    truth = _truth(codes, p0, tau, in_experiment, treated, config, float(prices.mean()))
     report = ProfileReport("attributes-experiment", Path(out))
     report.notes.append(
         f"{n:,} customers, {int(in_experiment.sum()):,} in the experiment "
@@ -232,10 +236,13 @@ def _truth(
     in_experiment: np.ndarray,
     treated: np.ndarray,
     config: AttributesConfig,
+    order_value: float,
 ) -> dict[str, pl.DataFrame]:
+    """`order_value`: the expected order (the catalog's mean price: items are bought
+    uniformly)."""
     n = len(codes)
     buyer = pl.select(ids("c", pl.Series(codes), 6)).to_series()
-    value = np.full(n, float(np.exp(ORDER_MU + ORDER_SIGMA**2 / 2)))
+    value = np.full(n, order_value)
     p1 = p0 + tau
     p_redeem = REDEEM * p1
     offer = decision_truth(
