@@ -74,6 +74,12 @@ class ResponseConfig(StrictConfig):
         None, ge=1, description="default: 2 % of the training rows (at least 40)"
     )
     l2_regularization: float = Field(1.0, ge=0)
+    max_rows: int = Field(
+        1_000_000,
+        ge=1_000,
+        description="issued exposures learned from at most: every redeemed one and a random "
+        "share of the others, weighted back by its inverse (memory grows with the rows)",
+    )
     random_state: int = 0
     num_threads: int = Field(
         1, ge=1, description="OpenMP threads of the booster; oversubscribed cores are 10x slower"
@@ -87,6 +93,26 @@ class Support:
     response: bool = False
     notes: list[str] = field(default_factory=list)
     rows: dict[str, int] = field(default_factory=dict)
+
+
+def sample_issued(outcomes: pl.DataFrame, max_rows: int, seed: int = 0) -> pl.DataFrame:
+    """At most about `max_rows` of the issued exposures: all the redeemed ones and a random
+    share of the others (a fixed hash of the exposure id), with `_weight` = 1 / that share
+    for them (1 for the redeemed), so the weighted rows estimate P(redeem) as all would.
+
+    Redemptions are rare (0.2 % of a grocer's coupons): the sample keeps every positive
+    and enough negatives, and the stage's memory and time stop growing with the
+    exposures. Unchanged (no `_weight`) when the rows fit. Cost: one pass over them.
+    """
+    if outcomes.height <= max_rows:
+        return outcomes
+    redeemed = outcomes["redeemed"] > 0
+    positives = int(redeemed.sum())
+    share = max(max_rows - positives, 1) / max(outcomes.height - positives, 1)
+    draw = pl.col("exposure_id").hash(seed) % 1_000_000 < round(share * 1_000_000)
+    return outcomes.filter((pl.col("redeemed") > 0) | draw).with_columns(
+        pl.when(pl.col("redeemed") > 0).then(1.0).otherwise(1.0 / share).alias("_weight")
+    )
 
 
 class ResponseModel(Estimator[ResponseConfig]):
@@ -127,6 +153,12 @@ class ResponseModel(Estimator[ResponseConfig]):
         # Joins do not promise row order; the booster's validation split depends on it.
         rows = rows.sort("exposure_id") if rows.height else rows
         support.rows = {"issued": rows.height}
+        if "_weight" in rows.columns:
+            support.notes.append(
+                f"response learned from {rows.height:,} issued exposures: every redeemed one "
+                "and a random share of the others, weighted back (response.max_rows = "
+                f"{cfg.max_rows:,})"
+            )
         redeemed = int(rows["redeemed"].sum()) if rows.height else 0
         if rows.height < cfg.min_response_rows or redeemed in (0, rows.height):
             support.notes.append(
@@ -149,8 +181,9 @@ class ResponseModel(Estimator[ResponseConfig]):
             self.spec_ = FeatureSpec.fit(rows, numeric, categorical)
             support.notes += [f"response: {n}" for n in self.spec_.notes() if "not in" not in n]
             if self.spec_.columns:
+                weight = rows["_weight"].to_numpy() if "_weight" in rows.columns else None
                 self.model_ = self._classifier(rows.height).fit(
-                    self.spec_.matrix(rows), rows["redeemed"].to_numpy()
+                    self.spec_.matrix(rows), rows["redeemed"].to_numpy(), sample_weight=weight
                 )
                 support.response = True
             else:
@@ -190,6 +223,7 @@ class ResponseModel(Estimator[ResponseConfig]):
         )
         if outcomes.height == 0:
             return pl.DataFrame(schema={"exposure_id": pl.String, "redeemed": pl.Float64})
+        outcomes = sample_issued(outcomes, self.config.max_rows, self.config.random_state)
         outcomes = outcomes.with_columns(_snapshot_expr(outcomes, self.config.max_snapshots))
         parts = []
         for (snap,), rows in outcomes.group_by("snapshot", maintain_order=True):

@@ -23,7 +23,7 @@ from recsys.data.synthetic import SyntheticConfig, generate
 from recsys.evaluation.targeting import roc_auc
 from recsys.features.pairs import FeatureStore, exposure_outcomes
 from recsys.models import NotFittedError
-from recsys.models.response import ResponseConfig, ResponseModel
+from recsys.models.response import ResponseConfig, ResponseModel, sample_issued
 
 
 @pytest.fixture(scope="module")
@@ -86,6 +86,38 @@ def test_mean_p_redeem_matches_the_heldout_redemption_rate(
     rate = float(heldout["redeemed"].mean())  # type: ignore[arg-type]
     mean_p = float(fitted.predict(heldout).mean())
     assert rate / 2 < mean_p < rate * 2
+
+
+def test_sample_keeps_every_redemption_and_weights_the_rest_back() -> None:
+    outcomes = pl.DataFrame(
+        {
+            "exposure_id": [f"x{i:05d}" for i in range(10_000)],
+            "redeemed": [1.0 if i % 100 == 0 else 0.0 for i in range(10_000)],
+        }
+    )
+    assert sample_issued(outcomes, 10_000).equals(outcomes)  # fits: unchanged
+    sample = sample_issued(outcomes, 2_000, seed=1)
+    assert sample.filter(pl.col("redeemed") > 0).height == 100
+    assert sample.filter(pl.col("redeemed") > 0)["_weight"].unique().to_list() == [1.0]
+    negatives = sample.filter(pl.col("redeemed") == 0)
+    assert 1_700 < negatives.height < 2_100
+    # Weighted back, the negatives stand for all 9,900 (within the sample's noise).
+    assert 9_900 * 0.93 < negatives["_weight"].sum() < 9_900 * 1.07
+    assert sample.equals(sample_issued(outcomes, 2_000, seed=1))  # a fixed hash
+
+
+def test_a_sample_of_the_issued_exposures_predicts_as_all_do(
+    market: Dataset, last_wave: datetime, heldout: pl.DataFrame
+) -> None:
+    """With fewer rows than the issued exposures, P(redeem) is learned from every
+    redemption and a weighted share of the rest: still calibrated, still ranking."""
+    model = ResponseModel(ResponseConfig(max_rows=1_000)).fit(market.before(last_wave))
+    assert model.support_.rows["issued"] < 1_300
+    assert any("weighted back (response.max_rows = 1,000)" in n for n in model.support_.notes)
+    rate = float(heldout["redeemed"].mean())  # type: ignore[arg-type]
+    p = model.predict(heldout)
+    assert rate / 2 < float(p.mean()) < rate * 2
+    assert roc_auc(p, heldout["redeemed"].to_numpy()) > 0.65
 
 
 def test_predict_one_value_per_input_row_in_order(
