@@ -11,8 +11,8 @@ import os
 import tempfile
 from pathlib import Path
 
+from recsys.locations import default_tracking_uri, ranker_dir
 from recsys.models.ranker import PromoRanker
-from training.config import default_tracking_uri
 
 
 class ModelSource:
@@ -48,8 +48,6 @@ class ModelSource:
         if not self.registry:
             return PromoRanker.load(self.uri)
         import mlflow
-
-        from training.pyfunc import ranker_dir
 
         self._client()
         name = self.uri.removeprefix("models:/").partition("@")[0].partition("/")[0]

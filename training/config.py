@@ -17,6 +17,7 @@ from pydantic import Field, model_validator
 from recsys.config import ConfigError, StrictConfig, read_yaml_mapping
 from recsys.data.synthetic import SyntheticConfig
 from recsys.evaluation.holdout import HoldoutConfig
+from recsys.locations import default_tracking_uri
 from recsys.models.ranker import RankerConfig
 
 PrimaryMetric = Literal[
@@ -34,9 +35,6 @@ PrimaryMetric = Literal[
     "item_ndcg_mf",
 ]
 """Metrics a promotion gate may use (all computed on the held-out data of every run)."""
-
-DEFAULT_TRACKING_DIR = Path("mlruns")
-"""Embedded MLflow: SQLite store and artifacts under here, in the working directory."""
 
 
 class SyntheticSource(SyntheticConfig):
@@ -192,15 +190,6 @@ class TrainConfig(StrictConfig):
 
     def ray_address(self) -> str | None:
         return self.ray.address or os.environ.get("RAY_ADDRESS") or None
-
-
-def default_tracking_uri() -> str:
-    """The embedded store: SQLite in ./mlruns (created on first use, git-ignored)."""
-    return f"sqlite:///{(DEFAULT_TRACKING_DIR / 'mlflow.db').resolve()}"
-
-
-def default_artifact_location() -> str:
-    return (DEFAULT_TRACKING_DIR / "artifacts").resolve().as_uri()
 
 
 def _check_path(annotation: Any, parts: list[str], full: str) -> None:

@@ -8,7 +8,6 @@ as the model's `ranker` artifact, so the registry holds everything scoring needs
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Any
 
 import pandas as pd
@@ -19,10 +18,8 @@ from mlflow.types import ColSpec, Schema
 
 from recsys.data.loader import conform_table
 from recsys.data.schema import PAIRS, SCORES_SCHEMA
+from recsys.locations import RANKER_ARTIFACT
 from recsys.models.ranker import PromoRanker
-
-RANKER_ARTIFACT = "ranker"
-"""Name of the saved-ranker artifact inside the logged model."""
 
 _MLFLOW_TYPES = {pl.String: "string", pl.Float64: "double", pl.Boolean: "boolean"}
 
@@ -47,11 +44,3 @@ def signature() -> ModelSignature:
         [ColSpec(_MLFLOW_TYPES[dtype], name) for name, dtype in SCORES_SCHEMA.items()]  # type: ignore[index]
     )
     return ModelSignature(inputs=inputs, outputs=outputs)
-
-
-def ranker_dir(model_dir: str | Path) -> Path:
-    """The saved ranker inside a downloaded pyfunc model directory."""
-    path = Path(model_dir) / "artifacts" / RANKER_ARTIFACT
-    if not (path / "ranker.json").is_file():
-        raise FileNotFoundError(f"{model_dir} is not a promo-ranker model (no {path})")
-    return path

@@ -37,8 +37,8 @@ from mlflow.protos.databricks_pb2 import (
 from mlflow.tracking import MlflowClient
 
 from recsys.evaluation.holdout import LOWER_IS_BETTER
+from recsys.locations import ranker_dir
 from recsys.models.ranker import RankerConfig
-from training.pyfunc import ranker_dir
 
 CHAMPION = "champion"
 CHALLENGER = "challenger"

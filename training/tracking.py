@@ -25,11 +25,12 @@ import yaml
 from mlflow.exceptions import MlflowException
 from mlflow.tracking import MlflowClient
 
+from recsys.locations import RANKER_ARTIFACT, default_artifact_location, default_tracking_uri
 from recsys.models.ranker import PromoRanker
-from training.config import TrainConfig, default_artifact_location, default_tracking_uri
+from training.config import TrainConfig
 from training.pipeline import PipelineResult
 from training.plots import evaluation_figures
-from training.pyfunc import RANKER_ARTIFACT, RankerModel, signature
+from training.pyfunc import RankerModel, signature
 
 MODEL_NAME_IN_RUN = "model"
 """The logged model's name within its run (`runs:/<id>/model`)."""

@@ -9,13 +9,13 @@ import pytest
 import yaml
 
 from recsys.config import ConfigError
+from recsys.locations import default_tracking_uri
 from recsys.models.ranker import RankerConfig
 from training.config import (
     SweepConfig,
     SweepParam,
     TrainConfig,
     apply_overrides,
-    default_tracking_uri,
     load_config,
     parse_override,
 )

@@ -13,8 +13,9 @@ import pytest
 from recsys.data import ContractError, load_dataset
 from recsys.data.schema import SCORES_SCHEMA
 from recsys.data.synthetic import SyntheticConfig, generate
+from recsys.locations import RANKER_ARTIFACT, ranker_dir
 from recsys.models.ranker import PromoRanker, RankerConfig
-from training.pyfunc import RANKER_ARTIFACT, RankerModel, ranker_dir, signature
+from training.pyfunc import RankerModel, signature
 
 
 class RecordingRanker:
