@@ -286,8 +286,8 @@ class PolicyLearner(Estimator[LearningConfig]):
             notes.append("policy not learned: the dataset has no offers or exposures")
             return None
         logged = logged_decisions(dataset, end=as_of, horizon_days=money.horizon_days)
-        cut = logged_decisions(dataset, end=as_of)
-        if logged.height < cfg.min_decisions and cut.height > logged.height:
+        cut = logged_decisions(dataset, end=as_of) if logged.height < cfg.min_decisions else logged
+        if cut.height > logged.height:
             # A last (or only) wave whose outcome window outlasts the data: every arm of a
             # randomized day is cut at the same time, so contrasts stay unbiased.
             notes.append(
