@@ -49,7 +49,7 @@ from recsys.evaluation.holdout import (
 from recsys.models.journey import JourneyModel
 from recsys.models.mf import MatrixFactorization
 from recsys.models.ranker import PromoRanker, RankerConfig, data_end, fit_journey, fit_mf
-from training.config import DataConfig, TrainConfig
+from training.config import DataConfig, RayConfig, TrainConfig
 
 Echo = Callable[[str], None]
 CONTRACT_FILES = ("items", "events", "buyers", "offers", "offer_items", "exposures", "redemptions")
@@ -424,6 +424,12 @@ def _remote(fn: Callable[..., Any], cpus: int, returns: int = 1, fresh: bool = F
     return task.options(num_cpus=cpus, num_returns=returns + 1, max_retries=0)
 
 
+def fresh_workers(config: RayConfig, info: DataInfo) -> bool:
+    """Whether every stage gets a worker of its own (`RayConfig.fresh_workers_from_events`)."""
+    threshold = config.fresh_workers_from_events
+    return threshold is not None and info.rows.get("events", 0) >= threshold
+
+
 def _heavy_cpus(cpus: int, heavy_at_once: int) -> int:
     """CPUs for each of `heavy_at_once` heavy tasks: an equal share of the largest node
     (never fewer than `cpus`, never more than one node has)."""
@@ -469,9 +475,15 @@ class _Stages:
     """Submits the pipeline's stages as Ray tasks on one dataset and tracks them."""
 
     def __init__(
-        self, dataset: Any, cpus: int, echo: Echo, heavy_at_once: int | None = None
+        self,
+        dataset: Any,
+        cpus: int,
+        echo: Echo,
+        heavy_at_once: int | None = None,
+        fresh: bool = False,
     ) -> None:
-        """`dataset`: the ref of the run's `SharedDataset` (`share`)."""
+        """`dataset`: the ref of the run's `SharedDataset` (`share`); `fresh`: every
+        stage in a worker of its own (always so with `heavy_at_once`)."""
         import ray
 
         self.dataset = dataset
@@ -485,9 +497,21 @@ class _Stages:
         (all done by then) left."""
         # Memory matters when heavy stages are limited: then every stage runs in a worker
         # of its own, so no idle worker keeps what a finished stage's libraries held on to.
-        self.fresh = heavy_at_once is not None
+        self.fresh = fresh or heavy_at_once is not None
         self.tracker = _Tracker(echo)
         self._ray = ray
+
+    @classmethod
+    def of(cls, config: TrainConfig, data: LoadedData, echo: Echo) -> _Stages:
+        """The stages of a run of `config` on `data` (shared into the object store)."""
+        ray_config = config.ray
+        return cls(
+            share(data),
+            ray_config.cpus_per_task,
+            echo,
+            ray_config.heavy_stages,
+            fresh_workers(ray_config, data.info),
+        )
 
     def _heavy_turn(self) -> Any:
         """What the next memory-heavy task waits for: with `heavy_at_once` = n, the end of
@@ -566,7 +590,7 @@ def run_pipeline(
     seconds = {"prepare_data": data.seconds.get("prepare_data", 0.0)}
     init_ray(config, echo)
     cpus = config.ray.cpus_per_task
-    stages = _Stages(share(data), cpus, echo, config.ray.heavy_stages)
+    stages = _Stages.of(config, data, echo)
     model, notes = with_truth_margins(config.model, path, config.data)
     model = threaded(model, cpus)
     split = stages.split(config.evaluation.waves)
@@ -632,7 +656,7 @@ def evaluate_config(
     if data is None:
         data = load_data(config.data, echo)
     init_ray(config, echo)
-    stages = _Stages(share(data), config.ray.cpus_per_task, echo, config.ray.heavy_stages)
+    stages = _Stages.of(config, data, echo)
     split = stages.split(config.evaluation.waves)
     model = threaded(model, config.ray.cpus_per_task)
     if split is None:  # one wave: judged by cross-fitting over buyers, as the run was

@@ -9,11 +9,13 @@ import pytest
 
 from recsys.data.synthetic import SyntheticConfig, generate
 from recsys.models.ranker import PromoRanker, RankerConfig
-from training.config import DataConfig, EvaluationConfig
+from training.config import DataConfig, EvaluationConfig, RayConfig
 from training.pipeline import (
+    DataInfo,
     SharedDataset,
     evaluate_stage,
     file_digest,
+    fresh_workers,
     journey_stage,
     load_stage,
     mf_stage,
@@ -137,3 +139,16 @@ def test_threaded_sets_every_model_and_money_terms_copy_only_money() -> None:
     assert judged.mf.factors == 8  # the champion's own model
     assert judged.seller_margins == {"s": 0.4}
     assert (judged.policy.send_cost, judged.policy.margin_default) == (0.1, 0.2)
+
+
+@pytest.mark.parametrize(
+    ("threshold", "events", "fresh"),
+    [(1_000_000, 999_999, False), (1_000_000, 1_000_000, True), (None, 10**9, False), (0, 0, True)],
+)
+def test_stages_get_workers_of_their_own_from_a_number_of_events(
+    threshold: int | None, events: int, fresh: bool
+) -> None:
+    """Large data: a finished stage's worker exits and gives its memory back; small data:
+    workers are reused (a new one costs start-up time on every run)."""
+    info = DataInfo(path="d", digest="x", rows={"events": events}, summary="")
+    assert fresh_workers(RayConfig(fresh_workers_from_events=threshold), info) is fresh
