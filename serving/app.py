@@ -388,6 +388,7 @@ def service_for(
         history=history,
         outcomes=outcomes,
         clock=clock if clock is not None else replica_clock(config),
+        holdout=config.holdout,
     )
 
 

@@ -195,6 +195,11 @@ class RankResponse(_Strict):
         None, description="why nothing is offered, when `offers` is empty"
     )
     explored: bool = Field(False, description="the first offer was an exploration choice")
+    holdout: bool = Field(
+        False,
+        description="the buyer is in the seller's control group (the holdout) this period: "
+        "no offer, so the engine's lift can be measured",
+    )
 
 
 class BatchRankRequest(_Request):
