@@ -104,6 +104,17 @@ class ServeConfig(StrictConfig):
     replicas: int = Field(1, ge=1)
     cpus_per_replica: float = Field(1.0, gt=0)
 
+    incrementality_report: Path | None = Field(
+        None,
+        description="the incrementality report the seller route, page and gauges show "
+        "(`recsys report incrementality --out`); null: <decision_log_dir>/incrementality.json",
+    )
+
+    @property
+    def incrementality_path(self) -> Path:
+        """`incrementality_report`, else `incrementality.json` in the decision log directory."""
+        return self.incrementality_report or self.decision_log_dir / "incrementality.json"
+
     @property
     def sessions_directory(self) -> Path:
         """`sessions_dir`, else `.sessions` inside the decision log directory."""

@@ -31,9 +31,13 @@ purchase lines + redemptions); the statistics are numpy over units.
 
 from __future__ import annotations
 
+import json
+import math
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+from pathlib import Path
 from statistics import NormalDist
+from typing import Any
 
 import numpy as np
 import polars as pl
@@ -100,6 +104,35 @@ class IncrementalityReport:
     def seller(self, seller_id: str) -> pl.DataFrame:
         """The seller's rows (every metric)."""
         return self.table.filter((pl.col("level") == "seller") & (pl.col("key") == seller_id))
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain JSON-ready data (NaN as null): what `recsys report incrementality --out`
+        writes and the service's incrementality route and gauges read."""
+        rows = [
+            {
+                k: (None if isinstance(v, float) and not math.isfinite(v) else v)
+                for k, v in r.items()
+            }
+            for r in self.table.iter_rows(named=True)
+        ]
+        arms = self.units["arm"].value_counts() if self.units.height else None
+        return {
+            "window_days": self.config.window_days,
+            "level": self.config.level,
+            "cuped": self.config.cuped,
+            "units": {arm: int(n) for arm, n in (arms.iter_rows() if arms is not None else [])},
+            "rows": rows,
+            "notes": list(self.notes),
+        }
+
+    def write_json(self, path: str | Path, generated_at: datetime) -> None:
+        """Write `to_dict` (and when) as JSON, atomically (a reader never sees half)."""
+        path = Path(path)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        data = {"generated_at": generated_at.isoformat(), **self.to_dict()}
+        tmp = path.with_name(path.name + ".tmp")
+        tmp.write_text(json.dumps(data, indent=1))
+        tmp.replace(path)
 
     def text(self) -> str:
         """A plain-text rendering for the command line."""

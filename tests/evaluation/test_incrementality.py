@@ -194,3 +194,36 @@ def test_cuped_removes_the_explained_variance() -> None:
     assert adjusted.mean() == pytest.approx(y.mean())
     same, none = cuped_adjust(y, np.ones(5000))
     assert none == 0.0 and same is y
+
+
+def test_the_command_reads_a_decision_log_and_writes_the_json(tmp_path: Path) -> None:
+    from typer.testing import CliRunner
+
+    from recsys.cli import app, parse_window
+    from serving.incrementality import IncrementalityBoard
+
+    arms = ["treated"] * 40 + ["control"] * 40
+    bought = [1] * 20 + [0] * 20 + [1] * 10 + [0] * 30
+    build(tmp_path / "ds", arms, bought)
+    # The decisions live in a serving decision log, not in the dataset.
+    log = tmp_path / "log" / "exposures"
+    log.mkdir(parents=True)
+    (tmp_path / "ds" / "exposures.parquet").rename(log / "part-1.parquet")
+    out = tmp_path / "log" / "incrementality.json"
+    result = CliRunner().invoke(
+        app,
+        ["report", "incrementality", "--data", str(tmp_path / "ds"),
+         "--decisions", str(tmp_path / "log"), "--window", "7d", "--out", str(out)],
+    )  # fmt: skip
+    assert result.exit_code == 0, result.output
+    assert "purchase_rate" in result.output and "lift +0.2500" in result.output
+    seen = IncrementalityBoard(out).for_seller("s1")
+    assert seen.available and seen.window_days == 7.0
+    rate = next(f for f in seen.figures if f.metric == "purchase_rate")
+    assert rate.lift == pytest.approx(0.25) and (rate.n_treated, rate.n_control) == (40, 40)
+    assert not IncrementalityBoard(out).for_seller("s2").available
+    assert parse_window("36h") == 1.5 and parse_window("2w") == 14.0
+    bad = CliRunner().invoke(
+        app, ["report", "incrementality", "--data", str(tmp_path / "ds"), "--window", "soon"]
+    )
+    assert bad.exit_code == 2 and "--window" in bad.output
