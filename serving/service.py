@@ -29,7 +29,6 @@ matter: `rank` does not apply them; `campaigns` plans within the seller's budget
 
 from __future__ import annotations
 
-import dataclasses
 import threading
 import time
 import uuid
@@ -486,8 +485,8 @@ class RankingService:
                 .select(UNIT, "offer_id", "reason_code", "reason_text")
             )
         listed, nothing = listed_answers(decisions, units, self._rank_policy.config)
-        answers = self._answers_from_frames(pairs, rejected, listed, nothing)
-        answers = dataclasses.replace(answers, p_nothing=nothing_probabilities(decisions))
+        p_nothing = nothing_probabilities(decisions)
+        answers = self._answers_from_frames(pairs, rejected, listed, nothing, p_nothing)
         return self._responses(plans, units, answers, now, arms)
 
     def _decide_small(
@@ -551,7 +550,7 @@ class RankingService:
             },
             has_pairs={u.buyer_id for u in decided},
             p_nothing={
-                u.buyer_id: (u.probabilities or {}).get(None, 0.0)
+                u.buyer_id: u.probabilities.get(None, 0.0)
                 if u.probabilities is not None
                 else float(u.offer is None)
                 for u in decided
@@ -642,6 +641,7 @@ class RankingService:
         rejected: pl.DataFrame,
         listed: pl.DataFrame,
         nothing: pl.DataFrame,
+        p_nothing: dict[str, float],
     ) -> _Answers:
         """The batch path's decided frames as per-request answers."""
         offers_of: dict[str, list[RankedOffer]] = {}
@@ -657,7 +657,7 @@ class RankingService:
             },
             rejection=rejection_summary(rejected),
             has_pairs=set(pairs[UNIT].unique().to_list()),
-            p_nothing={},
+            p_nothing=p_nothing,
         )
 
     def _responses(
