@@ -8,8 +8,9 @@ holdout is the only randomized data. Each week the simulated buyers answer the s
 decisions with the world's causal effects; the decision log and the simulated events
 become the next training set (`load_dataset(data, decision_logs=[log])`, what
 `recsys train --data DIR --decisions LOG` reads), and a second model is fitted on it
-(`PromoRanker.fit`, the fit `recsys train` runs in its full branch; the Ray/MLflow
-command itself is not run here).
+(`PromoRanker.fit`, the fit `recsys train` runs in its full branch; the command itself,
+Ray, MLflow and the gate, runs on the same loop in `tests/training/test_loop_train.py`,
+a reliability test).
 
 What it shows, against the simulator's truth:
 - the holdout's observed share is the configured one, within binomial tolerance;
