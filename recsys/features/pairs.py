@@ -107,6 +107,13 @@ def _offer_scope(dataset: Dataset) -> pl.DataFrame:
     )
 
 
+def live_offer_ids(offers: pl.DataFrame, as_of: datetime) -> pl.Series:
+    """Ids of the offers not ended by `as_of` (no end, or an end after it): the offers a
+    decision made at `as_of` or later can still issue. Cost: one pass over O offers."""
+    live = pl.col("end_ts").is_null() | (pl.col("end_ts") > as_of)
+    return offers.filter(live)["offer_id"]
+
+
 def purchase_lines(dataset: Dataset, before: datetime | None = None) -> pl.DataFrame:
     """Purchase rows with their seller, category and order key (order_id or timestamp).
 
@@ -242,10 +249,14 @@ SCOPED_CHUNK_ROWS = 2_000_000
 
 
 def scoped_purchases(
-    dataset: Dataset, lines: pl.DataFrame, chunk_rows: int = SCOPED_CHUNK_ROWS
+    dataset: Dataset,
+    lines: pl.DataFrame,
+    chunk_rows: int = SCOPED_CHUNK_ROWS,
+    offer_ids: pl.Series | None = None,
 ) -> pl.DataFrame:
     """(buyer_id, offer_id, scope_purchases): past purchase lines of an item-scoped
-    offer's items, per buyer and offer.
+    offer's items, per buyer and offer (with `offer_ids`, only those offers: training
+    rows need the offers they were issued, not every offer a buyer's items belong to).
 
     Lines are counted per (buyer, item) first, only for items some offer's scope holds,
     and those counts joined to `offer_items`; buyers are taken in groups whose joined
@@ -255,6 +266,8 @@ def scoped_purchases(
     P x offers per item.
     """
     scope = _offer_scope(dataset).select("offer_id", "item_id")
+    if offer_ids is not None:
+        scope = scope.filter(pl.col("offer_id").is_in(offer_ids.implode()))
     empty = pl.DataFrame(
         schema={"buyer_id": pl.String, "offer_id": pl.String, "scope_purchases": pl.Float64}
     )
@@ -374,6 +387,7 @@ class FeatureStore:
         *,
         lines: pl.DataFrame | None = None,
         buyer_ids: pl.Series | None = None,
+        offer_ids: pl.Series | None = None,
     ) -> FeatureStore:
         """Compute the tables from `dataset`'s records strictly before `as_of`.
 
@@ -381,6 +395,8 @@ class FeatureStore:
         `lines` are ``purchase_lines(dataset, before=as_of)`` when the caller has them.
         With `buyer_ids`, the per-buyer tables hold only those buyers: each buyer's rows
         depend on that buyer's records alone, so they are the rows of the whole store.
+        With `offer_ids`, the (buyer, offer) table holds only those offers: pairs of
+        other offers would get no scope purchases from it (training rows use this).
 
         Cost: the sum of its tables' (each function states its own): the P lines before
         `as_of`, the last 30 days of events, X + R, O + OI; every
@@ -405,7 +421,7 @@ class FeatureStore:
             offers=offer_attributes(dataset),
             buyer_seller=buyer_seller_features(dataset, as_of, lines, buyer_ids),
             buyer_category=buyer_category_shares(lines),
-            scoped=scoped_purchases(dataset, lines),
+            scoped=scoped_purchases(dataset, lines, offer_ids=offer_ids),
             history_buyer=per_buyer,
             history_tool=per_tool,
             buyers=buyer_table,

@@ -37,6 +37,7 @@ from recsys.features.interactions import OfferItems, build_offer_items
 from recsys.features.pairs import (
     PLATFORM,
     FeatureStore,
+    live_offer_ids,
     purchase_lines,
     seller_id_of_key,
 )
@@ -179,11 +180,7 @@ class PromoRanker(Estimator[RankerConfig]):
         self.learner_: PolicyLearner | None = None
         self.offer_items_: OfferItems | None = None
         self.catalog_ = _Catalog.of(dataset)
-        self.store_ = (
-            FeatureStore.build(dataset, as_of, self._buyer_table(dataset, as_of))
-            if dataset.offers is not None
-            else None
-        )
+        self.store_ = None if dataset.offers is None else self._serving_store(dataset, as_of)
         self.seller_order_value_ = _seller_order_values(self.store_)
         if dataset.offers is None or dataset.exposures is None:
             report.skipped.append(
@@ -260,8 +257,11 @@ class PromoRanker(Estimator[RankerConfig]):
                 dataset,
                 day,
                 self._buyer_table(dataset, day, buyers),
-                lines=lines.filter(pl.col("ts") < day),
+                lines=lines.filter(
+                    (pl.col("ts") < day) & pl.col("buyer_id").is_in(buyers.implode())
+                ),
                 buyer_ids=buyers,
+                offer_ids=rows["offer_id"].drop_nulls().unique(),
             )
             return self._describe(
                 store,
@@ -361,11 +361,7 @@ class PromoRanker(Estimator[RankerConfig]):
         out.catalog_ = _Catalog.of(dataset)
         if self.offer_items_ is not None and dataset.offers is not None:
             out.offer_items_ = out._offer_items(dataset)
-        out.store_ = (
-            FeatureStore.build(dataset, as_of, self._buyer_table(dataset, as_of))
-            if dataset.offers is not None
-            else None
-        )
+        out.store_ = None if dataset.offers is None else self._serving_store(dataset, as_of)
         out.seller_order_value_ = _seller_order_values(out.store_)
         report = FitReport(**asdict(self.report_))
         report.notes = [
@@ -572,8 +568,18 @@ class PromoRanker(Estimator[RankerConfig]):
             if self.store_ is None:
                 raise ValueError("this ranker was fitted without offers; pass a dataset")
             return self.store_
-        as_of = data_end(dataset)
-        return FeatureStore.build(dataset, as_of, self._buyer_table(dataset, as_of))
+        return self._serving_store(dataset, data_end(dataset))
+
+    def _serving_store(self, dataset: Dataset, as_of: datetime) -> FeatureStore:
+        """The feature store pairs are scored from as of `as_of`.
+
+        Its (buyer, offer) scope table holds the offers still valid at `as_of` or later,
+        the only ones a decision can issue: a grocer's history of thousands of ended
+        coupons, each over hundreds of items, would otherwise be most of the model's
+        memory. Cost: `FeatureStore.build` over every buyer.
+        """
+        live = None if dataset.offers is None else live_offer_ids(dataset.offers, as_of)
+        return FeatureStore.build(dataset, as_of, self._buyer_table(dataset, as_of), offer_ids=live)
 
     # ------------------------------------------------------------------ persistence
 

@@ -167,17 +167,7 @@ class ResponseModel(Estimator[ResponseConfig]):
                 "are costed as if nobody redeemed them"
             )
         else:
-            numeric = [
-                c
-                for c, dtype in rows.schema.items()
-                if dtype.is_numeric() and c not in _NOT_FEATURES and not c.startswith("_")
-            ]
-            categorical = [
-                c
-                for c, dtype in rows.schema.items()
-                if dtype == pl.String
-                and (c in ("tool", "journey_stage") or c.startswith(ATTRIBUTE_PREFIX))
-            ]
+            numeric, categorical = _feature_candidates(rows.schema)
             self.spec_ = FeatureSpec.fit(rows, numeric, categorical)
             support.notes += [f"response: {n}" for n in self.spec_.notes() if "not in" not in n]
             if self.spec_.columns:
@@ -230,15 +220,20 @@ class ResponseModel(Estimator[ResponseConfig]):
             as_of = snap if isinstance(snap, datetime) else datetime.fromisoformat(str(snap))
             # Buyer features only for this snapshot's buyers: the rows are the same as in
             # the whole table, at a fraction of the cost (journey scoring above all).
+            # The scope table only for the offers issued here (not every offer holding
+            # the buyers' items), and only the columns the model or later steps read.
             buyers = rows["buyer_id"].unique()
             store = FeatureStore.build(
                 dataset,
                 as_of,
                 buyer_table(as_of, buyers) if buyer_table is not None else None,
-                lines=lines.filter(pl.col("ts") < as_of),
+                lines=lines.filter(
+                    (pl.col("ts") < as_of) & pl.col("buyer_id").is_in(buyers.implode())
+                ),
                 buyer_ids=buyers,
+                offer_ids=rows["offer_id"].unique(),
             )
-            parts.append(store.pair_features(rows.drop("seller_key", "tool")))
+            parts.append(_model_columns(store.pair_features(rows.drop("seller_key", "tool"))))
         return pl.concat(parts, how="diagonal_relaxed")
 
     # ------------------------------------------------------------------ predict
@@ -277,6 +272,35 @@ class ResponseModel(Estimator[ResponseConfig]):
         model.model_ = state["model"]
         model._fitted = True
         return model
+
+
+_ROW_KEYS = frozenset({"exposure_id", "buyer_id", "offer_id", "seller_key", "ts", "snapshot"})
+"""Columns training rows keep besides features: the row's keys and time (its id orders
+the booster's split; `pair_extra` folds MF features in per snapshot and buyer)."""
+
+
+def _feature_candidates(schema: pl.Schema) -> tuple[list[str], list[str]]:
+    """(numeric, categorical) columns of training rows the model may learn from."""
+    numeric = [
+        c
+        for c, dtype in schema.items()
+        if dtype.is_numeric() and c not in _NOT_FEATURES and not c.startswith("_")
+    ]
+    categorical = [
+        c
+        for c, dtype in schema.items()
+        if dtype == pl.String and (c in ("tool", "journey_stage") or c.startswith(ATTRIBUTE_PREFIX))
+    ]
+    return numeric, categorical
+
+
+def _model_columns(rows: pl.DataFrame) -> pl.DataFrame:
+    """`rows` without the columns neither the model nor a later step reads (ids, texts,
+    times): the snapshots' rows are held together until the fit, so each one is narrowed
+    as it is built."""
+    numeric, categorical = _feature_candidates(rows.schema)
+    keep = {*numeric, *categorical, *_NOT_FEATURES, *_ROW_KEYS}
+    return rows.select(c for c in rows.columns if c in keep or c.startswith("_"))
 
 
 def _snapshot_expr(outcomes: pl.DataFrame, max_snapshots: int) -> pl.Expr:

@@ -348,6 +348,24 @@ def test_scoped_purchases_equal_the_product_join(dataset: Dataset, chunk: int) -
 
 
 @EQUALITY
+@given(overlapping_datasets(), st.integers(0, 3))
+def test_scoped_purchases_of_some_offers_are_those_offers_rows(
+    dataset: Dataset, every: int
+) -> None:
+    """Asking for some offers (training rows ask for the ones they were issued) gives
+    exactly the whole table's rows of those offers."""
+    lines = purchase_lines(dataset)
+    assert dataset.offers is not None
+    offer_ids = dataset.offers["offer_id"].gather_every(every + 1)
+    whole = scoped_purchases(dataset, lines)
+    _same(
+        scoped_purchases(dataset, lines, offer_ids=offer_ids),
+        whole.filter(pl.col("offer_id").is_in(offer_ids.implode())),
+        ["buyer_id", "offer_id"],
+    )
+
+
+@EQUALITY
 @given(overlapping_datasets(), st.sampled_from([0.5, 1.0, 3.0]))
 def test_realized_rewards_equal_the_product_join(dataset: Dataset, horizon: float) -> None:
     assert dataset.exposures is not None and dataset.offers is not None

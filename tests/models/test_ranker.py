@@ -13,6 +13,7 @@ from recsys.cli import app
 from recsys.data import load_dataset
 from recsys.data.schema import SCORES_SCHEMA
 from recsys.data.synthetic import SyntheticConfig, generate
+from recsys.features.pairs import purchase_lines, scoped_purchases
 from recsys.models.base import NotFittedError
 from recsys.models.ranker import PromoRanker, RankerConfig, data_end
 
@@ -259,3 +260,22 @@ def test_a_buyer_who_always_redeems_one_tool_is_predicted_to_redeem_it_most(mark
         - policy.send_cost
     )
     assert shipping["score"].item() == pytest.approx(expected)
+
+
+def test_the_fitted_store_keeps_scope_purchases_of_the_offers_still_valid(
+    fitted: tuple[PromoRanker, Path], market: Path
+) -> None:
+    """The model keeps (buyer, offer) scope rows only for offers not ended at its as-of,
+    and those rows are the whole table's: ended offers cannot be issued any more."""
+    ranker, _ = fitted
+    dataset = load_dataset(market)
+    assert ranker.store_ is not None and dataset.offers is not None
+    as_of = ranker.store_.as_of
+    ended = dataset.offers.filter(pl.col("end_ts") <= as_of)["offer_id"]
+    whole = scoped_purchases(dataset, purchase_lines(dataset, before=as_of))
+    assert whole.filter(pl.col("offer_id").is_in(ended.implode())).height > 0
+    kept = ranker.store_.scoped
+    assert kept.filter(pl.col("offer_id").is_in(ended.implode())).height == 0
+    live = whole.filter(~pl.col("offer_id").is_in(ended.implode()))
+    assert live.height > 0
+    assert kept.sort("buyer_id", "offer_id").equals(live.sort("buyer_id", "offer_id"))
