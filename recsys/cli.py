@@ -49,6 +49,9 @@ def build_app(
     data_app.command("synth")(data_synth)
     data_app.command("validate")(data_validate)
     app.command("score")(make_score(resolve_model))
+    report_app = typer.Typer(help="Reports computed from a dataset.", no_args_is_help=True)
+    app.add_typer(report_app, name="report")
+    report_app.command("incrementality")(report_incrementality)
     app.command("demo")(make_demo(demo_steps))
     return app
 
@@ -142,6 +145,65 @@ def data_validate(
     except ContractError as exc:
         raise _fail(f"invalid dataset {path}:\n{exc}", code=1) from None
     typer.echo(dataset.summary().format())
+
+
+def parse_window(text: str) -> float:
+    """A window such as ``28d``, ``36h`` or ``7`` (days) in days; ValueError otherwise."""
+    units = {"d": 1.0, "h": 1 / 24, "w": 7.0}
+    raw = text.strip().lower()
+    scale = units.get(raw[-1:])
+    number = raw[:-1] if scale is not None else raw
+    try:
+        days = float(number) * (scale or 1.0)
+    except ValueError:
+        raise ValueError(f"--window {text!r}: write a length such as 28d, 36h or 2w") from None
+    if not days > 0:
+        raise ValueError(f"--window {text!r}: the window must be positive")
+    return days
+
+
+def report_incrementality(
+    data: Annotated[Path, typer.Option(help="dataset directory (the data contract's tables)")],
+    decisions: Annotated[
+        list[Path] | None,
+        typer.Option(help="a serving decision log directory to add (repeatable)"),
+    ] = None,
+    window: Annotated[
+        str, typer.Option(help="outcome window per buyer after its first decision: 28d, 36h")
+    ] = "28d",
+    config: Annotated[
+        Path | None,
+        typer.Option(help="YAML of the report's settings (margins, send_cost, level, cuped)"),
+    ] = None,
+    out: Annotated[
+        Path | None,
+        typer.Option(
+            help="also write the report as JSON (the service's incrementality route "
+            "reads <decision_log_dir>/incrementality.json)"
+        ),
+    ] = None,
+) -> None:
+    """Measured lift of the engine's offers vs the holdout: per seller, per tool, overall."""
+    from datetime import UTC, datetime
+
+    from recsys.config import ConfigError, read_yaml_mapping
+    from recsys.data import ContractError, load_dataset
+    from recsys.evaluation.incrementality import IncrementalityConfig, incrementality
+
+    try:
+        fields = read_yaml_mapping(config) if config else {}
+        fields["window_days"] = parse_window(window)
+        cfg = IncrementalityConfig.from_dict(fields, source=str(config or "options"))
+        dataset = load_dataset(data, decisions or [])
+    except (ConfigError, ValueError) as exc:
+        raise _fail(str(exc)) from None
+    except ContractError as exc:
+        raise _fail(str(exc), code=1) from None
+    report = incrementality(dataset, cfg)
+    typer.echo(report.text())
+    if out is not None:
+        report.write_json(out, datetime.now(UTC))
+        typer.echo(f"wrote {out}")
 
 
 def make_score(resolve_model: ModelResolver) -> Callable[..., None]:

@@ -126,3 +126,16 @@ def listed_answers(
         .select(list(listed_schema))
     )
     return listed, chosen.select(UNIT, "offer_id", "propensity", "explored", "reason_text")
+
+
+def nothing_probabilities(decisions: Decisions | None) -> dict[str, float]:
+    """The policy's probability of "nothing" for each decided unit (a unit absent: 1,
+    it had no eligible offer). Exploring: the nothing row of every unit's options;
+    greedy: 1 where the unit's choice is nothing, else 0."""
+    if decisions is None:
+        return {}
+    if decisions.probabilities is not None:
+        rows = decisions.probabilities.filter(pl.col("offer_id").is_null())
+        return dict(zip(rows["buyer_id"], rows["probability"], strict=True))
+    chosen = decisions.chosen
+    return dict(zip(chosen["buyer_id"], chosen["offer_id"].is_null().cast(pl.Float64), strict=True))

@@ -46,6 +46,7 @@ from serving.guards import (
     principal_of,
     unreadable_body,
 )
+from serving.incrementality import IncrementalityBoard
 from serving.metrics import Metrics
 from serving.outcomes import OutcomeError
 from serving.pages import add_seller_pages
@@ -58,6 +59,7 @@ from serving.schemas import (
     BatchRankResponse,
     CampaignsResponse,
     Health,
+    IncrementalityResponse,
     OutcomesRequest,
     OutcomesResponse,
     RankRequest,
@@ -116,6 +118,8 @@ class ApiState:
     rank: Ranker | None = None
     sessions: SessionStore = field(default_factory=SessionStore)
     """The seller page's sessions (in memory unless a replica shares a directory)."""
+    incrementality: IncrementalityBoard = field(default_factory=lambda: IncrementalityBoard(None))
+    """The latest incrementality report (the seller route, page card and gauges)."""
 
 
 def create_api(state: Callable[[], ApiState], *, max_body_bytes: int = MAX_BODY_BYTES) -> FastAPI:
@@ -273,6 +277,21 @@ def create_api(state: Callable[[], ApiState], *, max_body_bytes: int = MAX_BODY_
             headers={"Content-Disposition": f'attachment; filename="{name}.csv"'},
         )
 
+    @api.get(
+        "/v1/sellers/{seller_id}/incrementality",
+        response_model=IncrementalityResponse,
+        dependencies=keyed,
+    )
+    async def incrementality(
+        request: Request, seller_id: str = SELLER_PATH
+    ) -> IncrementalityResponse:
+        """The seller's measured lift of the engine's offers vs its holdout (the latest
+        `recsys report incrementality` written to the configured file)."""
+        who = principal_of(request)
+        state().keyring.authorize(who, seller_id)
+        board = state().incrementality
+        return await asyncio.to_thread(board.for_seller, seller_id)
+
     add_seller_pages(api, lambda: state().keyring, lambda: state().sessions)
 
     @api.get("/healthz", response_model=Health)
@@ -293,7 +312,9 @@ def create_api(state: Callable[[], ApiState], *, max_body_bytes: int = MAX_BODY_
 
     @api.get("/metrics", response_class=PlainTextResponse)
     async def prometheus() -> str:
-        return state().metrics.render()
+        current = state()
+        current.incrementality.export(current.metrics)
+        return current.metrics.render()
 
     return api
 
@@ -388,6 +409,7 @@ def service_for(
         history=history,
         outcomes=outcomes,
         clock=clock if clock is not None else replica_clock(config),
+        holdout=config.holdout,
     )
 
 
@@ -455,6 +477,7 @@ def deployment(config: ServeConfig) -> Any:
                         self.config.sessions_directory,
                         ttl=timedelta(hours=self.config.session_hours),
                     ),
+                    incrementality=IncrementalityBoard(self.config.incrementality_path),
                 )
             ]
             self.history = ExposureHistory()

@@ -10,6 +10,7 @@ from pydantic import Field
 
 from recsys.config import StrictConfig
 from recsys.policy import PolicyConfig
+from recsys.policy.holdout import HoldoutConfig
 from serving.auth import ApiKeyEntry
 from serving.schemas import MAX_BODY_BYTES
 
@@ -60,6 +61,11 @@ class ServeConfig(StrictConfig):
         None, description="serving policy (exploration, caps); null: the model's own"
     )
     exploration: ExplorationConfig = Field(default_factory=ExplorationConfig)
+    holdout: HoldoutConfig = Field(
+        default_factory=HoldoutConfig,
+        description="the per-seller control group given no offer (default 5 %, stable per "
+        "buyer and seller for `period_days`), so the engine's lift is measured",
+    )
     score_cache_rows: int = Field(
         1_000_000, ge=0, description="model outputs kept for reuse (0: score every request)"
     )
@@ -97,6 +103,17 @@ class ServeConfig(StrictConfig):
     )
     replicas: int = Field(1, ge=1)
     cpus_per_replica: float = Field(1.0, gt=0)
+
+    incrementality_report: Path | None = Field(
+        None,
+        description="the incrementality report the seller route, page and gauges show "
+        "(`recsys report incrementality --out`); null: <decision_log_dir>/incrementality.json",
+    )
+
+    @property
+    def incrementality_path(self) -> Path:
+        """`incrementality_report`, else `incrementality.json` in the decision log directory."""
+        return self.incrementality_report or self.decision_log_dir / "incrementality.json"
 
     @property
     def sessions_directory(self) -> Path:

@@ -35,6 +35,7 @@ class Metrics:
         self._requests: dict[tuple[str, int], int] = defaultdict(int)
         self._latency: dict[str, _Histogram] = defaultdict(_Histogram)
         self._gauges: dict[str, float] = {}
+        self._labelled: dict[str, dict[tuple[tuple[str, str], ...], float]] = defaultdict(dict)
         self.model_version = ""
 
     def observe(self, route: str, status: int, seconds: float) -> None:
@@ -45,6 +46,11 @@ class Metrics:
     def set(self, name: str, value: float) -> None:
         with self._lock:
             self._gauges[name] = value
+
+    def set_labelled(self, name: str, labels: dict[str, str], value: float) -> None:
+        """Set gauge `recsys_<name>{labels}` (label values are escaped on render)."""
+        with self._lock:
+            self._labelled[name][tuple(sorted(labels.items()))] = value
 
     def inc(self, name: str, by: float = 1.0) -> None:
         with self._lock:
@@ -81,4 +87,14 @@ class Metrics:
             for name, value in sorted(self._gauges.items()):
                 lines.append(f"# TYPE recsys_{name} gauge")
                 lines.append(f"recsys_{name} {value:g}")
+            for name, series in sorted(self._labelled.items()):
+                lines.append(f"# TYPE recsys_{name} gauge")
+                for labels, value in sorted(series.items()):
+                    text = ",".join(f'{k}="{_escape(v)}"' for k, v in labels)
+                    lines.append(f"recsys_{name}{{{text}}} {value:g}")
             return "\n".join(lines) + "\n"
+
+
+def _escape(value: str) -> str:
+    """A Prometheus label value: backslash, double quote and newline escaped."""
+    return value.replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n")

@@ -195,6 +195,37 @@ class RankResponse(_Strict):
         None, description="why nothing is offered, when `offers` is empty"
     )
     explored: bool = Field(False, description="the first offer was an exploration choice")
+    holdout: bool = Field(
+        False,
+        description="the buyer is in the seller's control group (the holdout) this period: "
+        "no offer, so the engine's lift can be measured",
+    )
+
+
+class LiftFigure(_Strict):
+    """One metric of the measured lift: treated vs holdout per buyer, and the difference."""
+
+    metric: str = Field(description="purchase_rate, revenue or profit (per buyer)")
+    treated: float | None
+    control: float | None
+    lift: float | None = Field(description="treated - control; null: too few buyers")
+    low: float | None = Field(description="lower bound of the interval (`level`)")
+    high: float | None
+    relative: float | None = Field(description="lift / control")
+    n_treated: int
+    n_control: int
+
+
+class IncrementalityResponse(_Strict):
+    """The seller's measured lift of the engine's offers vs its holdout (the latest report)."""
+
+    seller_id: str
+    available: bool
+    detail: str | None = Field(None, description="why there are no figures, when none")
+    generated_at: str | None = None
+    window_days: float | None = None
+    level: float | None = Field(None, description="confidence level of the intervals")
+    figures: list[LiftFigure] = Field(default_factory=list)
 
 
 class BatchRankRequest(_Request):

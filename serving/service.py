@@ -59,14 +59,22 @@ from recsys.policy import (
     Reason,
 )
 from recsys.policy.eligibility import REQUEST_CART, REQUEST_SELLER, as_utc, valid_at
+from recsys.policy.holdout import CONTROL, HoldoutConfig
 from recsys.policy.small import candidate_text, decide_small, first_rejection
 from recsys.policy.small import supports as small_path_supports
 from recsys.policy.value import PROFIT_EPS
-from serving.answers import TS_FORMAT, UNIT, listed_answers, rejection_summary
+from serving.answers import (
+    TS_FORMAT,
+    UNIT,
+    listed_answers,
+    nothing_probabilities,
+    rejection_summary,
+)
 from serving.auth import ADMIN_PRINCIPAL, AccessError, ForbiddenError, KeyRing, Principal
 from serving.decision_index import Decision, DecisionIndex
 from serving.decision_log import DecisionLog
 from serving.history import ExposureHistory
+from serving.holdout import Arms, assign_arms, hold_out
 from serving.outcomes import OutcomeRecorder, UnknownOfferError
 from serving.schemas import (
     Alternative,
@@ -146,13 +154,15 @@ class _Answers:
 
     ``offers_of``: listed offers of a unit whose action is an offer (first = the action);
     ``chosen``: (explored, propensity, reason text) of every decided unit; ``rejection``:
-    why a unit has no eligible offer; ``has_pairs``: units that had offers to rank.
+    why a unit has no eligible offer; ``has_pairs``: units that had offers to rank;
+    ``p_nothing``: the policy's probability of "nothing" per unit (absent: 1).
     """
 
     offers_of: dict[str, list[RankedOffer]]
     chosen: dict[str, tuple[bool, float, str | None]]
     rejection: dict[str, str]
     has_pairs: set[str]
+    p_nothing: dict[str, float]
 
 
 class RankingService:
@@ -185,6 +195,9 @@ class RankingService:
         Where outcomes are checked and stored (`serving.outcomes`); pass the replica's
         own, over the shared decision log, so it outlives a model swap. None: a fresh one
         over `decision_log`'s directory.
+    holdout
+        The per-seller control group kept out of every offer (`recsys.policy.holdout`);
+        None: no holdout (the serve config's default holds 5 % out).
     """
 
     def __init__(
@@ -199,6 +212,7 @@ class RankingService:
         score_cache_rows: int = DEFAULT_SCORE_CACHE_ROWS,
         history: ExposureHistory | None = None,
         outcomes: OutcomeRecorder | None = None,
+        holdout: HoldoutConfig | None = None,
     ) -> None:
         ranker.check_is_fitted("RankingService")
         if ranker.store_ is None:
@@ -216,6 +230,7 @@ class RankingService:
         self.policy = policy if policy is not None else ranker.config.policy
         self.clock = clock
         self.max_remembered_decisions = max_remembered_decisions
+        self.holdout = holdout if holdout is not None else HoldoutConfig(share=0.0)
         # One decision per request: budgets are a batch matter (OfferPolicy.rank).
         self._rank_policy = OfferPolicy(
             self.policy.model_copy(update={"budgets": None, "one_offer_per": "buyer"})
@@ -439,13 +454,16 @@ class RankingService:
                 "k": pl.Int64,
             },
         )
+        # The holdout is drawn before the model; held-out requests are still scored, only
+        # for the exact probability of "nothing" their control rows log.
+        arms = assign_arms([(p.request.buyer_id, p.scope) for p in plans], now, self.holdout)
         valid = self._valid_offers(now)
         pairs = self._pairs(plans, units, valid)
         scored = self._scored(plans, pairs, valid)
         if pairs.height and len(plans) <= self.small_batch_requests:
             answers = self._decide_small(units, pairs, scored, now)
             if answers is not None:
-                return self._responses(plans, units, answers, now)
+                return self._responses(plans, units, answers, now, arms)
         decisions = None
         rejected = pl.DataFrame(
             schema={name: pl.String for name in (UNIT, "offer_id", "reason_code", "reason_text")}
@@ -467,8 +485,9 @@ class RankingService:
                 .select(UNIT, "offer_id", "reason_code", "reason_text")
             )
         listed, nothing = listed_answers(decisions, units, self._rank_policy.config)
-        answers = self._answers_from_frames(pairs, rejected, listed, nothing)
-        return self._responses(plans, units, answers, now)
+        p_nothing = nothing_probabilities(decisions)
+        answers = self._answers_from_frames(pairs, rejected, listed, nothing, p_nothing)
+        return self._responses(plans, units, answers, now, arms)
 
     def _decide_small(
         self, units: pl.DataFrame, pairs: pl.DataFrame, scored: pl.DataFrame, now: datetime
@@ -530,6 +549,12 @@ class RankingService:
                 if not u.ranked and (first := first_rejection(u.rejected))
             },
             has_pairs={u.buyer_id for u in decided},
+            p_nothing={
+                u.buyer_id: u.probabilities.get(None, 0.0)
+                if u.probabilities is not None
+                else float(u.offer is None)
+                for u in decided
+            },
         )
 
     def _rng(self) -> np.random.Generator:
@@ -616,6 +641,7 @@ class RankingService:
         rejected: pl.DataFrame,
         listed: pl.DataFrame,
         nothing: pl.DataFrame,
+        p_nothing: dict[str, float],
     ) -> _Answers:
         """The batch path's decided frames as per-request answers."""
         offers_of: dict[str, list[RankedOffer]] = {}
@@ -631,12 +657,19 @@ class RankingService:
             },
             rejection=rejection_summary(rejected),
             has_pairs=set(pairs[UNIT].unique().to_list()),
+            p_nothing=p_nothing,
         )
 
     def _responses(
-        self, plans: Sequence[_Plan], units: pl.DataFrame, answers: _Answers, now: datetime
+        self,
+        plans: Sequence[_Plan],
+        units: pl.DataFrame,
+        answers: _Answers,
+        now: datetime,
+        arms: Arms,
     ) -> _Batch:
-        """Turn the per-request answers into `RankResponse`s and their exposure rows."""
+        """Turn the per-request answers into `RankResponse`s and their exposure rows; a
+        held-out request gets nothing, every propensity is the holdout-joint one."""
         stages = units.select(UNIT, "buyer_id").join(self._known_buyers, on="buyer_id", how="left")
         stage_of = dict(zip(stages[UNIT], stages["journey_stage"], strict=True))
         known_of = dict(zip(stages[UNIT], stages["known"].fill_null(False), strict=True))
@@ -644,7 +677,7 @@ class RankingService:
         rejection, has_pairs = answers.rejection, answers.has_pairs
         responses: list[RankResponse] = []
         exposure: dict[str, list[object]] = {name: [] for name in EXPOSURES.schema}
-        for unit, plan in zip(units[UNIT], plans, strict=True):
+        for i, (unit, plan) in enumerate(zip(units[UNIT], plans, strict=True)):
             offers = offers_of.get(unit, [])
             reason: str | None = None
             explored = False
@@ -663,6 +696,11 @@ class RankingService:
                     reason = _nothing_valid_text(plan, now)
                 else:  # cannot happen: every pair is either decided or rejected
                     reason = DESCRIPTIONS[Reason.NO_ELIGIBLE_OFFER]
+            offers, reason, explored, propensity, arm = hold_out(
+                arms, i, offers, reason, explored, propensity, answers.p_nothing.get(unit, 1.0)
+            )
+            if not offers:
+                seller = plan.scope
             decision_id = uuid.uuid4().hex
             responses.append(
                 RankResponse(
@@ -672,6 +710,7 @@ class RankingService:
                     offers=offers,
                     no_offer_reason=reason,
                     explored=explored,
+                    holdout=arm == CONTROL,
                 )
             )
             for name, value in (
@@ -682,6 +721,7 @@ class RankingService:
                 ("propensity", propensity),
                 ("policy", self.model_version),
                 ("seller_id", seller),
+                ("arm", arm),
             ):
                 exposure[name].append(value)
         return _Batch(responses, pl.DataFrame(exposure, schema=EXPOSURES.schema))

@@ -186,6 +186,10 @@ EXPOSURES = TableSpec(
         # a control row, so off-policy evaluation knows which offers that buyer could
         # have been given; the service writes it in its decision log.
         Column("seller_id", ID, required=False),
+        # Added by this engine (optional): the holdout arm of a served decision, "control"
+        # (held out: no offer) or "treated"; null where no holdout was kept. The
+        # incrementality report compares the two (`recsys.evaluation.incrementality`).
+        Column("arm", ID, required=False),
     ),
     foreign_keys=(ForeignKey("offer_id", "offers", "offer_id"),),
 )

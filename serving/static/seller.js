@@ -46,6 +46,48 @@
     document.body.dataset.loaded = String(Number(document.body.dataset.loaded || 0) + 1);
   }
 
+  // The measured lift: treated buyers vs the seller's holdout (the latest report).
+  const METRIC_LABELS = { purchase_rate: "Purchase rate", revenue: "Revenue per buyer", profit: "Profit per buyer" };
+
+  async function loadLift() {
+    const path = "/v1/sellers/" + encodeURIComponent(seller) + "/incrementality";
+    let lift;
+    try {
+      const response = await fetch(path, { credentials: "same-origin" });
+      if (!response.ok) { $("lift-note").textContent = "measured lift unavailable (" + response.status + ")"; return; }
+      lift = await response.json();
+    } catch (err) {
+      $("lift-note").textContent = "measured lift unavailable: " + err;
+      return;
+    }
+    if (!lift.available) {
+      $("lift").replaceChildren();
+      $("lift-note").textContent = lift.detail || "no measured lift yet";
+      document.body.dataset.lift = "none";
+      return;
+    }
+    const pct = Math.round(100 * lift.level);
+    const fmt = (m, v) => v === null ? "n/a" : m === "purchase_rate" ? (100 * v).toFixed(2) + " pts" : money.format(v);
+    $("lift").replaceChildren(...lift.figures.map((f) => card(
+      METRIC_LABELS[f.metric] || f.metric,
+      (f.lift !== null && f.lift >= 0 ? "+" : "") + fmt(f.metric, f.lift),
+      pct + "% interval " + fmt(f.metric, f.low) + " to " + fmt(f.metric, f.high)
+        + " · treated " + f.n_treated + ", holdout " + f.n_control + " buyers",
+      "lift-" + f.metric,
+    )));
+    const profit = lift.figures.find((f) => f.metric === "profit");
+    if (profit && profit.lift !== null) {
+      barChart($("lift-chart"), [
+        { label: "treated buyers", value: profit.treated, low: profit.treated, high: profit.treated },
+        { label: "holdout buyers", value: profit.control, low: profit.control, high: profit.control },
+        { label: "lift (" + pct + "% interval)", value: profit.lift, low: profit.low, high: profit.high, plan: true },
+      ], "bar-pos");
+    }
+    $("lift-note").textContent = "Profit per buyer over " + lift.window_days + " days after the first decision; "
+      + "holdout buyers got no offer. Report of " + (lift.generated_at || "unknown date") + ".";
+    document.body.dataset.lift = "shown";
+  }
+
   function fail(message) {
     $("error").textContent = message;
     $("error").hidden = false;
@@ -246,4 +288,5 @@
   $("budget-range").addEventListener("input", () => { $("budget").value = $("budget-range").value; });
   $("budget-range").addEventListener("change", load);
   load();
+  loadLift();
 })();

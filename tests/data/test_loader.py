@@ -64,6 +64,7 @@ def valid_frames() -> Frames:
             "propensity": [0.5, 0.25, None],
             "policy": ["p1", "p1", "p1"],
             "seller_id": ["s1", "s1", None],
+            "arm": [None, None, None],
         },
         "redemptions": {
             "buyer_id": ["b2"],

@@ -35,6 +35,7 @@ def exposure_rows(ids: list[str], offers: list[str | None] | None = None) -> pl.
             "propensity": [0.5] * n,
             "policy": ["promo-ranker/1"] * n,
             "seller_id": ["s1"] * n,
+            "arm": ["treated"] * n,
         },
         schema=EXPOSURES.schema,
     )

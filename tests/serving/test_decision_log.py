@@ -42,6 +42,7 @@ def exposures(ids: range | list[int], prefix: str = "d") -> pl.DataFrame:
             "propensity": [0.25 + 0.5 * (i % 2) for i in ids],
             "policy": ["promo-ranker/3"] * n,
             "seller_id": [f"s{i % 2}" for i in ids],
+            "arm": ["control" if i % 5 == 0 else "treated" for i in ids],
         },
         schema=EXPOSURES.schema,
     )
@@ -391,6 +392,7 @@ def _decisions(ids: list[str]) -> pl.DataFrame:
             "propensity": [0.5, 0.8],
             "policy": ["promo-ranker/1"] * 2,
             "seller_id": ["s1", "s1"],
+            "arm": [None, None],
         },
         schema=EXPOSURES.schema,
     )

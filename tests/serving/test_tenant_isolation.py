@@ -39,6 +39,7 @@ from recsys.models.ranker import PromoRanker
 from serving.app import ApiState, ServiceHolder, create_api
 from serving.auth import ADMIN, ADMIN_PRINCIPAL, ApiKeyEntry, KeyRing, hash_key
 from serving.decision_log import DecisionLog
+from serving.incrementality import IncrementalityBoard
 from serving.metrics import Metrics
 from serving.pages import COOKIE
 from serving.service import RankingService
@@ -48,6 +49,30 @@ A_KEY = "tenant-a-key-0123456789abcdefghijk"
 B_KEY = "tenant-b-key-0123456789abcdefghijk"
 ADMIN_KEY = "tenant-admin-key-0123456789abcdefg"
 REFUSED = (403, 404)
+A_LIFT, B_LIFT = 0.1234567, 0.7654321
+"""Each seller's measured profit lift in the fixture's incrementality report."""
+
+
+def _lift_row(level: str, key: str, lift: float) -> dict[str, Any]:
+    return {
+        "level": level, "key": key, "metric": "profit", "n_treated": 90, "n_control": 10,
+        "treated": 1.0 + lift, "control": 1.0, "lift": lift, "se": 0.1, "low": lift - 0.2,
+        "high": lift + 0.2, "relative": lift, "variance_reduction": 0.0,
+    }  # fmt: skip
+
+
+LIFT_REPORT = {
+    "generated_at": "2024-05-01T00:00:00+00:00",
+    "window_days": 28.0,
+    "level": 0.9,
+    "units": {"treated": 180, "control": 20},
+    "rows": [
+        _lift_row("overall", "__all__", 0.5),
+        _lift_row("seller", A, A_LIFT),
+        _lift_row("seller", B, B_LIFT),
+    ],
+    "notes": [],
+}
 
 
 @dataclass
@@ -132,10 +157,13 @@ def world(
             ApiKeyEntry(key_hash=hash_key(ADMIN_KEY), seller_id=ADMIN),
         ]
     )
+    report = tmp_path_factory.mktemp("tenant") / "incrementality.json"
+    report.write_text(json.dumps(LIFT_REPORT))
     state = ApiState(
         holder=ServiceHolder(service=service, version="promo-ranker/1"),
         keyring=keyring,
         metrics=Metrics(),
+        incrementality=IncrementalityBoard(report),
     )
     api = create_api(lambda: state)
 
@@ -430,6 +458,29 @@ def check_public(path: str) -> Callable[[World], None]:
     return check
 
 
+def check_incrementality(w: World) -> None:
+    """A's key (header or page cookie) gets A's measured lift only; B's is a 403."""
+    header, cookie = w.client(), w.client()
+    assert login(cookie, A, A_KEY).status_code == 303
+    for client, headers in ((header, auth(A_KEY)), (cookie, {})):
+        path = f"/v1/sellers/{B}/incrementality"
+        refused = client.get(path, headers=headers)
+        refused_cleanly(w, refused, path, (403,))
+        assert str(B_LIFT) not in refused.text
+        own = client.get(f"/v1/sellers/{A}/incrementality", headers=headers)
+        assert own.status_code == 200, own.text
+        body = own.json()
+        assert body["seller_id"] == A and body["available"]
+        assert [f["lift"] for f in body["figures"]] == [A_LIFT]
+        assert str(B_LIFT) not in own.text and leaked(own, w.foreign()) == []
+    admin = header.get(f"/v1/sellers/{B}/incrementality", headers=auth(ADMIN_KEY))
+    assert admin.status_code == 200 and admin.json()["figures"][0]["lift"] == B_LIFT
+    # The public /metrics holds the overall figures only.
+    metrics = header.get("/metrics").text
+    assert 'recsys_incrementality_lift{metric="profit"} 0.5' in metrics
+    assert str(A_LIFT) not in metrics and str(B_LIFT) not in metrics
+
+
 def check_static(w: World) -> None:
     client = w.client()
     for name in ("seller.js", "seller.css", "login.html", "..%2Fapp.py"):
@@ -446,6 +497,7 @@ ROUTES: dict[tuple[str, str], Callable[[World], None]] = {
     ("POST", "/v1/outcomes"): check_outcomes,
     ("GET", "/v1/sellers/{seller_id}/campaigns"): check_campaigns,
     ("GET", "/v1/sellers/{seller_id}/campaigns/{campaign_id}/targets.csv"): check_targets,
+    ("GET", "/v1/sellers/{seller_id}/incrementality"): check_incrementality,
     ("GET", "/sellers/{seller_id}"): check_page,
     ("POST", "/sellers/{seller_id}/login"): check_login,
     ("POST", "/sellers/{seller_id}/logout"): check_logout,
@@ -521,6 +573,7 @@ def test_the_data_routes_need_a_key(world: World) -> None:
         ),
         ("GET", f"/v1/sellers/{A}/campaigns", None),
         ("GET", f"/v1/sellers/{A}/campaigns/{world.campaigns_of[A][0]}/targets.csv", None),
+        ("GET", f"/v1/sellers/{A}/incrementality", None),
     ):
         answer = client.request(method, path, json=body)
         assert answer.status_code == 401, (path, answer.text)

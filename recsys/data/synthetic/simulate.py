@@ -100,23 +100,45 @@ def simulate_chunk(
 ) -> ChunkLog:
     """Run all weeks for one chunk of buyers; buyers' `stage` ends at the decision time."""
     log = ChunkLog()
-    start_s = int(config.start.timestamp())
     wave_campaign = {w: i for i, w in enumerate(config.waves)}
     for week in range(config.weeks):
-        week_s = start_s + week * WEEK_S
-        joining = (buyers.join_week == week) & (buyers.stage < 0)
-        buyers.stage[joining] = NEW
+        begin_week(config, buyers, week)
         treatment = Treatment.none(len(buyers))
         if week in wave_campaign:
             treatment = _assign_wave(config, offers, buyers, wave_campaign[week], week, rng)
         elif week == config.manual_week:
             treatment = _assign_manual(config, offers, buyers, week)
         if treatment.exposed.any():
+            week_s = int(config.start.timestamp()) + week * WEEK_S
             _log_exposures(config, catalog, offers, buyers, treatment, week, week_s, log)
-        ordered = _simulate_orders(catalog, offers, buyers, treatment, week, week_s, rng, log)
-        _simulate_browsing(catalog, buyers, week, week_s, rng, log)
-        _advance_stages(buyers, ordered, rng)
+        end_week(config, catalog, offers, buyers, treatment, week, rng, log)
     return log
+
+
+def begin_week(config: SyntheticConfig, buyers: Buyers, week: int) -> None:
+    """Buyers joining in `week` become active (stage new) before its decisions."""
+    joining = (buyers.join_week == week) & (buyers.stage < 0)
+    buyers.stage[joining] = NEW
+
+
+def end_week(
+    config: SyntheticConfig,
+    catalog: Catalog,
+    offers: Offers,
+    buyers: Buyers,
+    treatment: Treatment,
+    week: int,
+    rng: np.random.Generator,
+    log: ChunkLog,
+) -> None:
+    """The week's orders (with those `treatment` causes), browsing, and stage moves.
+
+    `treatment.effect` and `.relevance` must be set for its treated rows (as
+    `_log_exposures` does from the truth)."""
+    week_s = int(config.start.timestamp()) + week * WEEK_S
+    ordered = _simulate_orders(catalog, offers, buyers, treatment, week, week_s, rng, log)
+    _simulate_browsing(catalog, buyers, week, week_s, rng, log)
+    _advance_stages(buyers, ordered, rng)
 
 
 def _assign_wave(
