@@ -10,8 +10,8 @@ from __future__ import annotations
 import polars as pl
 
 from recsys.policy import Decisions, PolicyConfig, candidate_reason_text
-from recsys.policy.policy import REJECTION_ORDER
-from recsys.policy.value import PROFIT_EPS
+from recsys.policy.config import PROFIT_EPS
+from recsys.policy.reasons import REJECTION_ORDER
 
 UNIT = "_unit"
 """The column naming a request within a batch (the policy's decision unit)."""

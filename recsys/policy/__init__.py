@@ -2,6 +2,7 @@
 
 Pure functions over typed polars frames (no I/O, no infrastructure):
 
+- :mod:`~recsys.policy.config` — :class:`PolicyConfig` and the constants the steps share;
 - :mod:`~recsys.policy.schema` — the *candidates* frame the upstream models produce;
 - :mod:`~recsys.policy.value` — redemption cost and expected incremental profit;
 - :mod:`~recsys.policy.eligibility` — validity dates, seller scope, minimum spend, caps;
@@ -11,10 +12,11 @@ Pure functions over typed polars frames (no I/O, no infrastructure):
 - :mod:`~recsys.policy.policy` — :class:`OfferPolicy` chaining them.
 """
 
-from recsys.policy.budget import PLATFORM_BUDGET_KEY, Allocation, allocate, unit_keys
+from recsys.policy.budget import Allocation, allocate, unit_keys
+from recsys.policy.config import DEFAULT_SHIPPING_COST, PLATFORM_BUDGET_KEY, PolicyConfig
 from recsys.policy.eligibility import EligibilityResult, RequestContext, filter_eligible
 from recsys.policy.explore import Exploration, epsilon_greedy, softmax, with_nothing
-from recsys.policy.policy import Decisions, OfferPolicy, PolicyConfig
+from recsys.policy.policy import Decisions, OfferPolicy
 from recsys.policy.reasons import (
     DESCRIPTIONS,
     Reason,
@@ -29,7 +31,6 @@ from recsys.policy.schema import (
     validate_candidates,
 )
 from recsys.policy.value import (
-    DEFAULT_SHIPPING_COST,
     expected_incremental_profit,
     redemption_cost,
     spend_expr,

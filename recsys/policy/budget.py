@@ -32,19 +32,13 @@ budgets the result is the plain per-unit argmax over positive values. The return
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
 
 import numpy as np
 import polars as pl
 from numpy.typing import NDArray
 
-from recsys.policy.value import PROFIT_EPS, spend_expr, with_score
-
-if TYPE_CHECKING:
-    from recsys.policy.policy import PolicyConfig
-
-PLATFORM_BUDGET_KEY = "__platform__"
-"""Key of ``PolicyConfig.budgets`` for platform-wide offers (``seller_id`` null)."""
+from recsys.policy.config import PLATFORM_BUDGET_KEY, PROFIT_EPS, PolicyConfig
+from recsys.policy.value import spend_expr, with_score
 
 MAX_BISECTIONS = 30
 REL_TOL = 1e-4

@@ -22,14 +22,12 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass, fields
 from datetime import UTC, datetime, timedelta
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import polars as pl
 
+from recsys.policy.config import PolicyConfig
 from recsys.policy.reasons import Reason, fmt
-
-if TYPE_CHECKING:
-    from recsys.policy.policy import PolicyConfig
 
 TS = pl.Datetime("us", "UTC")
 

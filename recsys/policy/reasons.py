@@ -16,7 +16,7 @@ from typing import Any
 
 import polars as pl
 
-from recsys.policy.value import PROFIT_EPS
+from recsys.policy.config import NEGLIGIBLE_UPLIFT, PROFIT_EPS, WOULD_BUY_ANYWAY_P
 
 
 class Reason(StrEnum):
@@ -37,6 +37,15 @@ class Reason(StrEnum):
     NO_ELIGIBLE_OFFER = "NO_ELIGIBLE_OFFER"
 
 
+REJECTION_ORDER: tuple[Reason, ...] = (
+    Reason.FREQUENCY_CAP,
+    Reason.NOT_ELIGIBLE_MIN_SPEND,
+    Reason.OUT_OF_SELLER_SCOPE,
+    Reason.OUTSIDE_VALIDITY,
+)
+"""Which rejection explains a unit with no eligible offer: the check it got furthest in."""
+
+
 DESCRIPTIONS: dict[Reason, str] = {
     Reason.POSITIVE_UPLIFT: "the offer is expected to cause extra purchases worth its cost",
     Reason.WOULD_BUY_ANYWAY: "the buyer would likely buy anyway: a discount is pure cost",
@@ -53,12 +62,6 @@ DESCRIPTIONS: dict[Reason, str] = {
     Reason.NO_ELIGIBLE_OFFER: "the buyer has no eligible offer",
 }
 """One-line meaning of every code (for documentation and the seller page)."""
-
-WOULD_BUY_ANYWAY_P = 0.5
-"""P(purchase without the offer) at or above which a buyer "would buy anyway"."""
-
-NEGLIGIBLE_UPLIFT = 0.005
-"""|uplift| at or below which an offer is taken to change nothing (0.5 points)."""
 
 
 def fmt(expr: pl.Expr, decimals: int = 2, *, signed: bool = False) -> pl.Expr:

@@ -25,22 +25,28 @@ The column ``value_basis`` says which formula a row used ("uplift" or "response"
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
-
 import numpy as np
 import polars as pl
 
-if TYPE_CHECKING:
-    from recsys.policy.policy import PolicyConfig
+from recsys.policy.config import (
+    BASIS_RESPONSE,
+    BASIS_UPLIFT,
+    DEFAULT_SHIPPING_COST,
+    PROFIT_EPS,
+    PolicyConfig,
+)
 
-DEFAULT_SHIPPING_COST = 5.0
-"""Cost of one free-shipping redemption when the offer has no cost of its own."""
-
-PROFIT_EPS = 1e-9
-"""An offer must beat sending nothing by more than this (rounding noise is not profit)."""
-
-BASIS_UPLIFT = "uplift"
-BASIS_RESPONSE = "response"
+__all__ = [
+    "BASIS_RESPONSE",
+    "BASIS_UPLIFT",
+    "DEFAULT_SHIPPING_COST",
+    "PROFIT_EPS",
+    "decision_scores",
+    "expected_incremental_profit",
+    "redemption_cost",
+    "spend_expr",
+    "with_score",
+]
 
 IntoExpr = pl.Expr | str
 
