@@ -87,6 +87,14 @@ class ExposureHistory:
         )
         return recent.height
 
+    def recent(self, buyer: str, since: datetime, until: datetime) -> list[tuple[str, str | None]]:
+        """(offer_id, tool) of the offers given to `buyer` in ``[since, until)``."""
+        with self._lock:
+            kept = self._by_buyer.get(buyer)
+            if not kept:
+                return []
+            return [(offer, tool) for ts, offer, tool in kept if since <= ts < until]
+
     def frame_for(self, units: Sequence[tuple[str, str]], now: datetime) -> pl.DataFrame | None:
         """The history of each (unit, buyer) pair with the unit as `buyer_id`; None when
         none of the buyers has any (the policy then skips the cap joins)."""

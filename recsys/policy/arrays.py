@@ -1,0 +1,399 @@
+"""The policy's per-option rules on numpy arrays: value, codes, eligibility, choice.
+
+One implementation of each rule, vectorized over the options of a decision and over many
+decisions at once, so one API request (a few dozen options) and a nightly batch (millions)
+run the same code. No frames and no Python loop over rows: a request's decision is a few
+array operations on state the server prepared at model load.
+
+Conventions: a float array's NaN is a missing value (the candidates' null); options are
+grouped by decision unit in contiguous runs, each run sorted best first
+(:func:`rank_order`); a "nothing" option is implicit in every unit, worth 0.
+
+Costs are O(n) in the options except :func:`rank_order` and the exploration draw, which
+sort (O(n log n)).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+from numpy.typing import NDArray
+
+from recsys.policy.config import NEGLIGIBLE_UPLIFT, PROFIT_EPS, WOULD_BUY_ANYWAY_P, PolicyConfig
+from recsys.policy.reasons import REJECTION_ORDER, Reason
+
+F64 = NDArray[np.float64]
+I64 = NDArray[np.int64]
+BOOL = NDArray[np.bool_]
+
+# ------------------------------------------------------------------------------ value
+
+CASE_POSITIVE_UPLIFT = 0
+CASE_RESPONSE_ONLY = 1
+CASE_WOULD_BUY_ANYWAY = 2
+CASE_NEGATIVE_VALUE = 3
+CASE_NEGATIVE_RESPONSE = 4
+
+MAIN_CODES: tuple[tuple[Reason, ...], ...] = (
+    (Reason.POSITIVE_UPLIFT,),
+    (Reason.RESPONSE_ONLY,),
+    (Reason.WOULD_BUY_ANYWAY,),
+    (Reason.NEGATIVE_VALUE,),
+    (Reason.NEGATIVE_VALUE, Reason.RESPONSE_ONLY),
+)
+"""An option's reason codes by its case (the index of :func:`value_case`)."""
+
+CODE_TABLE: tuple[tuple[str, ...], ...] = tuple(
+    tuple(r.value for r in (*main, *extra))
+    for main in MAIN_CODES
+    for extra in ((), (Reason.MIN_SPEND_UNVERIFIED,))
+)
+"""Reason codes of an option by ``case * 2 + min_spend_unverified``."""
+
+PERCENT_TOOLS = ("percent_off", "points")
+
+
+def redemption_cost(
+    tool: NDArray[np.object_] | NDArray[np.str_],
+    offer_value: F64,
+    offer_cost: F64,
+    order_value: F64,
+    default_shipping_cost: float,
+) -> F64:
+    """Cost to the seller of one redemption per option.
+
+    ``offer_cost`` where known; else ``percent_off``/``points``: value x order,
+    ``amount_off``: min(value, order), ``free_shipping``: the default shipping cost, any
+    other tool: 0 (a missing ``offer_value`` counts as 0). Cost: O(n).
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> nan = float("nan")
+    >>> redemption_cost(np.array(["percent_off", "amount_off", "free_shipping", "reminder"]),
+    ...     np.array([0.1, 30.0, nan, nan]), np.full(4, nan),
+    ...     np.array([50.0, 20.0, 50.0, 50.0]), 4.0).tolist()
+    [5.0, 20.0, 4.0, 0.0]
+    """
+    kind = np.asarray(tool)
+    value = np.nan_to_num(np.asarray(offer_value, dtype=np.float64), nan=0.0)
+    order = np.asarray(order_value, dtype=np.float64)
+    derived = np.where(
+        np.isin(kind, PERCENT_TOOLS),
+        value * order,
+        np.where(
+            kind == "amount_off",
+            np.minimum(value, order),
+            np.where(kind == "free_shipping", float(default_shipping_cost), 0.0),
+        ),
+    )
+    cost = np.asarray(offer_cost, dtype=np.float64)
+    return np.where(np.isnan(cost), derived, cost)
+
+
+@dataclass(frozen=True)
+class Valued:
+    """What an option is worth against sending nothing (see :mod:`recsys.policy.value`).
+
+    ``score`` is what the policy decides by (the scorer's own where it gave one, else the
+    expected value); ``spend`` is what it costs a budget; ``case`` indexes
+    :data:`MAIN_CODES`; ``uplift_basis`` says whether a learned uplift was used.
+    """
+
+    redemption_cost: F64
+    incremental_p: F64
+    uplift_basis: BOOL
+    expected_value: F64
+    score: F64
+    spend: F64
+    case: NDArray[np.int8]
+
+
+def value_options(
+    *,
+    tool: NDArray[np.object_] | NDArray[np.str_],
+    p_redeem: F64,
+    uplift: F64,
+    p_purchase: F64,
+    order_value: F64,
+    margin: F64,
+    offer_value: F64,
+    offer_cost: F64,
+    score: F64,
+    config: PolicyConfig,
+) -> Valued:
+    """Expected incremental profit, decision score, spend and reason case per option.
+
+    ``m * u * V - p_redeem * C - send_cost`` with the uplift ``u`` where known, else the
+    response-only fallback ``u = assumed_incremental_share * p_redeem``; a missing margin
+    is ``config.margin_default``. It depends on the model and the config only, never on
+    a request, so a server computes it once per model. Cost: O(n).
+    """
+    p_redeem = np.asarray(p_redeem, dtype=np.float64)
+    uplift = np.asarray(uplift, dtype=np.float64)
+    order = np.asarray(order_value, dtype=np.float64)
+    has_uplift = ~np.isnan(uplift)
+    incremental = np.where(has_uplift, uplift, config.assumed_incremental_share * p_redeem)
+    margin = np.asarray(margin, dtype=np.float64)
+    margin = np.where(np.isnan(margin), config.margin_default, margin)
+    cost = redemption_cost(tool, offer_value, offer_cost, order, config.default_shipping_cost)
+    value = margin * incremental * order - p_redeem * cost - config.send_cost
+    given = np.asarray(score, dtype=np.float64)
+    risk = p_redeem * cost if config.budget_basis == "expected" else cost
+    return Valued(
+        redemption_cost=cost,
+        incremental_p=incremental,
+        uplift_basis=has_uplift,
+        expected_value=value,
+        score=np.where(np.isnan(given), value, given),
+        spend=risk + config.send_cost,
+        case=value_case(value, has_uplift, np.asarray(p_purchase, np.float64), incremental, cost),
+    )
+
+
+def value_case(
+    expected_value: F64,
+    uplift_basis: BOOL,
+    p_purchase: F64,
+    incremental_p: F64,
+    redemption_cost: F64,
+    *,
+    would_buy_anyway_p: float = WOULD_BUY_ANYWAY_P,
+    negligible_uplift: float = NEGLIGIBLE_UPLIFT,
+) -> NDArray[np.int8]:
+    """The main reason case of each option (an index of :data:`MAIN_CODES`).
+
+    Positive value: POSITIVE_UPLIFT or RESPONSE_ONLY by basis; else WOULD_BUY_ANYWAY when
+    the buyer is likely to buy anyway (uplift basis, p_purchase >= ``would_buy_anyway_p``,
+    |uplift| <= ``negligible_uplift``, a non-zero cost); else NEGATIVE_VALUE (with
+    RESPONSE_ONLY on the response basis). Cost: O(n).
+    """
+    positive = expected_value > PROFIT_EPS
+    anyway = (
+        uplift_basis
+        & (p_purchase >= would_buy_anyway_p)
+        & (np.abs(incremental_p) <= negligible_uplift)
+        & (redemption_cost > 0)
+    )
+    case = np.where(
+        positive,
+        np.where(uplift_basis, CASE_POSITIVE_UPLIFT, CASE_RESPONSE_ONLY),
+        np.where(anyway, CASE_WOULD_BUY_ANYWAY, np.where(uplift_basis, 3, 4)),
+    )
+    return case.astype(np.int8)
+
+
+def reason_codes(case: int, min_spend_unverified: bool) -> list[str]:
+    """The reason codes of one option (main first)."""
+    return list(CODE_TABLE[case * 2 + int(min_spend_unverified)])
+
+
+# ------------------------------------------------------------------------ eligibility
+
+ELIGIBLE = 0
+OUTSIDE_VALIDITY = 1
+OUT_OF_SELLER_SCOPE = 2
+BELOW_MIN_SPEND = 3
+CAPPED = 4
+
+REJECTION_CODES: dict[int, Reason] = {
+    OUTSIDE_VALIDITY: Reason.OUTSIDE_VALIDITY,
+    OUT_OF_SELLER_SCOPE: Reason.OUT_OF_SELLER_SCOPE,
+    BELOW_MIN_SPEND: Reason.NOT_ELIGIBLE_MIN_SPEND,
+    CAPPED: Reason.FREQUENCY_CAP,
+}
+"""The reason of each eligibility verdict but ``ELIGIBLE``."""
+
+EXPLAINS_FIRST: NDArray[np.int8] = np.array(
+    [len(REJECTION_ORDER)] + [REJECTION_ORDER.index(REJECTION_CODES[c]) for c in range(1, 5)],
+    dtype=np.int8,
+)
+"""Per verdict, its place in `REJECTION_ORDER` (the check got furthest in first)."""
+
+NO_TIME_START = np.iinfo(np.int64).min
+NO_TIME_END = np.iinfo(np.int64).max
+"""Open validity bounds, in the microsecond timestamps of :func:`eligibility`."""
+
+
+def eligibility(
+    *,
+    start_us: I64,
+    end_us: I64,
+    now_us: int,
+    seller: I64,
+    scope: I64,
+    min_spend: F64,
+    cart: F64,
+    n_buyer: I64,
+    n_tool: I64,
+    max_per_buyer: int | None,
+    max_per_tool: int | None,
+) -> tuple[NDArray[np.int8], BOOL]:
+    """The first rule each option breaks (``ELIGIBLE`` = none), and whether its minimum
+    spend is unchecked.
+
+    In order: valid at ``now_us`` (``start <= now < end``; open bounds are
+    :data:`NO_TIME_START` / :data:`NO_TIME_END`); in the request's seller scope
+    (``scope`` -1 = none, ``seller`` -1 = platform-wide, both integer codes); a known
+    cart (NaN = unknown) not below a positive ``min_spend``; the buyer's recent offers
+    (``n_buyer``) and offers of the option's tool (``n_tool``) under the caps (None = no
+    cap). Cost: O(n).
+    """
+    valid = (start_us <= now_us) & (now_us < end_us)
+    in_scope = (scope < 0) | (seller < 0) | (seller == scope)
+    has_min = np.nan_to_num(min_spend, nan=0.0) > 0
+    with np.errstate(invalid="ignore"):
+        below = has_min & ~np.isnan(cart) & (cart < min_spend)
+    capped = np.zeros(len(start_us), dtype=np.bool_)
+    if max_per_buyer is not None:
+        capped |= n_buyer >= max_per_buyer
+    if max_per_tool is not None:
+        capped |= n_tool >= max_per_tool
+    verdict = np.select(
+        [~valid, ~in_scope, below, capped],
+        [OUTSIDE_VALIDITY, OUT_OF_SELLER_SCOPE, BELOW_MIN_SPEND, CAPPED],
+        ELIGIBLE,
+    ).astype(np.int8)
+    return verdict, has_min & np.isnan(cart)
+
+
+def first_rejection(unit: I64, verdict: NDArray[np.int8], tiebreak: I64) -> I64:
+    """Per unit none of whose options is eligible, the option that explains it: the check
+    it got furthest in (`REJECTION_ORDER`), then the smallest ``tiebreak`` (offer order).
+
+    Returns the option indices, one per such unit, in unit order. Cost: O(n log n).
+    """
+    eligible_units = np.unique(unit[verdict == ELIGIBLE])
+    rejected = np.flatnonzero(~np.isin(unit, eligible_units))
+    if len(rejected) == 0:
+        return np.empty(0, dtype=np.int64)
+    order = rejected[
+        np.lexsort((tiebreak[rejected], EXPLAINS_FIRST[verdict[rejected]], unit[rejected]))
+    ]
+    first = np.unique(unit[order], return_index=True)[1]
+    return order[first].astype(np.int64)
+
+
+# --------------------------------------------------------------------- rank and choose
+
+
+def rank_order(unit: I64, score: F64, tiebreak: I64) -> I64:
+    """Indices that group options by unit, best first (higher score, then smaller
+    ``tiebreak``: the offer id's order). Cost: O(n log n)."""
+    return np.lexsort((tiebreak, -score, unit)).astype(np.int64)
+
+
+def run_starts(unit: I64) -> I64:
+    """Index of the first option of each unit's run (``unit`` grouped). Cost: O(n)."""
+    if len(unit) == 0:
+        return np.empty(0, dtype=np.int64)
+    return np.flatnonzero(np.r_[True, unit[1:] != unit[:-1]]).astype(np.int64)
+
+
+@dataclass(frozen=True)
+class Choice:
+    """One action per unit, with exact propensities.
+
+    ``row``: the chosen option per unit (an index of the ranked options; -1 = nothing);
+    ``propensity``: its probability; ``explored``: not the exploit action;
+    ``option_p``: every ranked option's probability of being chosen (0 for all but the
+    chosen one without exploration); ``nothing_p``: each unit's probability of nothing.
+    """
+
+    row: I64
+    propensity: F64
+    explored: BOOL
+    option_p: F64
+    nothing_p: F64
+
+
+def choose(
+    starts: I64, score: F64, config: PolicyConfig, rng: np.random.Generator | None = None
+) -> Choice:
+    """Each unit's action from its ranked options (runs beginning at ``starts``, best
+    first) and the implicit "nothing".
+
+    Greedy: the best option when its score beats nothing by more than ``PROFIT_EPS``.
+    Epsilon-greedy: ``epsilon / n + (1 - epsilon) * [exploit]`` over the ``n`` options
+    with nothing. Softmax: ``exp(v / T)`` normalized, nothing worth 0; its exploit action
+    is the top value (nothing on ties). Drawn with the Gumbel-max trick in one sorted
+    pass. Cost: O(n log n), O(n) when greedy.
+    """
+    n_units, n_rows = len(starts), len(score)
+    counts = np.diff(np.r_[starts, n_rows]).astype(np.int64)
+    unit_of = np.repeat(np.arange(n_units), counts)
+    best = score[starts] if n_units else np.empty(0)
+    positive = best > PROFIT_EPS
+    if config.exploration == "none":
+        row = np.where(positive, starts, -1)
+        option_p = np.zeros(n_rows)
+        option_p[starts[positive]] = 1.0
+        return Choice(
+            row=row.astype(np.int64),
+            propensity=np.ones(n_units),
+            explored=np.zeros(n_units, dtype=np.bool_),
+            option_p=option_p,
+            nothing_p=(~positive).astype(np.float64),
+        )
+    is_first = np.zeros(n_rows, dtype=np.bool_)
+    is_first[starts] = True
+    if config.exploration == "epsilon":
+        eps, n = config.epsilon, counts + 1.0
+        exploit_row = is_first & positive[unit_of]
+        option_p = eps / n[unit_of] + (1.0 - eps) * exploit_row
+        nothing_p = eps / n + (1.0 - eps) * ~positive
+        exploit_offer = positive
+    else:
+        top = np.maximum(best, 0.0)
+        weight = np.exp((score - top[unit_of]) / config.temperature)
+        nothing_w = np.exp(-top / config.temperature)
+        total = np.bincount(unit_of, weights=weight, minlength=n_units) + nothing_w
+        option_p = weight / total[unit_of]
+        nothing_p = nothing_w / total
+        exploit_offer = best > 0.0
+    rng = rng if rng is not None else np.random.default_rng(config.seed)
+    gumbel = rng.gumbel(size=n_rows + n_units)
+    with np.errstate(divide="ignore"):
+        key = np.r_[np.log(option_p), np.log(nothing_p)] + gumbel
+    owner = np.r_[unit_of, np.arange(n_units)]
+    order = np.lexsort((-key, owner))
+    picked = order[run_starts(owner[order])]
+    row = np.where(picked < n_rows, picked, -1).astype(np.int64)
+    propensity = np.where(row >= 0, option_p[np.maximum(row, 0)], nothing_p)
+    exploit = np.where(exploit_offer, starts, -1)
+    return Choice(
+        row=row,
+        propensity=propensity,
+        explored=row != exploit,
+        option_p=option_p,
+        nothing_p=nothing_p,
+    )
+
+
+# ---------------------------------------------------------------------- explanation
+
+OUTCOME_EXPLORED_OFFER = "explored_offer"
+OUTCOME_EXPLORED_NOTHING = "explored_nothing"
+OUTCOME_OFFER = "offer"
+OUTCOME_BUDGET = "budget"
+OUTCOME_CAP = "cap"
+OUTCOME_ANYWAY = "anyway"
+OUTCOME_NOTHING = "nothing"
+
+
+def outcome(
+    *, offered: bool, explored: bool, best_score: float, best_price: float, best_case: int
+) -> str:
+    """Which explanation a unit's action gets: an (explored) offer; or a nothing beaten by
+    the budget's shadow price, by the cap allowance left within a batch, by the buyer
+    buying anyway, or by every offer being worth less than nothing."""
+    if explored:
+        return OUTCOME_EXPLORED_OFFER if offered else OUTCOME_EXPLORED_NOTHING
+    if offered:
+        return OUTCOME_OFFER
+    if best_score > PROFIT_EPS:
+        return OUTCOME_BUDGET if best_price > 0 else OUTCOME_CAP
+    if best_case == CASE_WOULD_BUY_ANYWAY:
+        return OUTCOME_ANYWAY
+    return OUTCOME_NOTHING
