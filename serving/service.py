@@ -109,10 +109,26 @@ __all__ = ["Decision", "RankingService", "UnknownOffersError"]
 
 @dataclass(frozen=True)
 class _Batch:
-    """The answers of one batch and the decision-log rows that record them."""
+    """The answers of one batch and the decisions that record them."""
 
     responses: list[RankResponse]
-    exposures: pl.DataFrame
+    decisions: list[Decision]
+    propensities: list[float]
+
+    def exposures(self, model_version: str) -> pl.DataFrame:
+        """The decisions as the contract's `exposures` rows, in its exact schema."""
+        return pl.DataFrame(
+            {
+                "exposure_id": [d.decision_id for d in self.decisions],
+                "buyer_id": [d.buyer_id for d in self.decisions],
+                "offer_id": [d.offer_id for d in self.decisions],
+                "ts": [d.ts for d in self.decisions],
+                "propensity": self.propensities,
+                "policy": [model_version] * len(self.decisions),
+                "seller_id": [d.seller_id for d in self.decisions],
+            },
+            schema=EXPOSURES.schema,
+        )
 
 
 class RankingService:
@@ -384,7 +400,7 @@ class RankingService:
     def _responses(self, plans: Sequence[Plan], answers: Sequence[Answer], now: datetime) -> _Batch:
         """Turn the per-request answers into `RankResponse`s and their exposure rows."""
         responses: list[RankResponse] = []
-        exposure: dict[str, list[object]] = {name: [] for name in EXPOSURES.schema}
+        decisions: list[Decision] = []
         for plan, answer in zip(plans, answers, strict=True):
             buyer = plan.request.buyer_id
             decision_id = uuid.uuid4().hex
@@ -401,27 +417,26 @@ class RankingService:
                     explored=answer.explored,
                 )
             )
-            for name, value in (
-                ("exposure_id", decision_id),
-                ("buyer_id", buyer),
-                ("offer_id", answer.offers[0].offer_id if answer.offers else None),
-                ("ts", now),
-                ("propensity", answer.propensity),
-                ("policy", self.model_version),
-                ("seller_id", answer.seller),
-            ):
-                exposure[name].append(value)
-        return _Batch(responses, pl.DataFrame(exposure, schema=EXPOSURES.schema))
+            decisions.append(
+                Decision(
+                    decision_id=decision_id,
+                    buyer_id=buyer,
+                    offer_id=answer.offers[0].offer_id if answer.offers else None,
+                    seller_id=answer.seller,
+                    ts=now,
+                )
+            )
+        return _Batch(responses, decisions, [a.propensity for a in answers])
 
     def _record(self, batch: _Batch) -> None:
         """Log the batch's decisions (one append) and remember them for outcomes and caps."""
         if self.decision_log is not None:
-            self.decision_log.append_exposures(batch.exposures)
-        self.outcomes.index.add_decisions(batch.exposures)
+            self.decision_log.append_decisions(batch.exposures(self.model_version))
+        self.outcomes.index.remember(batch.decisions)
         self.history.add(
-            (buyer, offer, self._tool_of.get(offer), ts)
-            for buyer, offer, ts in batch.exposures.select("buyer_id", "offer_id", "ts").iter_rows()
-            if offer is not None
+            (d.buyer_id, d.offer_id, self._tool_of.get(d.offer_id), d.ts)
+            for d in batch.decisions
+            if d.offer_id is not None
         )
 
     # ----------------------------------------------------------------------- outcomes
