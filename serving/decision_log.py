@@ -8,9 +8,8 @@ service did and off-policy evaluation can judge a new policy on it.
 The request path validates rows (the service's own decision rows, built in the contract's
 exact schema, only by that schema: `append_decisions`), appends them to a write-ahead log
 and waits for it to be on disk (`serving.wal`; concurrent requests share one fsync), then
-buffers them; a
-background thread writes the buffer as Parquet parts when `max_rows` rows are waiting or
-the oldest has waited `max_seconds`:
+buffers them; a background thread writes the buffer as Parquet parts when `max_rows` rows
+are waiting or the oldest has waited `max_seconds`:
 
     <directory>/exposures/part-<UTC time>-<pid>-<seq>-<owner>-w<segment>.parquet
     <directory>/redemptions/part-<UTC time>-<pid>-<seq>-<owner>-w<segment>.parquet

@@ -11,10 +11,10 @@ Budgets are a batch matter and do not apply to a request.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import Any
 
 import numpy as np
 from numpy.typing import NDArray
@@ -150,12 +150,24 @@ class RequestDecider:
         ]
         starts = arrays.run_starts(unit[order])
         choice = arrays.choose(starts, every.num[order, SCORE], cfg, rng)
-        ends = np.r_[starts[1:], len(order)]
-        decided = {int(unit[order[s]]): i for i, s in enumerate(starts)}
+        listed = listed_positions(
+            starts,
+            every.num[order, SCORE],
+            choice.row,
+            np.array([p.request.k for p in plans], dtype=np.int64)[unit[order[starts]]],
+        )
+        best_of_nothing = starts[choice.row < 0]
+        needed = np.r_[choice.row[choice.row >= 0], listed, best_of_nothing]
+        rows = _Rows(every, order, needed, unverified, cfg.assumed_incremental_share, catalog)
+        others: dict[int, list[int]] = {}
+        for position, owner in zip(
+            listed.tolist(), np.searchsorted(starts, listed, side="right").tolist(), strict=True
+        ):
+            others.setdefault(owner - 1, []).append(position)
+        decided = {int(u): i for i, u in enumerate(unit[order[starts]].tolist())}
         rejected = {
             int(unit[r]): int(r) for r in arrays.first_rejection(unit, verdict, every.offer)
         }
-        rows = _Rows(every, unverified, cfg.assumed_incremental_share, catalog)
         answers = []
         for u, plan in enumerate(plans):
             if u in decided:
@@ -163,11 +175,11 @@ class RequestDecider:
                 answers.append(
                     self._decided(
                         rows,
-                        order[starts[i] : ends[i]],
-                        int(choice.row[i] - starts[i]) if choice.row[i] >= 0 else -1,
+                        int(starts[i]),
+                        int(choice.row[i]),
                         float(choice.propensity[i]),
                         bool(choice.explored[i]),
-                        choice.option_p[starts[i] : ends[i]],
+                        [(p, float(choice.option_p[p])) for p in others.get(i, [])],
                         plan,
                     )
                 )
@@ -229,45 +241,33 @@ class RequestDecider:
     def _decided(
         self,
         rows: _Rows,
-        ranked: NDArray[np.int64],
+        best: int,
         chosen: int,
         propensity: float,
         explored: bool,
-        option_p: NDArray[np.float64],
+        others: list[tuple[int, float]],
         plan: Plan,
     ) -> Answer:
-        """The answer of a unit with eligible options (`ranked`, best first; `chosen` the
-        position of the action, -1 = nothing)."""
-        best = int(ranked[0])
+        """The answer of a unit with eligible options: `best` and `chosen` are ranked
+        positions (-1 = nothing), `others` the listed positions after the action with
+        their probabilities."""
         case = arrays.outcome(
             offered=chosen >= 0,
             explored=explored,
-            best_score=float(rows.options.num[best, SCORE]),
+            best_score=rows.value(best, SCORE),
             best_price=0.0,
-            best_case=int(rows.options.num[best, CASE]),
+            best_case=int(rows.value(best, CASE)),
         )
         if chosen < 0:
-            codes, text = rows.explain_nothing(best, case, propensity)
-            del codes  # a "nothing" answer carries its sentence only
+            _, text = rows.explain_nothing(best, case, propensity)
             return Answer([], text, explored, propensity, plan.scope)
-        action = int(ranked[chosen])
-        codes = rows.codes(action)
-        text = rows.text(action)
+        codes = rows.codes(chosen)
+        text = rows.text(chosen)
         if explored:
             codes = [Reason.EXPLORATION.value, *codes]
             text = f"{exploration_sentence(propensity)}; {text}"
-        listed = [rows.offer(action, propensity, codes, text)]
-        k = plan.request.k
-        for position, row in enumerate(ranked):
-            if len(listed) >= k:
-                break
-            if position == chosen or rows.options.num[row, SCORE] <= PROFIT_EPS:
-                continue
-            listed.append(
-                rows.offer(
-                    int(row), float(option_p[position]), rows.codes(int(row)), rows.text(int(row))
-                )
-            )
+        listed = [rows.offer(chosen, propensity, codes, text)]
+        listed += [rows.offer(p, q, rows.codes(p), rows.text(p)) for p, q in others]
         return Answer(listed, None, explored, propensity, listed[0].seller_id)
 
     def _rejection_text(
@@ -302,48 +302,76 @@ class RequestDecider:
         )
 
 
+def listed_positions(
+    starts: NDArray[np.int64],
+    score: NDArray[np.float64],
+    chosen: NDArray[np.int64],
+    k: NDArray[np.int64],
+) -> NDArray[np.int64]:
+    """Ranked positions listed after each unit's action: its other options worth more
+    than nothing, best first, up to ``k - 1`` per unit (none when the action is nothing).
+
+    ``starts``: each unit's first ranked position; ``chosen``: the action's position (-1 =
+    nothing); ``k``: per unit. Cost: O(n).
+    """
+    counts = np.diff(np.r_[starts, len(score)])
+    owner = np.repeat(np.arange(len(starts)), counts)
+    other = (score > PROFIT_EPS) & (np.arange(len(score)) != chosen[owner]) & (chosen[owner] >= 0)
+    seen = np.cumsum(other)
+    before = seen[starts] - other[starts] if len(starts) else seen[:0]
+    rank = seen - before[owner] - 1 if len(starts) else seen
+    return np.flatnonzero(other & (rank < k[owner] - 1)).astype(np.int64)
+
+
 class _Rows:
-    """Codes, sentences and API objects of single options, made only when listed."""
+    """Codes, sentences and API objects of the ranked options an answer lists, gathered
+    from the arrays in one pass (`needed`: ranked positions) and made only when listed."""
 
     def __init__(
         self,
         options: Options,
+        order: NDArray[np.int64],
+        needed: NDArray[np.int64],
         unverified: NDArray[np.bool_],
         assumed_share: float,
         catalog: OfferCatalog,
     ) -> None:
-        self.options = options
-        self.unverified = unverified
+        rows = order[needed]
+        self._at = {int(p): i for i, p in enumerate(needed.tolist())}
+        self._num: list[list[float]] = options.num[rows].tolist()
+        self._offer: list[int] = options.offer[rows].tolist()
+        self._unverified: list[bool] = unverified[rows].tolist()
         self.share = assumed_share
         self.catalog = catalog
 
-    def codes(self, row: int) -> list[str]:
-        return arrays.reason_codes(int(self.options.num[row, CASE]), bool(self.unverified[row]))
+    def value(self, position: int, column: int) -> float:
+        return self._num[self._at[position]][column]
 
-    def fields(self, row: int) -> dict[str, Any]:
-        num = self.options.num[row]
-        return {
-            "reason_codes": self.codes(row),
-            "expected_value": float(num[EXPECTED_VALUE]),
-            "incremental_p": float(num[INCREMENTAL_P]),
-            "p_redeem": float(num[P_REDEEM]),
-            "p_purchase": float(num[P_PURCHASE]),
-            "redemption_cost": float(num[REDEMPTION_COST]),
-            "min_spend": float(num[MIN_SPEND]),
+    def codes(self, position: int) -> list[str]:
+        at = self._at[position]
+        return arrays.reason_codes(int(self._num[at][CASE]), self._unverified[at])
+
+    def text(self, position: int) -> str:
+        num = self._num[self._at[position]]
+        fields = {
+            "reason_codes": self.codes(position),
+            "expected_value": num[EXPECTED_VALUE],
+            "incremental_p": num[INCREMENTAL_P],
+            "p_redeem": num[P_REDEEM],
+            "p_purchase": num[P_PURCHASE],
+            "redemption_cost": num[REDEMPTION_COST],
+            "min_spend": num[MIN_SPEND],
         }
-
-    def text(self, row: int) -> str:
-        return candidate_text(self.fields(row), self.share)
+        return candidate_text(fields, self.share)
 
     def explain_nothing(self, best: int, case: str, propensity: float) -> tuple[list[str], str]:
         """Codes and sentences of a "nothing", quoting the unit's best option."""
-        value = float(self.options.num[best, EXPECTED_VALUE])
+        value = self.value(best, EXPECTED_VALUE)
         codes = self.codes(best)
         if case == arrays.OUTCOME_EXPLORED_NOTHING:
             return [Reason.EXPLORATION.value], exploration_sentence(propensity)
         if case == arrays.OUTCOME_BUDGET:
-            spend = float(self.options.num[best, SPEND])
-            return [Reason.OVER_BUDGET.value], budget_sentence(value, spend, 0.0)
+            return [Reason.OVER_BUDGET.value], budget_sentence(value, self.value(best, SPEND), 0.0)
         if case == arrays.OUTCOME_CAP:
             return [Reason.FREQUENCY_CAP.value], cap_sentence(value)
         if case == arrays.OUTCOME_ANYWAY:
@@ -353,19 +381,21 @@ class _Rows:
             f"{nothing_sentence(value)}; {self.text(best)}",
         )
 
-    def offer(self, row: int, propensity: float, codes: list[str], text: str) -> RankedOffer:
-        num = self.options.num[row]
-        offer = int(self.options.offer[row])
-        uplift, value_se = float(num[UPLIFT]), float(num[VALUE_SE])
-        return RankedOffer(
+    def offer(self, position: int, propensity: float, codes: list[str], text: str) -> RankedOffer:
+        at = self._at[position]
+        num, offer = self._num[at], self._offer[at]
+        uplift, value_se = num[UPLIFT], num[VALUE_SE]
+        # Built from the policy's own arrays (types and bounds hold by construction): not
+        # validated again, a third of a listed row's cost.
+        return RankedOffer.model_construct(
             offer_id=self.catalog.ids[offer],
             seller_id=self.catalog.sellers[offer],
             tool=self.catalog.tools[offer],
-            score=float(num[SCORE]),
-            expected_value=float(num[EXPECTED_VALUE]),
-            value_se=None if np.isnan(value_se) else value_se,
-            p_redeem=float(num[P_REDEEM]),
-            uplift=None if np.isnan(uplift) else uplift,
+            score=num[SCORE],
+            expected_value=num[EXPECTED_VALUE],
+            value_se=None if math.isnan(value_se) else value_se,
+            p_redeem=num[P_REDEEM],
+            uplift=None if math.isnan(uplift) else uplift,
             propensity=propensity,
             reasons=text.split("; ") if text else [],
             reason_codes=codes,
