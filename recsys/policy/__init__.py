@@ -33,7 +33,7 @@ from recsys.policy.schema import (
 from recsys.policy.value import (
     expected_incremental_profit,
     redemption_cost,
-    spend_expr,
+    with_spend,
 )
 
 __all__ = [
@@ -60,8 +60,8 @@ __all__ = [
     "filter_eligible",
     "redemption_cost",
     "softmax",
-    "spend_expr",
     "unit_keys",
     "validate_candidates",
     "with_nothing",
+    "with_spend",
 ]

@@ -20,8 +20,14 @@ from dataclasses import dataclass
 import numpy as np
 from numpy.typing import NDArray
 
-from recsys.policy.config import NEGLIGIBLE_UPLIFT, PROFIT_EPS, WOULD_BUY_ANYWAY_P, PolicyConfig
-from recsys.policy.reasons import REJECTION_ORDER, Reason
+from recsys.policy.config import (
+    NEGLIGIBLE_UPLIFT,
+    PROFIT_EPS,
+    REJECTION_ORDER,
+    WOULD_BUY_ANYWAY_P,
+    PolicyConfig,
+    Reason,
+)
 
 F64 = NDArray[np.float64]
 I64 = NDArray[np.int64]
@@ -140,16 +146,29 @@ def value_options(
     cost = redemption_cost(tool, offer_value, offer_cost, order, config.default_shipping_cost)
     value = margin * incremental * order - p_redeem * cost - config.send_cost
     given = np.asarray(score, dtype=np.float64)
-    risk = p_redeem * cost if config.budget_basis == "expected" else cost
     return Valued(
         redemption_cost=cost,
         incremental_p=incremental,
         uplift_basis=has_uplift,
         expected_value=value,
         score=np.where(np.isnan(given), value, given),
-        spend=risk + config.send_cost,
+        spend=spend(p_redeem, cost, config.budget_basis, config.send_cost),
         case=value_case(value, has_uplift, np.asarray(p_purchase, np.float64), incremental, cost),
     )
+
+
+def spend(p_redeem: F64, redemption_cost: F64, basis: str, send_cost: float) -> F64:
+    """Budget spend of issuing each option.
+
+    ``"expected"``: ``p_redeem * redemption_cost + send_cost`` (what the seller pays on
+    average); ``"worst_case"``: ``redemption_cost + send_cost`` (as if every offer were
+    redeemed, so a budget is never overrun whatever buyers do). Cost: O(n).
+    """
+    if basis == "expected":
+        return np.asarray(p_redeem) * redemption_cost + send_cost
+    if basis == "worst_case":
+        return np.asarray(redemption_cost, dtype=np.float64) + send_cost
+    raise ValueError(f"budget_basis must be 'expected' or 'worst_case', got {basis!r}")
 
 
 def value_case(
@@ -336,39 +355,66 @@ def choose(
             option_p=option_p,
             nothing_p=(~positive).astype(np.float64),
         )
+    # The options made explicit: the ranked rows, then each unit's nothing (worth 0).
+    owner = np.r_[unit_of, np.arange(n_units)]
     is_first = np.zeros(n_rows, dtype=np.bool_)
     is_first[starts] = True
     if config.exploration == "epsilon":
-        eps, n = config.epsilon, counts + 1.0
-        exploit_row = is_first & positive[unit_of]
-        option_p = eps / n[unit_of] + (1.0 - eps) * exploit_row
-        nothing_p = eps / n + (1.0 - eps) * ~positive
+        exploit = np.r_[is_first & positive[unit_of], ~positive]
+        probability = epsilon_probabilities(owner, exploit, config.epsilon)
         exploit_offer = positive
     else:
-        top = np.maximum(best, 0.0)
-        weight = np.exp((score - top[unit_of]) / config.temperature)
-        nothing_w = np.exp(-top / config.temperature)
-        total = np.bincount(unit_of, weights=weight, minlength=n_units) + nothing_w
-        option_p = weight / total[unit_of]
-        nothing_p = nothing_w / total
-        exploit_offer = best > 0.0
+        probability = softmax_probabilities(
+            owner, np.r_[score, np.zeros(n_units)], config.temperature
+        )
+        exploit_offer = best > 0.0  # the top value, nothing on ties
     rng = rng if rng is not None else np.random.default_rng(config.seed)
-    gumbel = rng.gumbel(size=n_rows + n_units)
-    with np.errstate(divide="ignore"):
-        key = np.r_[np.log(option_p), np.log(nothing_p)] + gumbel
-    owner = np.r_[unit_of, np.arange(n_units)]
-    order = np.lexsort((-key, owner))
-    picked = order[run_starts(owner[order])]
+    picked = draw(owner, probability, rng)
     row = np.where(picked < n_rows, picked, -1).astype(np.int64)
-    propensity = np.where(row >= 0, option_p[np.maximum(row, 0)], nothing_p)
-    exploit = np.where(exploit_offer, starts, -1)
+    option_p, nothing_p = probability[:n_rows], probability[n_rows:]
+    propensity = probability[picked]
+    exploit_row = np.where(exploit_offer, starts, -1)
     return Choice(
         row=row,
         propensity=propensity,
-        explored=row != exploit,
+        explored=row != exploit_row,
         option_p=option_p,
         nothing_p=nothing_p,
     )
+
+
+def epsilon_probabilities(owner: I64, exploit: BOOL, epsilon: float) -> F64:
+    """Epsilon-greedy: ``epsilon / n + (1 - epsilon) * [exploit]`` per option, ``n`` the
+    options of its unit (`owner`: unit index per option, nothing included; one exploit
+    option per unit). Cost: O(n)."""
+    if not 0.0 <= epsilon <= 1.0:
+        raise ValueError(f"epsilon must be in [0, 1], got {epsilon}")
+    n = np.bincount(owner)[owner].astype(np.float64)
+    return epsilon / n + (1.0 - epsilon) * np.asarray(exploit, dtype=np.float64)
+
+
+def softmax_probabilities(owner: I64, value: F64, temperature: float) -> F64:
+    """Softmax: ``exp((v - max v) / T)`` normalized within each unit (cannot overflow).
+    Cost: O(n)."""
+    if not temperature > 0:
+        raise ValueError(f"temperature must be > 0, got {temperature}")
+    units = int(owner.max()) + 1 if len(owner) else 0
+    top = np.full(units, -np.inf)
+    np.maximum.at(top, owner, value)
+    weight = np.exp((value - top[owner]) / temperature)
+    return weight / np.bincount(owner, weights=weight, minlength=units)[owner]
+
+
+def draw(owner: I64, probability: F64, rng: np.random.Generator) -> I64:
+    """One exact draw per unit from its options' probabilities: the option maximizing
+    ``log p + Gumbel noise`` (the first in input order on ties), one Gumbel number per
+    option in input order. Returns the chosen option index of each unit, in unit order.
+    Cost: O(n log n)."""
+    gumbel = rng.gumbel(size=len(probability))
+    with np.errstate(divide="ignore"):
+        key = np.log(probability) + gumbel
+    order = np.lexsort((-key, owner))
+    return order[run_starts(owner[order])].astype(np.int64)
 
 
 # ---------------------------------------------------------------------- explanation

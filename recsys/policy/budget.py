@@ -38,7 +38,7 @@ import polars as pl
 from numpy.typing import NDArray
 
 from recsys.policy.config import PLATFORM_BUDGET_KEY, PROFIT_EPS, PolicyConfig
-from recsys.policy.value import spend_expr, with_score
+from recsys.policy.value import with_score, with_spend
 
 MAX_BISECTIONS = 30
 REL_TOL = 1e-4
@@ -79,8 +79,7 @@ def allocate(valued: pl.DataFrame, config: PolicyConfig) -> Allocation:
     budgets = dict(config.budgets or {})
     bkeys = sorted(budgets)
     pos = (
-        with_score(valued)
-        .with_columns(spend_expr(config.budget_basis, config.send_cost))
+        with_spend(with_score(valued), config.budget_basis, config.send_cost)
         .with_row_index("_row")
         .filter(pl.col("score") > PROFIT_EPS)
     )

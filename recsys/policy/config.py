@@ -9,6 +9,7 @@ Nothing here imports another policy module.
 
 from __future__ import annotations
 
+from enum import StrEnum
 from typing import Annotated, Literal
 
 from pydantic import Field
@@ -32,6 +33,33 @@ NEGLIGIBLE_UPLIFT = 0.005
 
 PLATFORM_BUDGET_KEY = "__platform__"
 """Key of ``PolicyConfig.budgets`` for platform-wide offers (``seller_id`` null)."""
+
+
+class Reason(StrEnum):
+    """The reason codes of the policy."""
+
+    POSITIVE_UPLIFT = "POSITIVE_UPLIFT"
+    WOULD_BUY_ANYWAY = "WOULD_BUY_ANYWAY"
+    NEGATIVE_VALUE = "NEGATIVE_VALUE"
+    RESPONSE_ONLY = "RESPONSE_ONLY"
+    OVER_BUDGET = "OVER_BUDGET"
+    FREQUENCY_CAP = "FREQUENCY_CAP"
+    NOT_ELIGIBLE_MIN_SPEND = "NOT_ELIGIBLE_MIN_SPEND"
+    MIN_SPEND_UNVERIFIED = "MIN_SPEND_UNVERIFIED"
+    OUTSIDE_VALIDITY = "OUTSIDE_VALIDITY"
+    OUT_OF_SELLER_SCOPE = "OUT_OF_SELLER_SCOPE"
+    EXPLORATION = "EXPLORATION"
+    NOTHING_BEATS_NO_OFFER = "NOTHING_BEATS_NO_OFFER"
+    NO_ELIGIBLE_OFFER = "NO_ELIGIBLE_OFFER"
+
+
+REJECTION_ORDER: tuple[Reason, ...] = (
+    Reason.FREQUENCY_CAP,
+    Reason.NOT_ELIGIBLE_MIN_SPEND,
+    Reason.OUT_OF_SELLER_SCOPE,
+    Reason.OUTSIDE_VALIDITY,
+)
+"""Which rejection explains a unit with no eligible offer: the check it got furthest in."""
 
 
 class PolicyConfig(StrictConfig):

@@ -42,7 +42,7 @@ from recsys.policy.reasons import (
     values_by_case,
 )
 from recsys.policy.schema import validate_candidates
-from recsys.policy.value import expected_incremental_profit, spend_expr
+from recsys.policy.value import value_of, with_value
 
 
 @dataclass(frozen=True)
@@ -115,10 +115,9 @@ class OfferPolicy:
         cfg = self.config
         validated = validate_candidates(candidates)
         elig = filter_eligible(validated, as_of, cfg, history=history, context=context)
-        valued = expected_incremental_profit(elig.eligible, cfg).with_columns(
-            spend_expr(cfg.budget_basis, cfg.send_cost)
-        )
-        valued = candidate_reason_codes(valued).sort(
+        value = value_of(elig.eligible, cfg)
+        valued = with_value(elig.eligible, value, "spend")
+        valued = candidate_reason_codes(valued, value.case).sort(
             ["buyer_id", "score", "offer_id"], descending=[False, True, False]
         )
         valued = valued.with_columns(
