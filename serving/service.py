@@ -3,19 +3,17 @@
 `RankingService` answers the API's questions with a fitted `PromoRanker` and the
 `OfferPolicy`, with no Ray and no web framework, so every rule is tested in seconds:
 
-- `rank`: which offers, if any, to give each buyer of a batch, best first. The batch is
-  scored in one vectorized pass: every (request, offer) pair goes through
-  `PromoRanker.candidates` once (unique pairs only) and `OfferPolicy.decide` once, with
-  the *request* as the decision unit, so two requests for one buyer are two decisions.
-  Each row carries its request's seller scope and cart, which the policy's eligibility
-  checks per row (validity, scope, minimum spend, caps: one set of rules and words).
-  Exploration (epsilon-greedy, softmax) and its exact propensities come from the policy.
+- `rank`: which offers, if any, to give each buyer of a batch, best first. Each request
+  is a decision unit, decided on state prepared at model load (`serving.served_state`:
+  the offers indexed once, each buyer's valued options for the offers valid now) by the
+  policy's array rules (`serving.ranking`, `recsys.policy.arrays`): eligibility per
+  request (validity, seller scope, minimum spend against its cart, caps), ranking, and
+  exploration (epsilon-greedy, softmax) with exact propensities.
 - `record_outcomes`: redemptions reported against decision ids become the contract's
   `redemptions` rows (`serving.outcomes`: any replica's decisions, checked windows,
   stored once).
-- `campaigns`: a seller's recommended campaigns within a budget (`recsys.campaigns`:
-  audiences x offers, compared with no campaign and coupon-to-all), and each campaign's
-  target list; cached per seller, model version, set of valid offers and budget.
+- `campaigns`: a seller's recommended campaigns within a budget (`serving.campaign_plans`
+  over `recsys.campaigns`), and each campaign's target list.
 
 Every decision becomes one `exposures` row of the decision log (`exposure_id` = the
 decision id, the exact propensity of the action taken, `policy` = the model version), so
@@ -32,7 +30,6 @@ from __future__ import annotations
 import threading
 import time
 import uuid
-from collections import OrderedDict
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -43,28 +40,22 @@ import polars as pl
 from recsys.campaigns import (
     AudienceKind,
     CampaignPlan,
-    PlannerConfig,
-    plan_campaigns,
-    stage_audiences,
-    taste_audiences,
 )
 from recsys.data.schema import EXPOSURES
 from recsys.features.pairs import seller_id_of_key
 from recsys.models.ranker import PromoRanker
 from recsys.policy import PolicyConfig
-from recsys.policy.eligibility import as_utc, valid_at
+from recsys.policy.eligibility import as_utc
 from serving.auth import ADMIN_PRINCIPAL, AccessError, ForbiddenError, KeyRing, Principal
+from serving.campaign_plans import CampaignPlans, campaigns_response
 from serving.decision_index import Decision, DecisionIndex
 from serving.decision_log import DecisionLog
 from serving.history import ExposureHistory
 from serving.outcomes import OutcomeRecorder, UnknownOfferError
 from serving.ranking import Answer, Plan, RequestDecider
 from serving.schemas import (
-    Alternative,
     BuyerInfo,
-    Campaign,
     CampaignsResponse,
-    GainPoint,
     Outcome,
     OutcomesResponse,
     RankRequest,
@@ -74,12 +65,6 @@ from serving.served_state import OfferCatalog, OptionStore, micros
 
 DEFAULT_SCORE_CACHE_ROWS = 1_000_000
 """Option rows kept by the served state (about 100 bytes each)."""
-
-CAMPAIGN_CACHE_SIZE = 64
-"""Campaign plans kept (one per seller, model version, offer set, budget and audience)."""
-
-SELLER_SCORE_CACHE_SIZE = 16
-"""Scored candidate frames of sellers kept for planning (one per seller and offer set)."""
 
 _WARM_UP_BUYER = "__warm_up__"
 
@@ -221,8 +206,6 @@ class RankingService:
         self.outcomes = outcomes
         self.outcome_window = timedelta(days=ranker.config.response.horizon_days)
         outcomes.index.ensure_keep(self.outcome_window)
-        self._campaign_cache: OrderedDict[tuple[object, ...], CampaignPlan] = OrderedDict()
-        self._seller_score_cache: OrderedDict[tuple[object, ...], pl.DataFrame] = OrderedDict()
         self._purchases_not_logged = 0
         # One decision per request: budgets are a batch matter (OfferPolicy.rank).
         rank_policy = self.policy.model_copy(update={"budgets": None, "one_offer_per": "buyer"})
@@ -232,6 +215,7 @@ class RankingService:
         self.history = history if history is not None else ExposureHistory()
         self._tool_of: dict[str, str] = self._catalog.tool_of()
         self._decider = RequestDecider(self._scores, rank_policy, self.history)
+        self._plans = CampaignPlans(ranker, self._catalog, self.policy)
 
     # ----------------------------------------------------------------------- small helpers
 
@@ -384,10 +368,6 @@ class RankingService:
             )
         return Plan(request=request, scope=scope, offer_ids=offer_ids)
 
-    def _valid_offers(self, now: datetime) -> pl.DataFrame:
-        """Offers valid at `now`: start_ts <= now < end_ts, a null bound being open."""
-        return self._offers.filter(valid_at(now))
-
     def _decide(self, plans: Sequence[Plan], now: datetime) -> _Batch:
         """Decide every planned request in one vectorized pass (no side effects)."""
         return self._responses(plans, self._decider.decide(plans, now, self._rng()), now)
@@ -529,101 +509,11 @@ class RankingService:
         if budget is None and self.policy.budgets is not None:
             budget = self.policy.budgets.get(seller_id)
         now = self._now()
-        offers = self._valid_offers(now).filter(pl.col("seller_id") == seller_id).sort("offer_id")
-        offer_key = (seller_id, self.model_version, tuple(offers["offer_id"]))
-        plan_key = (*offer_key, budget, audience)
-        with self._lock:
-            cached = self._campaign_cache.get(plan_key)
-            if cached is not None:
-                self._campaign_cache.move_to_end(plan_key)
-                return cached, now
-        scored = self._seller_scores(offer_key, seller_id, offers)
-        plan = plan_campaigns(
-            scored,
-            self._audiences(scored, audience),
-            seller_id,
-            now,
-            policy=self.policy,
-            budget=budget,
-            config=PlannerConfig(audience=audience),
-        )
-        with self._lock:
-            self._campaign_cache[plan_key] = plan
-            while len(self._campaign_cache) > CAMPAIGN_CACHE_SIZE:
-                self._campaign_cache.popitem(last=False)
-        return plan, now
+        return self._plans.plan(seller_id, now, budget=budget, audience=audience), now
 
     def campaign_buyers(self, seller_id: str) -> pl.Series:
-        """Buyers a campaign of `seller_id` is planned for: those with history at the
-        seller, or every known buyer when it has none (sorted ids)."""
-        store = self.ranker.store_
-        assert store is not None  # checked in __init__
-        at_seller = store.buyer_seller.filter(pl.col("seller_key") == seller_id)["buyer_id"]
-        if at_seller.len():
-            return at_seller.unique().sort()
-        everyone = store.buyers["buyer_id"] if store.buyers is not None else None
-        if everyone is None or everyone.len() == 0:
-            everyone = store.buyer_seller["buyer_id"]
-        return everyone.unique().sort()
-
-    def _seller_scores(
-        self, key: tuple[object, ...], seller_id: str, offers: pl.DataFrame
-    ) -> pl.DataFrame:
-        """The model's candidates for the seller's buyers x its valid offers (cached)."""
-        with self._lock:
-            cached = self._seller_score_cache.get(key)
-            if cached is not None:
-                self._seller_score_cache.move_to_end(key)
-                return cached
-        buyers = self.campaign_buyers(seller_id)
-        pairs = buyers.to_frame("buyer_id").join(offers.select("offer_id"), how="cross")
-        scored = self.ranker.candidates(pairs)
-        with self._lock:
-            self._seller_score_cache[key] = scored
-            while len(self._seller_score_cache) > SELLER_SCORE_CACHE_SIZE:
-                self._seller_score_cache.popitem(last=False)
-        return scored
-
-    def _audiences(self, scored: pl.DataFrame, kind: AudienceKind) -> pl.DataFrame:
-        if kind == "journey_stage":
-            return stage_audiences(scored.select("buyer_id", "journey_stage"))
-        store = self.ranker.store_
-        assert store is not None
-        return taste_audiences(
-            scored["buyer_id"], store.buyer_category, PlannerConfig().min_audience_size
-        )
-
-
-def campaigns_response(
-    plan: CampaignPlan, model_version: str, as_of: datetime, limit_buyers: int = 10
-) -> CampaignsResponse:
-    """The API's answer for a plan: campaigns with a sample of their buyers, the
-    comparison with no campaign and coupon-to-all, and the gain curve."""
-    tops = (
-        plan.targets.group_by("campaign_id", maintain_order=True)
-        .agg(pl.col("buyer_id").head(limit_buyers).alias("top"))
-        .iter_rows()
-    )
-    top_of = dict(tops)
-    totals = plan.totals
-    return CampaignsResponse(
-        seller_id=plan.seller_id,
-        model_version=model_version,
-        as_of=as_of,
-        audience=plan.audience_kind,
-        budget=plan.budget,
-        budget_basis=plan.budget_basis,
-        spend=float(totals["spend"] or 0.0),
-        shadow_price=plan.shadow_price,
-        buyers=plan.buyers,
-        campaigns=[
-            Campaign(**row, top_buyer_ids=top_of.get(row["campaign_id"], []))
-            for row in plan.campaigns.iter_rows(named=True)
-        ],
-        comparison=[Alternative(**row) for row in plan.alternatives.iter_rows(named=True)],
-        gain_curve=[GainPoint(**row) for row in plan.gain_curve.iter_rows(named=True)],
-        not_recommended=list(plan.not_recommended),
-    )
+        """Buyers a campaign of `seller_id` is planned for (`CampaignPlans.buyers`)."""
+        return self._plans.buyers(seller_id)
 
 
 # --------------------------------------------------------------------------- frame helpers
