@@ -223,10 +223,13 @@ class Bench:
         return figures.as_dict(), markdown, [throughput_target(figures)]
 
     def floor(self) -> Section:
-        from benchmarks.floor import format_floor_markdown, measure_floor
+        from benchmarks.floor import floor_targets, format_floor_markdown, measure_floor
 
         figures = measure_floor(self.market(), self.sizes.floor_requests)
-        return figures.as_dict(), format_floor_markdown(figures, self.command("floor")), []
+        targets = floor_targets(figures)
+        markdown = format_floor_markdown(figures, self.command("floor"))
+        markdown += "\n" + "\n\n".join(t.line() for t in targets) + "\n"
+        return figures.as_dict(), markdown, targets
 
     def score(self) -> Section:
         from benchmarks.score_bench import format_score_markdown, measure_score

@@ -93,15 +93,16 @@ class RequestDecider:
         self._capped = config.max_offers_per_buyer is not None or config.max_per_tool is not None
 
     def decide(
-        self, plans: Sequence[Plan], now: datetime, rng: np.random.Generator
+        self, plans: Sequence[Plan], now: datetime, rng: np.random.Generator | None
     ) -> list[Answer]:
-        """Answer every plan (no side effects). Cost: a lookup per request plus array
-        work on the batch's options, and sentences for the listed rows only."""
+        """Answer every plan (no side effects); `rng` draws the exploration (None: the
+        config's seed). Cost: a lookup per request plus array work on the batch's
+        options, and sentences for the listed rows only."""
         catalog, cfg = self.catalog, self.config
         now_us = micros(now)
-        valid = catalog.valid(now_us)
+        valid, tag = catalog.valid_set(now_us)
         kept = self.store.for_buyers(
-            [p.request.buyer_id for p in plans if p.offer_ids is None], valid
+            [p.request.buyer_id for p in plans if p.offer_ids is None], valid, tag
         )
         named = self._named(plans)
         parts: list[Options] = []
@@ -157,7 +158,7 @@ class RequestDecider:
             np.array([p.request.k for p in plans], dtype=np.int64)[unit[order[starts]]],
         )
         best_of_nothing = starts[choice.row < 0]
-        needed = np.r_[choice.row[choice.row >= 0], listed, best_of_nothing]
+        needed = np.concatenate([choice.row[choice.row >= 0], listed, best_of_nothing])
         rows = _Rows(every, order, needed, unverified, cfg.assumed_incremental_share, catalog)
         others: dict[int, list[int]] = {}
         for position, owner in zip(
@@ -165,9 +166,11 @@ class RequestDecider:
         ):
             others.setdefault(owner - 1, []).append(position)
         decided = {int(u): i for i, u in enumerate(unit[order[starts]].tolist())}
-        rejected = {
-            int(unit[r]): int(r) for r in arrays.first_rejection(unit, verdict, every.offer)
-        }
+        rejected = {}
+        if len(decided) < np.count_nonzero(sizes):  # some request has no eligible option
+            rejected = {
+                int(unit[r]): int(r) for r in arrays.first_rejection(unit, verdict, every.offer)
+            }
         answers = []
         for u, plan in enumerate(plans):
             if u in decided:
@@ -314,7 +317,7 @@ def listed_positions(
     ``starts``: each unit's first ranked position; ``chosen``: the action's position (-1 =
     nothing); ``k``: per unit. Cost: O(n).
     """
-    counts = np.diff(np.r_[starts, len(score)])
+    counts = arrays.run_lengths(starts, len(score))
     owner = np.repeat(np.arange(len(starts)), counts)
     other = (score > PROFIT_EPS) & (np.arange(len(score)) != chosen[owner]) & (chosen[owner] >= 0)
     seen = np.cumsum(other)

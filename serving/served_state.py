@@ -72,13 +72,30 @@ class OfferCatalog:
         self.end_us = np.array(
             [micros(t) if t is not None else NO_TIME_END for t in self.ends], dtype=np.int64
         )
+        bounds = np.unique(np.concatenate([self.start_us, self.end_us]))
+        self._bounds = bounds[(bounds != NO_TIME_START) & (bounds != NO_TIME_END)]
+        self._valid_span: tuple[int, int, NDArray[np.int64], bytes] | None = None
 
     def __len__(self) -> int:
         return len(self.ids)
 
     def valid(self, now_us: int) -> NDArray[np.int64]:
-        """Indices of the offers valid at `now_us` (start <= now < end). Cost: O(offers)."""
-        return np.flatnonzero((self.start_us <= now_us) & (now_us < self.end_us))
+        """Indices of the offers valid at `now_us` (start <= now < end). Cost: O(offers),
+        or a comparison while no offer has started or ended since the last call."""
+        return self.valid_set(now_us)[0]
+
+    def valid_set(self, now_us: int) -> tuple[NDArray[np.int64], bytes]:
+        """The valid offers' indices and their bytes (a key of the set). The set changes
+        only at a validity bound, so it is kept for the span between two bounds."""
+        kept = self._valid_span
+        if kept is not None and kept[0] <= now_us < kept[1]:
+            return kept[2], kept[3]
+        valid = np.flatnonzero((self.start_us <= now_us) & (now_us < self.end_us))
+        at = int(np.searchsorted(self._bounds, now_us, side="right"))
+        low = int(self._bounds[at - 1]) if at > 0 else NO_TIME_START
+        high = int(self._bounds[at]) if at < len(self._bounds) else NO_TIME_END
+        self._valid_span = (low, high, valid, valid.tobytes())
+        return valid, self._valid_span[3]
 
     def scope_code(self, seller: str | None) -> int:
         """The code of a request's seller scope: -1 = none, -2 = a seller without offers."""
@@ -108,6 +125,8 @@ class Options:
     @staticmethod
     def concat(parts: Sequence[Options]) -> Options:
         """All of `parts`' rows, in order."""
+        if len(parts) == 1:
+            return parts[0]
         if not parts:
             return NO_OPTIONS
         return Options(
@@ -174,7 +193,7 @@ def split_by_buyer(buyers: list[str], options: Options) -> dict[str, Options]:
         return {}
     names, code = np.unique(np.asarray(buyers, dtype=object), return_inverse=True)
     order = np.lexsort((options.offer, code))
-    bounds = np.r_[0, np.flatnonzero(np.diff(code[order])) + 1, len(order)]
+    bounds = np.concatenate([[0], np.flatnonzero(np.diff(code[order])) + 1, [len(order)]])
     return {
         str(names[code[order[a]]]): options.take(order[a:b].copy())
         for a, b in itertools.pairwise(bounds)
@@ -233,10 +252,13 @@ class OptionStore:
         who, options = options_of(self._score(pairs), self.catalog, self.config)
         return split_by_buyer(who, options)
 
-    def for_buyers(self, buyers: Sequence[str], valid: NDArray[np.int64]) -> dict[str, Options]:
-        """Each buyer's options for the `valid` offers (catalog indices), misses scored
-        together in one model call. Cost: a lookup per kept buyer."""
-        tag = valid.tobytes()
+    def for_buyers(
+        self, buyers: Sequence[str], valid: NDArray[np.int64], tag: bytes | None = None
+    ) -> dict[str, Options]:
+        """Each buyer's options for the `valid` offers (catalog indices; `tag`: their
+        bytes, when known), misses scored together in one model call. Cost: a lookup per
+        kept buyer."""
+        tag = valid.tobytes() if tag is None else tag
         wanted = list(dict.fromkeys(buyers))
         found: dict[str, Options] = {}
         with self._lock:

@@ -195,6 +195,7 @@ class RankingService:
         )
         self._lock = threading.Lock()
         self._seeds = np.random.SeedSequence(seed)
+        self._thread_rng = threading.local()
         if outcomes is None:
             index = DecisionIndex(
                 None if decision_log is None else decision_log.directory,
@@ -370,12 +371,18 @@ class RankingService:
 
     def _decide(self, plans: Sequence[Plan], now: datetime) -> _Batch:
         """Decide every planned request in one vectorized pass (no side effects)."""
-        return self._responses(plans, self._decider.decide(plans, now, self._rng()), now)
+        rng = self._rng() if self._decider.config.exploration != "none" else None
+        return self._responses(plans, self._decider.decide(plans, now, rng), now)
 
     def _rng(self) -> np.random.Generator:
-        with self._lock:
-            (child,) = self._seeds.spawn(1)
-        return np.random.default_rng(child)
+        """This thread's exploration generator: one per thread (a generator is not
+        thread-safe), each from its own child of the service's seed, made once."""
+        rng: np.random.Generator | None = getattr(self._thread_rng, "rng", None)
+        if rng is None:
+            with self._lock:
+                (child,) = self._seeds.spawn(1)
+            rng = self._thread_rng.rng = np.random.default_rng(child)
+        return rng
 
     def _responses(self, plans: Sequence[Plan], answers: Sequence[Answer], now: datetime) -> _Batch:
         """Turn the per-request answers into `RankResponse`s and their exposure rows."""

@@ -307,7 +307,19 @@ def run_starts(unit: I64) -> I64:
     """Index of the first option of each unit's run (``unit`` grouped). Cost: O(n)."""
     if len(unit) == 0:
         return np.empty(0, dtype=np.int64)
-    return np.flatnonzero(np.r_[True, unit[1:] != unit[:-1]]).astype(np.int64)
+    change = np.empty(len(unit), dtype=np.bool_)
+    change[0] = True
+    np.not_equal(unit[1:], unit[:-1], out=change[1:])
+    return np.flatnonzero(change)
+
+
+def run_lengths(starts: I64, n: int) -> I64:
+    """Length of each run beginning at `starts` (sorted) among `n` items. Cost: O(runs)."""
+    ends = np.empty(len(starts), dtype=np.int64)
+    ends[:-1] = starts[1:]
+    if len(starts):
+        ends[-1] = n
+    return ends - starts
 
 
 @dataclass(frozen=True)
@@ -340,7 +352,7 @@ def choose(
     pass. Cost: O(n log n), O(n) when greedy.
     """
     n_units, n_rows = len(starts), len(score)
-    counts = np.diff(np.r_[starts, n_rows]).astype(np.int64)
+    counts = run_lengths(starts, n_rows)
     unit_of = np.repeat(np.arange(n_units), counts)
     best = score[starts] if n_units else np.empty(0)
     positive = best > PROFIT_EPS
@@ -356,16 +368,16 @@ def choose(
             nothing_p=(~positive).astype(np.float64),
         )
     # The options made explicit: the ranked rows, then each unit's nothing (worth 0).
-    owner = np.r_[unit_of, np.arange(n_units)]
+    owner = np.concatenate([unit_of, np.arange(n_units)])
     is_first = np.zeros(n_rows, dtype=np.bool_)
     is_first[starts] = True
     if config.exploration == "epsilon":
-        exploit = np.r_[is_first & positive[unit_of], ~positive]
+        exploit = np.concatenate([is_first & positive[unit_of], ~positive])
         probability = epsilon_probabilities(owner, exploit, config.epsilon)
         exploit_offer = positive
     else:
         probability = softmax_probabilities(
-            owner, np.r_[score, np.zeros(n_units)], config.temperature
+            owner, np.concatenate([score, np.zeros(n_units)]), config.temperature
         )
         exploit_offer = best > 0.0  # the top value, nothing on ties
     rng = rng if rng is not None else np.random.default_rng(config.seed)
@@ -413,6 +425,8 @@ def draw(owner: I64, probability: F64, rng: np.random.Generator) -> I64:
     gumbel = rng.gumbel(size=len(probability))
     with np.errstate(divide="ignore"):
         key = np.log(probability) + gumbel
+    if len(owner) and owner.max() == 0:  # one unit (a single request): its argmax
+        return np.array([np.argmax(key)], dtype=np.int64)
     order = np.lexsort((-key, owner))
     return order[run_starts(owner[order])].astype(np.int64)
 

@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 
 from benchmarks import report
-from benchmarks.floor import FloorFigures, Latency, format_floor_markdown
+from benchmarks.floor import FloorFigures, Latency, floor_targets, format_floor_markdown
 from benchmarks.loadgen import Load, median_load
 from benchmarks.profile import format_profiles, package_of, summarize
 from benchmarks.quality import QualityFigures, SeedFigures, format_quality_markdown
@@ -267,6 +267,14 @@ def _json(value: dict[str, object]) -> dict[str, object]:
 def test_serving_figures_round_trip_through_json() -> None:
     figures = serving(80.0, 100.0)
     assert ServingFigures.from_dict(_json(figures.as_dict())) == figures
+
+
+def test_floor_targets_judge_the_p50s() -> None:
+    fast = Latency(calls=100, p50_ms=0.25, p99_ms=9.0, mean_ms=0.4, per_s=2500.0)
+    figures = FloorFigures(**{**floor().__dict__, "admin": fast})
+    one, batch = floor_targets(figures)
+    assert one.met is True and "0.05 ms to spare" in one.gap  # the tail does not count
+    assert batch.met is False and "missed by 45.00 ms" in batch.gap
 
 
 def test_floor_and_score_figures_round_trip_through_json() -> None:
