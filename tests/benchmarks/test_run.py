@@ -96,6 +96,7 @@ def floor() -> FloorFigures:
         batch=Latency(calls=5, p50_ms=50.0, p99_ms=60.0, mean_ms=52.0, per_s=19.2),
         batch_size=100,
         warm_up_s=0.4,
+        noop=Latency(calls=100, p50_ms=0.02, p99_ms=0.1, mean_ms=0.03, per_s=3e4, cpu_p50_ms=0.02),
     )
 
 
@@ -275,6 +276,12 @@ def test_floor_targets_judge_the_p50s() -> None:
     one, batch = floor_targets(figures)
     assert one.met is True and "0.05 ms to spare" in one.gap  # the tail does not count
     assert batch.met is False and "missed by 45.00 ms" in batch.gap
+
+
+def test_floor_markdown_states_each_call_against_the_no_op_ceiling() -> None:
+    text = format_floor_markdown(floor(), "f")
+    assert "| one buyer, admin | 100 | 14.000 | - | 700x |" in text
+    assert "| no-op answer (the ceiling) | 100 | 0.020 | 0.020 | 1x |" in text
 
 
 def test_floor_and_score_figures_round_trip_through_json() -> None:

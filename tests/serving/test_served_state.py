@@ -61,6 +61,11 @@ def test_the_catalog_sorts_offers_and_knows_what_is_valid() -> None:
         "o2",
         "o4",
     ]
+    # The set is kept between validity bounds; going back in time recomputes it.
+    assert catalog.valid(micros(T0 + timedelta(days=1, hours=1))).tolist() == valid.tolist()
+    assert [catalog.ids[i] for i in catalog.valid(micros(T0 + timedelta(days=2)))] == ["o1", "o2"]
+    assert catalog.valid(micros(T0)).tolist() == valid.tolist()  # o3 starts at T0
+    assert catalog.valid(micros(T0 - timedelta(seconds=1))).tolist() == [1]  # o2: always
     assert catalog.scope_code(None) == -1 and catalog.scope_code("nobody") == -2
 
 
