@@ -207,7 +207,11 @@ class Bench:
 
     def serving(self) -> Section:
         from benchmarks.serve_bench import measure_serving
-        from benchmarks.serve_report import format_serving_markdown, throughput_target
+        from benchmarks.serve_report import (
+            ceiling_targets,
+            format_serving_markdown,
+            throughput_target,
+        )
 
         plan = self.sizes.serve_plan
         figures = measure_serving(
@@ -220,7 +224,7 @@ class Bench:
             plan=plan,
         )
         markdown = format_serving_markdown(figures, self.command("serving"))
-        return figures.as_dict(), markdown, [throughput_target(figures)]
+        return figures.as_dict(), markdown, [throughput_target(figures), *ceiling_targets(figures)]
 
     def floor(self) -> Section:
         from benchmarks.floor import floor_targets, format_floor_markdown, measure_floor

@@ -5,6 +5,7 @@ Nothing here starts Ray, a server or a subprocess: the figures are built by hand
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import subprocess
 import sys
@@ -28,7 +29,7 @@ from benchmarks.serve_bench import (
     VariantFigures,
     in_app_figures,
 )
-from benchmarks.serve_report import format_serving_markdown, throughput_target
+from benchmarks.serve_report import ceiling_targets, format_serving_markdown, throughput_target
 from benchmarks.targets import Target, training_targets
 
 
@@ -67,6 +68,8 @@ def serving(serve_rate: float, bare_rate: float) -> ServingFigures:
         variant=VARIANTS["default"],
         serve=app("serve", serve_rate, 40.0),
         bare=app("bare", bare_rate, 60.0),
+        noop_bare=app("no-op uvicorn (ceiling)", 4 * bare_rate, 240.0),
+        noop_serve=app("no-op Serve (ceiling)", 2 * serve_rate, 80.0),
         startup_s=30.0,
     )
     optimized = VariantFigures(
@@ -263,6 +266,25 @@ def test_write_gives_strict_json_and_markdown(tmp_path: Path) -> None:
 
 def _json(value: dict[str, object]) -> dict[str, object]:
     return json.loads(json.dumps(report.finite(value)))
+
+
+def test_each_app_is_also_a_share_of_its_stacks_no_op_ceiling() -> None:
+    figures = serving(10.0, 20.0)
+    default = figures.variants[0]
+    assert default.ceiling_ratio(default.serve) == 0.5
+    assert default.ceiling_ratio(default.bare) == 0.25
+    assert default.noop_serve is not None and default.ceiling_ratio(default.noop_serve) is None
+    assert figures.variants[1].ceiling_ratio(figures.variants[1].bare) is None  # not measured
+    text = format_serving_markdown(figures, "x")
+    assert "| default | serve | 10 | 0.50 | 0.50 |" in text
+    assert "| default | bare | 20 | - | 0.25 |" in text
+    assert "| default | no-op uvicorn (ceiling) | 80 | - | - |" in text
+    bare, serve = ceiling_targets(figures)
+    assert bare.met is False and bare.measured == "25% (20 vs 80 rps)"
+    assert serve.met is False and "20 points short" in serve.gap
+    close = dataclasses.replace(default, noop_bare=app("no-op uvicorn (ceiling)", 25.0, 1.0))
+    met = ceiling_targets(dataclasses.replace(figures, variants=[close]))[0]
+    assert met.met is True and met.gap == "10 points above"  # 20 of 25 rps: 80 %
 
 
 def test_serving_figures_round_trip_through_json() -> None:
