@@ -138,7 +138,8 @@ class RankingService:
         Decisions kept in memory for `record_outcomes` (oldest forgotten first), when
         `outcomes` is not given.
     score_cache_rows
-        Model outputs kept for reuse (`serving.score_cache`; 0: score every request).
+        Valued model outputs kept for reuse, in rows (`serving.served_state`; 0: score
+        every request).
     history
         The offers given lately, for the policy's frequency caps across requests; pass
         the replica's own so it outlives a model swap. None: a fresh one.

@@ -151,10 +151,17 @@ def value_options(
         incremental_p=incremental,
         uplift_basis=has_uplift,
         expected_value=value,
-        score=np.where(np.isnan(given), value, given),
+        score=decision_score(given, value),
         spend=spend(p_redeem, cost, config.budget_basis, config.send_cost),
         case=value_case(value, has_uplift, np.asarray(p_purchase, np.float64), incremental, cost),
     )
+
+
+def decision_score(given: F64, expected_value: F64) -> F64:
+    """What the policy decides each option by: the scorer's own score where it gave one
+    (a learned policy's `decision_scores`), else the expected value. Cost: O(n)."""
+    given = np.asarray(given, dtype=np.float64)
+    return np.where(np.isnan(given), expected_value, given)
 
 
 def spend(p_redeem: F64, redemption_cost: F64, basis: str, send_cost: float) -> F64:

@@ -97,15 +97,6 @@ def _per_row(
     return pl.coalesce(pl.col(column).cast(dtype), fallback)
 
 
-def valid_at(now: datetime) -> pl.Expr:
-    """Whether an offer (``start_ts``, ``end_ts``) is valid at ``now``: start <= now <
-    end, a null bound being open."""
-    at = pl.lit(as_utc(now), dtype=TS)
-    return (pl.col("start_ts").is_null() | (pl.col("start_ts") <= at)) & (
-        pl.col("end_ts").is_null() | (at < pl.col("end_ts"))
-    )
-
-
 def filter_eligible(
     candidates: pl.DataFrame,
     as_of: datetime,

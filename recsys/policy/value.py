@@ -31,7 +31,7 @@ import numpy as np
 import polars as pl
 from numpy.typing import NDArray
 
-from recsys.policy.arrays import Valued, redemption_cost, spend, value_options
+from recsys.policy.arrays import Valued, decision_score, redemption_cost, spend, value_options
 from recsys.policy.config import (
     BASIS_RESPONSE,
     BASIS_UPLIFT,
@@ -115,10 +115,11 @@ def with_value(candidates: pl.DataFrame, valued: Valued, *extra: Literal["spend"
 
 
 def with_score(valued: pl.DataFrame) -> pl.DataFrame:
-    """`valued` with ``score``, what the policy decides by: its own where a learned
-    policy gave one, else the expected value."""
-    given = pl.col("score") if "score" in valued.columns else pl.lit(None, pl.Float64)
-    return valued.with_columns(pl.coalesce(given, pl.col("expected_value")).alias("score"))
+    """`valued` with ``score``, what the policy decides by
+    (:func:`recsys.policy.arrays.decision_score`): its own where a learned policy gave
+    one, else the expected value."""
+    score = decision_score(float_column(valued, "score"), float_column(valued, "expected_value"))
+    return valued.with_columns(pl.Series("score", score))
 
 
 def with_spend(valued: pl.DataFrame, basis: str, send_cost: float) -> pl.DataFrame:
