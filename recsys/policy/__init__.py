@@ -1,8 +1,13 @@
 """The decision layer: which offer, if any, each buyer gets, and why.
 
-Pure functions over typed polars frames (no I/O, no infrastructure):
+Pure functions (no I/O, no infrastructure). Each rule is written once, on numpy arrays,
+vectorized over a decision's options and over many decisions; the frame steps below call
+it at the data boundary, and a served request calls it directly:
 
 - :mod:`~recsys.policy.config` — :class:`PolicyConfig` and the constants the steps share;
+- :mod:`~recsys.policy.arrays` — value, reason case, spend, eligibility, ranking, choice
+  and exploration draws on arrays (the rules themselves);
+- :mod:`~recsys.policy.sentences` — reason sentences of single rows (a request's answer);
 - :mod:`~recsys.policy.schema` — the *candidates* frame the upstream models produce;
 - :mod:`~recsys.policy.value` — redemption cost and expected incremental profit;
 - :mod:`~recsys.policy.eligibility` — validity dates, seller scope, minimum spend, caps;
