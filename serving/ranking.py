@@ -264,13 +264,12 @@ class RequestDecider:
         if chosen < 0:
             _, text = rows.explain_nothing(best, case, propensity)
             return Answer([], text, explored, propensity, plan.scope)
-        codes = rows.codes(chosen)
-        text = rows.text(chosen)
+        codes, text = rows.described(chosen)
         if explored:
             codes = [Reason.EXPLORATION.value, *codes]
             text = f"{exploration_sentence(propensity)}; {text}"
         listed = [rows.offer(chosen, propensity, codes, text)]
-        listed += [rows.offer(p, q, rows.codes(p), rows.text(p)) for p, q in others]
+        listed += [rows.offer(p, q, *rows.described(p)) for p, q in others]
         return Answer(listed, None, explored, propensity, listed[0].seller_id)
 
     def _rejection_text(
@@ -354,10 +353,15 @@ class _Rows:
         at = self._at[position]
         return arrays.reason_codes(int(self._num[at][CASE]), self._unverified[at])
 
-    def text(self, position: int) -> str:
+    def described(self, position: int) -> tuple[list[str], str]:
+        """The option's reason codes and their sentences."""
+        codes = self.codes(position)
+        return codes, self.text(position, codes)
+
+    def text(self, position: int, codes: list[str] | None = None) -> str:
         num = self._num[self._at[position]]
         fields = {
-            "reason_codes": self.codes(position),
+            "reason_codes": codes if codes is not None else self.codes(position),
             "expected_value": num[EXPECTED_VALUE],
             "incremental_p": num[INCREMENTAL_P],
             "p_redeem": num[P_REDEEM],
@@ -388,9 +392,7 @@ class _Rows:
         at = self._at[position]
         num, offer = self._num[at], self._offer[at]
         uplift, value_se = num[UPLIFT], num[VALUE_SE]
-        # Built from the policy's own arrays (types and bounds hold by construction): not
-        # validated again, a third of a listed row's cost.
-        return RankedOffer.model_construct(
+        return RankedOffer(
             offer_id=self.catalog.ids[offer],
             seller_id=self.catalog.sellers[offer],
             tool=self.catalog.tools[offer],

@@ -392,12 +392,11 @@ class RankingService:
         for plan, answer in zip(plans, answers, strict=True):
             buyer = plan.request.buyer_id
             decision_id = uuid.uuid4().hex
-            # The service's own values, typed by construction: not validated again.
             responses.append(
-                RankResponse.model_construct(
+                RankResponse(
                     decision_id=decision_id,
                     model_version=self.model_version,
-                    buyer=BuyerInfo.model_construct(
+                    buyer=BuyerInfo(
                         journey_stage=self._stage_of.get(buyer),
                         cold_start=buyer not in self._stage_of,
                     ),

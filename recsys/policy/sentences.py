@@ -17,6 +17,11 @@ from recsys.policy.reasons import Reason
 
 TS_TEXT = "%Y-%m-%d %H:%M"
 
+_POSITIVE_UPLIFT = Reason.POSITIVE_UPLIFT.value
+_RESPONSE_ONLY = Reason.RESPONSE_ONLY.value
+_WOULD_BUY_ANYWAY = Reason.WOULD_BUY_ANYWAY.value
+_MIN_SPEND_UNVERIFIED = Reason.MIN_SPEND_UNVERIFIED.value
+
 
 def fmt_number(value: float, decimals: int = 2, *, signed: bool = False) -> str:
     """A number as text, rounded to `decimals`; `signed` puts ``+`` before non-negatives.
@@ -38,14 +43,14 @@ def _pts(value: float, decimals: int = 1) -> str:
 
 def _main_sentence(row: Mapping[str, Any], code: str, assumed_share: float) -> str:
     value = fmt_number(row["expected_value"], signed=True)
-    if code == Reason.POSITIVE_UPLIFT:
+    if code == _POSITIVE_UPLIFT:
         return (
             f"expected {value} profit: the offer lifts purchase chance by "
             f"{_pts(row['incremental_p'])} pts"
         )
-    if code == Reason.RESPONSE_ONLY:
+    if code == _RESPONSE_ONLY:
         return _response_sentence(row, assumed_share)
-    if code == Reason.WOULD_BUY_ANYWAY:
+    if code == _WOULD_BUY_ANYWAY:
         return (
             f"{_pts(row['p_purchase'], 0)}% likely to buy without the offer and the offer "
             f"adds {_pts(row['incremental_p'])} pts: its cost of "
@@ -75,10 +80,13 @@ def candidate_text(row: Mapping[str, Any], assumed_share: float) -> str:
     ``p_purchase``, ``redemption_cost`` and ``min_spend``.
     """
     codes = row["reason_codes"]
-    parts = [_main_sentence(row, codes[0], assumed_share)]
-    if Reason.RESPONSE_ONLY.value in codes[1:]:
+    text = _main_sentence(row, codes[0], assumed_share)
+    if len(codes) == 1:
+        return text
+    parts = [text]
+    if _RESPONSE_ONLY in codes[1:]:
         parts.append(_response_sentence(row, assumed_share))
-    if Reason.MIN_SPEND_UNVERIFIED.value in codes[1:]:
+    if _MIN_SPEND_UNVERIFIED in codes[1:]:
         parts.append(
             f"cart value unknown: the offer needs a minimum spend of {fmt_number(row['min_spend'])}"
         )
