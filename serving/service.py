@@ -197,6 +197,7 @@ class RankingService:
         self._lock = threading.Lock()
         self._seeds = np.random.SeedSequence(seed)
         self._thread_rng = threading.local()
+        self._buyer_infos: dict[tuple[str | None, bool], BuyerInfo] = {}
         if outcomes is None:
             index = DecisionIndex(
                 None if decision_log is None else decision_log.directory,
@@ -375,6 +376,14 @@ class RankingService:
         rng = self._rng() if self._decider.config.exploration != "none" else None
         return self._responses(plans, self._decider.decide(plans, now, rng), now)
 
+    def _buyer_info(self, buyer: str) -> BuyerInfo:
+        """What an answer says of its buyer; one frozen object per stage, shared."""
+        key = (self._stage_of.get(buyer), buyer not in self._stage_of)
+        info = self._buyer_infos.get(key)
+        if info is None:
+            info = self._buyer_infos[key] = BuyerInfo(journey_stage=key[0], cold_start=key[1])
+        return info
+
     def _rng(self) -> np.random.Generator:
         """This thread's exploration generator: one per thread (a generator is not
         thread-safe), each from its own child of the service's seed, made once."""
@@ -396,10 +405,7 @@ class RankingService:
                 RankResponse(
                     decision_id=decision_id,
                     model_version=self.model_version,
-                    buyer=BuyerInfo(
-                        journey_stage=self._stage_of.get(buyer),
-                        cold_start=buyer not in self._stage_of,
-                    ),
+                    buyer=self._buyer_info(buyer),
                     offers=answer.offers,
                     no_offer_reason=answer.reason,
                     explored=answer.explored,

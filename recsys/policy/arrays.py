@@ -427,15 +427,22 @@ def softmax_probabilities(owner: I64, value: F64, temperature: float) -> F64:
 def draw(owner: I64, probability: F64, rng: np.random.Generator) -> I64:
     """One exact draw per unit from its options' probabilities: the option maximizing
     ``log p + Gumbel noise`` (the first in input order on ties), one Gumbel number per
-    option in input order. Returns the chosen option index of each unit, in unit order.
-    Cost: O(n log n)."""
+    option in input order. Returns the chosen option index of each unit, in unit order
+    (every unit from 0 to the largest must have an option). Cost: O(n)."""
     gumbel = rng.gumbel(size=len(probability))
     with np.errstate(divide="ignore"):
         key = np.log(probability) + gumbel
-    if len(owner) and owner.max() == 0:  # one unit (a single request): its argmax
+    if len(owner) == 0:
+        return np.empty(0, dtype=np.int64)
+    units = int(owner.max()) + 1
+    if units == 1:  # one unit (a single request): its argmax
         return np.array([np.argmax(key)], dtype=np.int64)
-    order = np.lexsort((-key, owner))
-    return order[run_starts(owner[order])].astype(np.int64)
+    best = np.full(units, -np.inf)
+    np.maximum.at(best, owner, key)
+    hits = np.flatnonzero(key == best[owner])
+    first = np.full(units, len(key), dtype=np.int64)
+    np.minimum.at(first, owner[hits], hits)
+    return first
 
 
 # ---------------------------------------------------------------------- explanation

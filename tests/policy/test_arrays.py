@@ -168,3 +168,10 @@ def test_outcomes_explain_a_nothing_by_what_beat_the_best_offer() -> None:
     assert case(best_score=2.0) == arrays.OUTCOME_CAP
     assert case(best_case=arrays.CASE_WOULD_BUY_ANYWAY) == arrays.OUTCOME_ANYWAY
     assert case() == arrays.OUTCOME_NOTHING
+
+
+def test_a_draw_never_picks_an_option_of_probability_zero() -> None:
+    owner = np.array([0, 0, 1, 1, 1, 2])
+    probability = np.array([1.0, 0.0, 0.0, 0.0, 1.0, 1.0])
+    for seed in range(20):
+        assert arrays.draw(owner, probability, np.random.default_rng(seed)).tolist() == [0, 4, 5]
