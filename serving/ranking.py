@@ -157,8 +157,9 @@ class RequestDecider:
             choice.row,
             np.array([p.request.k for p in plans], dtype=np.int64)[unit[order[starts]]],
         )
-        best_of_nothing = starts[choice.row < 0]
-        needed = np.concatenate([choice.row[choice.row >= 0], listed, best_of_nothing])
+        # Rows quoted: each action, the listed others, and each unit's best (what explains
+        # a "nothing", and what an explored action is judged against).
+        needed = np.concatenate([choice.row[choice.row >= 0], listed, starts])
         rows = _Rows(every, order, needed, unverified, cfg.assumed_incremental_share, catalog)
         others: dict[int, list[int]] = {}
         for position, owner in zip(
