@@ -207,7 +207,11 @@ class Bench:
 
     def serving(self) -> Section:
         from benchmarks.serve_bench import measure_serving
-        from benchmarks.serve_report import format_serving_markdown, throughput_target
+        from benchmarks.serve_report import (
+            ceiling_targets,
+            format_serving_markdown,
+            throughput_target,
+        )
 
         plan = self.sizes.serve_plan
         figures = measure_serving(
@@ -220,13 +224,16 @@ class Bench:
             plan=plan,
         )
         markdown = format_serving_markdown(figures, self.command("serving"))
-        return figures.as_dict(), markdown, [throughput_target(figures)]
+        return figures.as_dict(), markdown, [throughput_target(figures), *ceiling_targets(figures)]
 
     def floor(self) -> Section:
-        from benchmarks.floor import format_floor_markdown, measure_floor
+        from benchmarks.floor import floor_targets, format_floor_markdown, measure_floor
 
         figures = measure_floor(self.market(), self.sizes.floor_requests)
-        return figures.as_dict(), format_floor_markdown(figures, self.command("floor")), []
+        targets = floor_targets(figures)
+        markdown = format_floor_markdown(figures, self.command("floor"))
+        markdown += "\n" + "\n\n".join(t.line() for t in targets) + "\n"
+        return figures.as_dict(), markdown, targets
 
     def score(self) -> Section:
         from benchmarks.score_bench import format_score_markdown, measure_score

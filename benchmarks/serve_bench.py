@@ -48,6 +48,7 @@ from benchmarks.profile import ProfileSummary, find_processes, finish, start_rec
 from benchmarks.rate_search import RateSearch
 
 SERVE, DIRECT, BARE = "serve", "serve, direct", "bare"
+NOOP_SERVE, NOOP_BARE = "no-op Serve (ceiling)", "no-op uvicorn (ceiling)"
 
 
 @dataclass(frozen=True)
@@ -138,6 +139,10 @@ class VariantFigures:
     serve: AppFigures
     bare: AppFigures
     direct: AppFigures | None = None
+    noop_bare: AppFigures | None = None
+    """The stack's ceiling for the bare app: a no-op FastAPI app under uvicorn."""
+    noop_serve: AppFigures | None = None
+    """The stack's ceiling for Serve: a no-op deployment in the same Ray Serve."""
     startup_s: float = 0.0
     """Ray and Serve start-up until /readyz answers (model loaded and warmed)."""
     profiles: list[ProfileSummary] = field(default_factory=list)
@@ -155,6 +160,15 @@ class VariantFigures:
         app = app or self.serve
         return app.max_rate / self.bare.max_rate if self.bare.max_rate > 0 else None
 
+    def ceiling_ratio(self, app: AppFigures) -> float | None:
+        """`app`'s rate at the p99 target over its stack's no-op ceiling's (None: unknown)."""
+        if app is self.noop_bare or app is self.noop_serve:
+            return None
+        ceiling = self.noop_bare if app is self.bare else self.noop_serve
+        if ceiling is None or ceiling.max_rate <= 0:
+            return None
+        return app.max_rate / ceiling.max_rate
+
     def closed_ratio(self, concurrency: int, app: AppFigures | None = None) -> float | None:
         """Serve's closed-loop requests per second over the bare app's."""
         serve, bare = (app or self.serve).closed_at(concurrency), self.bare.closed_at(concurrency)
@@ -167,6 +181,8 @@ class VariantFigures:
             serve=AppFigures.from_dict(raw["serve"]),
             bare=AppFigures.from_dict(raw["bare"]),
             direct=AppFigures.from_dict(raw["direct"]) if raw.get("direct") else None,
+            noop_bare=AppFigures.from_dict(raw["noop_bare"]) if raw.get("noop_bare") else None,
+            noop_serve=AppFigures.from_dict(raw["noop_serve"]) if raw.get("noop_serve") else None,
             startup_s=raw.get("startup_s", 0.0),
             profiles=[ProfileSummary(**p) for p in raw.get("profiles", [])],
         )
@@ -453,6 +469,23 @@ def start_bare(market: ServedMarket, work: Path, name: str) -> tuple[subprocess.
     return proc, url
 
 
+def start_noop(work: Path, name: str) -> tuple[subprocess.Popen[str], str]:
+    """The no-op FastAPI app under bare uvicorn on a free port, ready; (process, URL)."""
+    from benchmarks.serve_host import wait_ready
+
+    port = free_port()
+    argv = [sys.executable, "-m", "benchmarks.noop_app", "--port", str(port)]
+    with (work / f"noop-{name}.log").open("w") as log:
+        proc = subprocess.Popen(argv, env=_env(), stdout=log, stderr=subprocess.STDOUT, text=True)
+    url = f"http://127.0.0.1:{port}"
+    try:
+        wait_ready(url)
+    except RuntimeError:
+        _stop(proc)
+        raise
+    return proc, url
+
+
 def measure_variant(
     market: ServedMarket, variant: Variant, plan: Plan, work: Path
 ) -> VariantFigures:
@@ -473,8 +506,10 @@ def measure_variant(
             text=True,
         )
     bare_proc: subprocess.Popen[str] | None = None
+    noop_proc: subprocess.Popen[str] | None = None
     try:
         bare_proc, bare_url = start_bare(market, work, variant.name)  # while Serve starts
+        noop_proc, noop_url = start_noop(work, variant.name)
         assert host.stdout is not None
         line = host.stdout.readline()
         if not line:
@@ -484,8 +519,11 @@ def measure_variant(
         if info.get("direct_url"):
             servers.append(Server(DIRECT, info["direct_url"], host.pid, batch=False))
         bare = Server(BARE, bare_url, bare_proc.pid)
+        ceilings = [Server(NOOP_BARE, noop_url, noop_proc.pid, batch=False)]
+        if info.get("noop_url"):
+            ceilings.append(Server(NOOP_SERVE, info["noop_url"], host.pid, batch=False))
         _say(f"variant {variant.name}: loading {', '.join(s.name for s in servers)} and bare")
-        apps = Turns([*servers, bare], market.buyers_file, plan).run()
+        apps = Turns([*servers, bare, *ceilings], market.buyers_file, plan).run()
         found = find_processes(host.pid, ["ServeReplica", "ProxyActor"])
         pids = {f"{variant.name}: Serve {k}": v for k, v in found.items()}
         profiles = profile_under_load(
@@ -500,13 +538,16 @@ def measure_variant(
         )
     finally:
         _stop(host)
-        if bare_proc is not None:
-            _stop(bare_proc)
+        for proc in (bare_proc, noop_proc):
+            if proc is not None:
+                _stop(proc)
     return VariantFigures(
         variant,
         serve=apps[SERVE],
         bare=apps[BARE],
         direct=apps.get(DIRECT),
+        noop_bare=apps.get(NOOP_BARE),
+        noop_serve=apps.get(NOOP_SERVE),
         startup_s=float(info["startup_s"]),
         profiles=profiles,
     )

@@ -2,7 +2,8 @@
 
 A fresh local Ray is started in this process, the app (`serving.app.app_builder`, the
 builder `recsys serve` and `serve deploy` use) is run on loopback, and one JSON line is
-printed once `/readyz` answers: the proxy's URL, the replica's own URL when Serve runs
+printed once `/readyz` answers: the proxy's URL, the no-op ceiling's URL (a do-nothing
+deployment beside the app, `benchmarks.noop_app`), the replica's own URL when Serve runs
 with direct ingress (RAY_SERVE_THROUGHPUT_OPTIMIZED=1), and the start-up seconds. Serve
 and Ray are shut down when stdin closes or on SIGTERM. One process per variant means
 every variant starts from a clean Ray, with its environment set before Ray starts.
@@ -81,6 +82,7 @@ def main() -> None:
     import ray
     from ray import serve
 
+    from benchmarks.noop_app import PREFIX, noop_deployment
     from serving.app import app_builder
 
     began = time.perf_counter()
@@ -90,14 +92,17 @@ def main() -> None:
     try:
         serve.start(http_options={"host": "127.0.0.1", "port": args.port})
         serve.run(app_builder(config), name=APP, route_prefix="/", blocking=False)
+        serve.run(noop_deployment(), name="noop", route_prefix=PREFIX, blocking=False)
         url = f"http://127.0.0.1:{args.port}"
         wait_ready(url)
+        wait_ready(url + PREFIX)
         direct = direct_ingress_url(args.port)
         if direct is not None:
             wait_ready(direct)
         info = {
             "url": url,
             "direct_url": direct,
+            "noop_url": url + PREFIX,
             "startup_s": time.perf_counter() - began,
             "throughput_optimized": os.environ.get("RAY_SERVE_THROUGHPUT_OPTIMIZED", "0"),
             "ray": ray.__version__,

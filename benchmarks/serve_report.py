@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from benchmarks.loadgen import Load
 from benchmarks.profile import format_profiles
-from benchmarks.serve_bench import ServingFigures
+from benchmarks.serve_bench import AppFigures, ServingFigures, VariantFigures
 from benchmarks.targets import Target
 
 THROUGHPUT_TARGET = 0.70
@@ -52,6 +52,31 @@ def throughput_target(figures: ServingFigures) -> Target:
     return Target(name, goal, measured, ratio >= THROUGHPUT_TARGET, gap + f"; {closed_text}{also}")
 
 
+def ceiling_targets(figures: ServingFigures) -> list[Target]:
+    """Issue 18's targets, on the shipped config ("default"): the bare app reaches at
+    least 70 % of the no-op FastAPI app's rate at the p99 target, and the Serve app at
+    least 70 % of the no-op Serve endpoint's, each ceiling measured in the same run."""
+    v = figures.variant("default") or (figures.variants[0] if figures.variants else None)
+    out = []
+    for name, app, ceiling in (
+        ("bare_over_noop_uvicorn", v.bare if v else None, v.noop_bare if v else None),
+        ("serve_over_noop_serve", v.serve if v else None, v.noop_serve if v else None),
+    ):
+        goal = (
+            f"{name.split('_over_')[0]} app reaches at least {THROUGHPUT_TARGET:.0%} of its "
+            f"stack's no-op ceiling (requests per second at p99 <= {figures.p99_target_ms:g} ms)"
+        )
+        if v is None or app is None or ceiling is None or ceiling.max_rate <= 0:
+            out.append(Target(name, goal, "-", None, "the ceiling was not measured"))
+            continue
+        ratio = app.max_rate / ceiling.max_rate
+        measured = f"{ratio:.0%} ({app.max_rate:g} vs {ceiling.max_rate:g} rps)"
+        met = ratio >= THROUGHPUT_TARGET
+        gap = f"{abs(ratio - THROUGHPUT_TARGET) * 100:.0f} points " + ("above" if met else "short")
+        out.append(Target(name, goal, measured, met, gap))
+    return out
+
+
 def _ms(load: Load | None) -> str:
     return f"{load.p50_ms:.1f} / {load.p99_ms:.1f}" if load else "-"
 
@@ -80,7 +105,11 @@ def format_serving_markdown(figures: ServingFigures, command: str) -> str:
         "machine's cores with the servers. For each Serve variant, Serve and the bare app "
         "(the same FastAPI app and ranking service in one uvicorn process) are started "
         "clean, each in a process of its own, and loaded in turn, window by window, so every "
-        "ratio is Serve over bare from the same minutes. Both decide with the model's "
+        "ratio is Serve over bare from the same minutes. Two ceilings are loaded in the same "
+        "turns: a no-op FastAPI app under uvicorn (the bare app's stack) and a no-op "
+        "deployment in the same Ray Serve (`benchmarks.noop_app`), each answering a fixed "
+        "answer; each real app's rate is also given as a share of its stack's ceiling. "
+        "Both decide with the model's "
         "policy and a frequency-cap window of seconds (`benchmarks.market.CAP_WINDOW_DAYS`: "
         "buyers are ranked again and again, and capped buyers take a slower path, see the "
         "floor). Closed loop: "
@@ -90,19 +119,19 @@ def format_serving_markdown(figures: ServingFigures, command: str) -> str:
         "",
         throughput_target(figures).line(),
         "",
+        *(line for t in ceiling_targets(figures) for line in (t.line(), "")),
         "### Highest request rate with p99 <= " + f"{target:g} ms (`/v1/rank`)",
         "",
-        "| variant | app | rps at p99 target | Serve / bare | in-app ms per request "
-        "| mean batch | other server's CPU meanwhile | start-up s |",
-        "|---|---|---:|---:|---:|---:|---:|---:|",
+        "| variant | app | rps at p99 target | Serve / bare | / its stack's no-op ceiling "
+        "| in-app ms per request | mean batch | other server's CPU meanwhile | start-up s |",
+        "|---|---|---:|---:|---:|---:|---:|---:|---:|",
     ]
     for v in figures.variants:
-        for app in (v.serve, v.direct, v.bare):
-            if app is None:
-                continue
-            ratio = None if app is v.bare else v.rate_ratio(app)
+        for app in _apps(v):
+            ratio = None if app is v.bare or _is_ceiling(v, app) else v.rate_ratio(app)
             lines.append(
                 f"| {v.variant.name} | {app.app} | {app.max_rate:g} | {_ratio(ratio)} "
+                f"| {_ratio(v.ceiling_ratio(app))} "
                 f"| {_num(app.in_app.get('rank_mean_ms'), '.1f')} "
                 f"| {_num(app.in_app.get('mean_batch_size'), '.1f')} "
                 f"| {_cpu(app.others_cpu)} "
@@ -121,14 +150,12 @@ def format_serving_markdown(figures: ServingFigures, command: str) -> str:
     ]
     top = max(figures.concurrency, default=0)
     for v in figures.variants:
-        for app in (v.serve, v.direct, v.bare):
-            if app is None:
-                continue
+        for app in _apps(v):
             cells = []
             for c in figures.concurrency:
                 load = app.closed_at(c)
                 cells += [f"{load.rps:.1f}" if load else "-", _ms(load)]
-            ratio = None if app is v.bare else v.closed_ratio(top, app)
+            ratio = None if app is v.bare or _is_ceiling(v, app) else v.closed_ratio(top, app)
             lines.append(
                 f"| {v.variant.name} | {app.app} | " + " | ".join(cells) + f" | {_ratio(ratio)} |"
             )
@@ -174,6 +201,15 @@ def format_serving_markdown(figures: ServingFigures, command: str) -> str:
         ]
     lines.append("")
     return "\n".join(lines)
+
+
+def _apps(v: VariantFigures) -> list[AppFigures]:
+    """The variant's apps in table order: Serve (proxy, direct), bare, then the ceilings."""
+    return [a for a in (v.serve, v.direct, v.bare, v.noop_serve, v.noop_bare) if a is not None]
+
+
+def _is_ceiling(v: VariantFigures, app: AppFigures) -> bool:
+    return app is v.noop_serve or app is v.noop_bare
 
 
 def _variants_table(figures: ServingFigures) -> list[str]:

@@ -160,9 +160,13 @@ class DecisionIndex:
         if exposures.height == 0:
             return
         columns = exposures.select(list(_DECISION_SCHEMA))
+        self.remember(_decision(row) for row in columns.iter_rows(named=True))
+
+    def remember(self, decisions: Iterable[Decision]) -> None:
+        """Remember decisions made by this process (no frame to build: the request path)."""
         with self._lock:
-            for row in columns.iter_rows(named=True):
-                self._recent[row["exposure_id"]] = _decision(row)
+            for decision in decisions:
+                self._recent[decision.decision_id] = decision
             self._maybe_fold()
 
     def add_outcomes(self, ledger: pl.DataFrame) -> None:

@@ -15,20 +15,12 @@ from __future__ import annotations
 
 import threading
 from collections import OrderedDict, deque
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable
 from datetime import datetime, timedelta
 
 import polars as pl
 
 from recsys.policy.eligibility import as_utc
-
-HISTORY_SCHEMA: dict[str, pl.DataType] = {
-    "buyer_id": pl.String(),
-    "offer_id": pl.String(),
-    "ts": pl.Datetime("us", "UTC"),
-    "tool": pl.String(),
-}
-"""The `history` frame the policy's frequency caps read (exposures form, with the tool)."""
 
 Offered = tuple[datetime, str, str | None]
 """(time, offer_id, tool) of one offer given to a buyer."""
@@ -87,23 +79,14 @@ class ExposureHistory:
         )
         return recent.height
 
-    def frame_for(self, units: Sequence[tuple[str, str]], now: datetime) -> pl.DataFrame | None:
-        """The history of each (unit, buyer) pair with the unit as `buyer_id`; None when
-        none of the buyers has any (the policy then skips the cap joins)."""
-        start = as_utc(now) - self.keep
-        rows: dict[str, list[object]] = {name: [] for name in HISTORY_SCHEMA}
+    def recent(self, buyer: str, since: datetime, until: datetime) -> list[tuple[str, str | None]]:
+        """(offer_id, tool) of the offers given to `buyer` in ``[since, until)``, oldest
+        first; offers older than `keep` before `until` are forgotten on the way."""
+        start = as_utc(until) - self.keep
         with self._lock:
-            for unit, buyer in units:
-                kept = self._by_buyer.get(buyer)
-                if not kept:
-                    continue
-                while kept and kept[0][0] < start:
-                    kept.popleft()
-                for ts, offer, tool in kept:
-                    rows["buyer_id"].append(unit)
-                    rows["offer_id"].append(offer)
-                    rows["ts"].append(ts)
-                    rows["tool"].append(tool)
-        if not rows["buyer_id"]:
-            return None
-        return pl.DataFrame(rows, schema=HISTORY_SCHEMA)
+            kept = self._by_buyer.get(buyer)
+            if not kept:
+                return []
+            while kept and kept[0][0] < start:
+                kept.popleft()
+            return [(offer, tool) for ts, offer, tool in kept if since <= ts < until]

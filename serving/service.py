@@ -3,19 +3,17 @@
 `RankingService` answers the API's questions with a fitted `PromoRanker` and the
 `OfferPolicy`, with no Ray and no web framework, so every rule is tested in seconds:
 
-- `rank`: which offers, if any, to give each buyer of a batch, best first. The batch is
-  scored in one vectorized pass: every (request, offer) pair goes through
-  `PromoRanker.candidates` once (unique pairs only) and `OfferPolicy.decide` once, with
-  the *request* as the decision unit, so two requests for one buyer are two decisions.
-  Each row carries its request's seller scope and cart, which the policy's eligibility
-  checks per row (validity, scope, minimum spend, caps: one set of rules and words).
-  Exploration (epsilon-greedy, softmax) and its exact propensities come from the policy.
+- `rank`: which offers, if any, to give each buyer of a batch, best first. Each request
+  is a decision unit, decided on state prepared at model load (`serving.served_state`:
+  the offers indexed once, each buyer's valued options for the offers valid now) by the
+  policy's array rules (`serving.ranking`, `recsys.policy.arrays`): eligibility per
+  request (validity, seller scope, minimum spend against its cart, caps), ranking, and
+  exploration (epsilon-greedy, softmax) with exact propensities.
 - `record_outcomes`: redemptions reported against decision ids become the contract's
   `redemptions` rows (`serving.outcomes`: any replica's decisions, checked windows,
   stored once).
-- `campaigns`: a seller's recommended campaigns within a budget (`recsys.campaigns`:
-  audiences x offers, compared with no campaign and coupon-to-all), and each campaign's
-  target list; cached per seller, model version, set of valid offers and budget.
+- `campaigns`: a seller's recommended campaigns within a budget (`serving.campaign_plans`
+  over `recsys.campaigns`), and each campaign's target list.
 
 Every decision becomes one `exposures` row of the decision log (`exposure_id` = the
 decision id, the exact propensity of the action taken, `policy` = the model version), so
@@ -32,11 +30,9 @@ from __future__ import annotations
 import threading
 import time
 import uuid
-from collections import OrderedDict
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
-from typing import Any
 
 import numpy as np
 import polars as pl
@@ -44,60 +40,33 @@ import polars as pl
 from recsys.campaigns import (
     AudienceKind,
     CampaignPlan,
-    PlannerConfig,
-    plan_campaigns,
-    stage_audiences,
-    taste_audiences,
 )
 from recsys.data.schema import EXPOSURES
 from recsys.features.pairs import seller_id_of_key
 from recsys.models.ranker import PromoRanker
-from recsys.policy import (
-    DESCRIPTIONS,
-    OfferPolicy,
-    PolicyConfig,
-    Reason,
-)
-from recsys.policy.eligibility import REQUEST_CART, REQUEST_SELLER, as_utc, valid_at
+from recsys.policy import PolicyConfig
+from recsys.policy.eligibility import as_utc
 from recsys.policy.holdout import CONTROL, HoldoutConfig
-from recsys.policy.small import candidate_text, decide_small, first_rejection
-from recsys.policy.small import supports as small_path_supports
-from recsys.policy.value import PROFIT_EPS
-from serving.answers import (
-    TS_FORMAT,
-    UNIT,
-    listed_answers,
-    nothing_probabilities,
-    rejection_summary,
-)
 from serving.auth import ADMIN_PRINCIPAL, AccessError, ForbiddenError, KeyRing, Principal
+from serving.campaign_plans import CampaignPlans, campaigns_response
 from serving.decision_index import Decision, DecisionIndex
 from serving.decision_log import DecisionLog
 from serving.history import ExposureHistory
 from serving.holdout import Arms, assign_arms, hold_out
 from serving.outcomes import OutcomeRecorder, UnknownOfferError
+from serving.ranking import Answer, Plan, RequestDecider
 from serving.schemas import (
-    Alternative,
     BuyerInfo,
-    Campaign,
     CampaignsResponse,
-    GainPoint,
     Outcome,
     OutcomesResponse,
-    RankedOffer,
     RankRequest,
     RankResponse,
 )
-from serving.score_cache import ScoreCache
+from serving.served_state import OfferCatalog, OptionStore, micros
 
 DEFAULT_SCORE_CACHE_ROWS = 1_000_000
-"""Candidate rows kept by the score cache (about 0.3 KB each)."""
-
-CAMPAIGN_CACHE_SIZE = 64
-"""Campaign plans kept (one per seller, model version, offer set, budget and audience)."""
-
-SELLER_SCORE_CACHE_SIZE = 16
-"""Scored candidate frames of sellers kept for planning (one per seller and offer set)."""
+"""Option rows kept by the served state (about 100 bytes each)."""
 
 _WARM_UP_BUYER = "__warm_up__"
 
@@ -126,43 +95,29 @@ __all__ = ["Decision", "RankingService", "UnknownOffersError"]
 
 
 @dataclass(frozen=True)
-class _Plan:
-    """One checked request: its seller scope and its explicit offers (None: all valid)."""
-
-    request: RankRequest
-    scope: str | None
-    offer_ids: tuple[str, ...] | None
-
-
-@dataclass(frozen=True)
 class _Batch:
-    """The answers of one batch and the decision-log rows that record them."""
+    """The answers of one batch and the decisions that record them."""
 
     responses: list[RankResponse]
-    exposures: pl.DataFrame
+    decisions: list[Decision]
+    propensities: list[float]
+    arms: list[str | None]
 
-
-SMALL_BATCH_REQUESTS = 8
-"""Batches of up to this many requests are decided row by row (`recsys.policy.small`):
-a single request's fixed cost falls from ~50 ms of frame operations to a few ms; larger
-batches amortize the frame path's fixed cost over their rows."""
-
-
-@dataclass(frozen=True)
-class _Answers:
-    """What each request (by unit id) is answered with, from either decision path.
-
-    ``offers_of``: listed offers of a unit whose action is an offer (first = the action);
-    ``chosen``: (explored, propensity, reason text) of every decided unit; ``rejection``:
-    why a unit has no eligible offer; ``has_pairs``: units that had offers to rank;
-    ``p_nothing``: the policy's probability of "nothing" per unit (absent: 1).
-    """
-
-    offers_of: dict[str, list[RankedOffer]]
-    chosen: dict[str, tuple[bool, float, str | None]]
-    rejection: dict[str, str]
-    has_pairs: set[str]
-    p_nothing: dict[str, float]
+    def exposures(self, model_version: str) -> pl.DataFrame:
+        """The decisions as the contract's `exposures` rows, in its exact schema."""
+        return pl.DataFrame(
+            {
+                "exposure_id": [d.decision_id for d in self.decisions],
+                "buyer_id": [d.buyer_id for d in self.decisions],
+                "offer_id": [d.offer_id for d in self.decisions],
+                "ts": [d.ts for d in self.decisions],
+                "propensity": self.propensities,
+                "policy": [model_version] * len(self.decisions),
+                "seller_id": [d.seller_id for d in self.decisions],
+                "arm": self.arms,
+            },
+            schema=EXPOSURES.schema,
+        )
 
 
 class RankingService:
@@ -187,7 +142,8 @@ class RankingService:
         Decisions kept in memory for `record_outcomes` (oldest forgotten first), when
         `outcomes` is not given.
     score_cache_rows
-        Model outputs kept for reuse (`serving.score_cache`; 0: score every request).
+        Valued model outputs kept for reuse, in rows (`serving.served_state`; 0: score
+        every request).
     history
         The offers given lately, for the policy's frequency caps across requests; pass
         the replica's own so it outlives a model swap. None: a fresh one.
@@ -231,10 +187,6 @@ class RankingService:
         self.clock = clock
         self.max_remembered_decisions = max_remembered_decisions
         self.holdout = holdout if holdout is not None else HoldoutConfig(share=0.0)
-        # One decision per request: budgets are a batch matter (OfferPolicy.rank).
-        self._rank_policy = OfferPolicy(
-            self.policy.model_copy(update={"budgets": None, "one_offer_per": "buyer"})
-        )
         store = ranker.store_
         self._offers = store.offers.select(
             "offer_id",
@@ -243,12 +195,18 @@ class RankingService:
             "start_ts",
             "end_ts",
         )
+        self._catalog = OfferCatalog(self._offers)
         self._offer_seller: dict[str, str | None] = dict(
-            zip(self._offers["offer_id"], self._offers["seller_id"], strict=True)
+            zip(self._catalog.ids, self._catalog.sellers, strict=True)
         )
-        self._known_buyers = _known_buyers(ranker).sort("buyer_id")
+        known = _known_buyers(ranker).sort("buyer_id")
+        self._stage_of: dict[str, str | None] = dict(
+            zip(known["buyer_id"].to_list(), known["journey_stage"].to_list(), strict=True)
+        )
         self._lock = threading.Lock()
         self._seeds = np.random.SeedSequence(seed)
+        self._thread_rng = threading.local()
+        self._buyer_infos: dict[tuple[str | None, bool], BuyerInfo] = {}
         if outcomes is None:
             index = DecisionIndex(
                 None if decision_log is None else decision_log.directory,
@@ -260,28 +218,22 @@ class RankingService:
         self.outcomes = outcomes
         self.outcome_window = timedelta(days=ranker.config.response.horizon_days)
         outcomes.index.ensure_keep(self.outcome_window)
-        self._campaign_cache: OrderedDict[tuple[object, ...], CampaignPlan] = OrderedDict()
-        self._seller_score_cache: OrderedDict[tuple[object, ...], pl.DataFrame] = OrderedDict()
         self._purchases_not_logged = 0
-        self._scores = ScoreCache(self.ranker.candidates, max_rows=score_cache_rows)
+        # One decision per request: budgets are a batch matter (OfferPolicy.rank).
+        rank_policy = self.policy.model_copy(update={"budgets": None, "one_offer_per": "buyer"})
+        self._scores = OptionStore(
+            self.ranker.candidates, self._catalog, rank_policy, max_rows=score_cache_rows
+        )
         self.history = history if history is not None else ExposureHistory()
-        self._tool_of: dict[str, str] = dict(
-            zip(self._offers["offer_id"], self._offers["tool"], strict=True)
-        )
-        self.small_batch_requests = (
-            SMALL_BATCH_REQUESTS if small_path_supports(self._rank_policy.config) else 0
-        )
-        self._capped = (
-            self.policy.max_offers_per_buyer is not None or self.policy.max_per_tool is not None
-        )
+        self._tool_of: dict[str, str] = self._catalog.tool_of()
+        self._decider = RequestDecider(self._scores, rank_policy, self.history)
+        self._plans = CampaignPlans(ranker, self._catalog, self.policy)
 
     # ----------------------------------------------------------------------- small helpers
 
     def buyer_known(self, buyer_id: str) -> bool:
         """Whether the model knows `buyer_id` (else its answers are cold-start fallbacks)."""
-        ids = self._known_buyers["buyer_id"]
-        at = int(ids.search_sorted(buyer_id))
-        return at < len(ids) and ids[at] == buyer_id
+        return buyer_id in self._stage_of
 
     @property
     def remembered_decisions(self) -> int:
@@ -304,16 +256,14 @@ class RankingService:
         fast, and score up to `buyers` known buyers (default: as many as the score cache
         holds) against every offer valid now; how many were scored."""
         now = self._now()
-        valid = tuple(self._valid_offers(now)["offer_id"])
-        known = self._known_buyers["buyer_id"]
-        warmed = self._scores.warm(
-            (known.head(buyers) if buyers is not None else known).to_list(), valid
-        )
+        valid = self._catalog.valid(micros(now))
+        known = list(self._stage_of)
+        warmed = self._scores.warm(known[:buyers] if buyers is not None else known, valid)
         plan = self._plan(RankRequest(buyer_id=_WARM_UP_BUYER), ADMIN_PRINCIPAL, None)
         self._decide([plan], now)
-        if self._valid_offers(now).height == 0 and self._offers.height:
+        if len(valid) == 0 and len(self._catalog):
             # Nothing is valid now: still load the models' code paths.
-            offer = self._offers["offer_id"][0]
+            offer = self._catalog.ids[0]
             self.ranker.candidates(
                 pl.DataFrame({"buyer_id": [_WARM_UP_BUYER], "offer_id": [offer]})
             )
@@ -377,7 +327,7 @@ class RankingService:
                 f"and {len(principals)} principals)"
             )
         out: list[RankResponse | AccessError | UnknownOffersError | None] = []
-        plans: list[_Plan] = []
+        plans: list[Plan] = []
         slots: list[int] = []
         for request, principal in zip(requests, principals, strict=True):
             try:
@@ -394,7 +344,7 @@ class RankingService:
                 out[slot] = response
         return [answer for answer in out if answer is not None]
 
-    def _plan(self, request: RankRequest, principal: Principal, position: int | None) -> _Plan:
+    def _plan(self, request: RankRequest, principal: Principal, position: int | None) -> Plan:
         """Check one request's scope and offers; its plan, or the error to answer with."""
         where = f"request {position}: " if position is not None else ""
         if principal.admin:
@@ -407,7 +357,7 @@ class RankingService:
                     raise ForbiddenError(where + exc.message) from None
             scope = principal.seller_id
         if request.offer_ids is None:
-            return _Plan(request=request, scope=scope, offer_ids=None)
+            return Plan(request=request, scope=scope, offer_ids=None)
         offer_ids = tuple(dict.fromkeys(request.offer_ids))
         unknown = [o for o in offer_ids if o not in self._offer_seller]
         foreign = [
@@ -428,313 +378,89 @@ class RankingService:
                 "ids from its catalog, or omit offer_ids to rank every offer valid now",
                 unknown,
             )
-        return _Plan(request=request, scope=scope, offer_ids=offer_ids)
+        return Plan(request=request, scope=scope, offer_ids=offer_ids)
 
-    def _valid_offers(self, now: datetime) -> pl.DataFrame:
-        """Offers valid at `now`: start_ts <= now < end_ts, a null bound being open."""
-        return self._offers.filter(valid_at(now))
-
-    def _decide(self, plans: Sequence[_Plan], now: datetime) -> _Batch:
+    def _decide(self, plans: Sequence[Plan], now: datetime) -> _Batch:
         """Decide every planned request in one vectorized pass (no side effects)."""
-        units = pl.DataFrame(
-            {
-                UNIT: [f"{i:07d}" for i in range(len(plans))],
-                "buyer_id": [p.request.buyer_id for p in plans],
-                "scope": [p.scope for p in plans],
-                "cart_value": [
-                    p.request.context.cart_value if p.request.context else None for p in plans
-                ],
-                "k": [p.request.k for p in plans],
-            },
-            schema={
-                UNIT: pl.String,
-                "buyer_id": pl.String,
-                "scope": pl.String,
-                "cart_value": pl.Float64,
-                "k": pl.Int64,
-            },
-        )
-        # The holdout is drawn before the model; held-out requests are still scored, only
-        # for the exact probability of "nothing" their control rows log.
+        rng = self._rng() if self._decider.config.exploration != "none" else None
+        # The holdout is drawn before the model and decided from the request alone;
+        # held-out requests are still decided, only for the exact probability of the
+        # "nothing" their control rows log.
         arms = assign_arms([(p.request.buyer_id, p.scope) for p in plans], now, self.holdout)
-        valid = self._valid_offers(now)
-        pairs = self._pairs(plans, units, valid)
-        scored = self._scored(plans, pairs, valid)
-        if pairs.height and len(plans) <= self.small_batch_requests:
-            answers = self._decide_small(units, pairs, scored, now)
-            if answers is not None:
-                return self._responses(plans, units, answers, now, arms)
-        decisions = None
-        rejected = pl.DataFrame(
-            schema={name: pl.String for name in (UNIT, "offer_id", "reason_code", "reason_text")}
-        )
-        if pairs.height:
-            rows = self._rows(pairs, scored, units)
-            history = None
-            if self._capped:
-                history = self.history.frame_for(
-                    list(zip(units[UNIT], units["buyer_id"], strict=True)), now
-                )
-            decisions = self._rank_policy.decide(rows, now, history=history, rng=self._rng())
-            # Requests none of whose offers passed eligibility: explained by their rejections.
-            rejected = (
-                decisions.rejected.join(
-                    decisions.ranked.select("buyer_id"), on="buyer_id", how="anti"
-                )
-                .rename({"buyer_id": UNIT})
-                .select(UNIT, "offer_id", "reason_code", "reason_text")
-            )
-        listed, nothing = listed_answers(decisions, units, self._rank_policy.config)
-        p_nothing = nothing_probabilities(decisions)
-        answers = self._answers_from_frames(pairs, rejected, listed, nothing, p_nothing)
-        return self._responses(plans, units, answers, now, arms)
+        return self._responses(plans, self._decider.decide(plans, now, rng), now, arms)
 
-    def _decide_small(
-        self, units: pl.DataFrame, pairs: pl.DataFrame, scored: pl.DataFrame, now: datetime
-    ) -> _Answers | None:
-        """The few requests of a small batch decided row by row (`recsys.policy.small`):
-        the same answers as the frame path at a fraction of its fixed cost. None when a
-        pair has no score (the frame path checks candidates and says what is wrong)."""
-        config = self._rank_policy.config
-        score_of = {(row["buyer_id"], row["offer_id"]): row for row in scored.to_dicts()}
-        request_of = {
-            unit: (scope, cart)
-            for unit, scope, cart in units.select(UNIT, "scope", "cart_value").iter_rows()
-        }
-        rows: list[dict[str, object]] = []
-        for unit, buyer, offer in pairs.select(UNIT, "buyer_id", "offer_id").iter_rows():
-            score = score_of.get((buyer, offer))
-            if score is None:
-                return None
-            scope, cart = request_of[unit]
-            rows.append({**score, "buyer_id": unit, REQUEST_SELLER: scope, REQUEST_CART: cart})
-        history: list[tuple[str, str | None, datetime, str | None]] = []
-        if self._capped:
-            frame = self.history.frame_for(
-                list(zip(units[UNIT], units["buyer_id"], strict=True)), now
-            )
-            if frame is not None:
-                history = list(frame.select("buyer_id", "offer_id", "ts", "tool").iter_rows())
-        decided = decide_small(rows, now, config, history, rng=self._rng())
-        k_of = dict(zip(units[UNIT], units["k"], strict=True))
-        share = config.assumed_incremental_share
-        offers_of: dict[str, list[RankedOffer]] = {}
-        for unit in decided:
-            if unit.offer is None:
-                continue
-            others = [
-                row
-                for row in unit.ranked
-                if row["score"] > PROFIT_EPS and row["offer_id"] != unit.offer["offer_id"]
-            ][: k_of[unit.buyer_id] - 1]
-            probability = unit.probabilities or {}
-            offers_of[unit.buyer_id] = [
-                _ranked_offer(unit.offer, unit.propensity, unit.reason_codes, unit.reason_text),
-                *(
-                    _ranked_offer(
-                        row,
-                        probability.get(row["offer_id"], 0.0),
-                        row["reason_codes"],
-                        candidate_text(row, share),
-                    )
-                    for row in others
-                ),
-            ]
-        return _Answers(
-            offers_of=offers_of,
-            chosen={u.buyer_id: (u.explored, u.propensity, u.reason_text) for u in decided},
-            rejection={
-                u.buyer_id: f"{first.offer_id}: {first.text}"
-                for u in decided
-                if not u.ranked and (first := first_rejection(u.rejected))
-            },
-            has_pairs={u.buyer_id for u in decided},
-            p_nothing={
-                u.buyer_id: u.probabilities.get(None, 0.0)
-                if u.probabilities is not None
-                else float(u.offer is None)
-                for u in decided
-            },
-        )
+    def _buyer_info(self, buyer: str) -> BuyerInfo:
+        """What an answer says of its buyer; one frozen object per stage, shared."""
+        key = (self._stage_of.get(buyer), buyer not in self._stage_of)
+        info = self._buyer_infos.get(key)
+        if info is None:
+            info = self._buyer_infos[key] = BuyerInfo(journey_stage=key[0], cold_start=key[1])
+        return info
 
     def _rng(self) -> np.random.Generator:
-        with self._lock:
-            (child,) = self._seeds.spawn(1)
-        return np.random.default_rng(child)
-
-    def _pairs(
-        self, plans: Sequence[_Plan], units: pl.DataFrame, valid: pl.DataFrame
-    ) -> pl.DataFrame:
-        """(unit, buyer_id, offer_id) of every request: its offers, or all valid in scope."""
-        schema: dict[str, pl.DataType] = {
-            UNIT: pl.String(),
-            "buyer_id": pl.String(),
-            "offer_id": pl.String(),
-        }
-        explicit = pl.DataFrame(
-            {
-                UNIT: [u for u, p in zip(units[UNIT], plans, strict=True) if p.offer_ids],
-                "offer_id": [list(p.offer_ids) for p in plans if p.offer_ids],
-            },
-            schema={UNIT: pl.String, "offer_id": pl.List(pl.String)},
-        ).explode("offer_id")
-        explicit = explicit.join(units.select(UNIT, "buyer_id"), on=UNIT, how="left")
-        default = units.filter(pl.Series([p.offer_ids is None for p in plans]))
-        valid = valid.select("offer_id", "seller_id")
-        scoped = default.filter(pl.col("scope").is_not_null()).join(
-            valid, left_on="scope", right_on="seller_id", how="inner"
-        )
-        everything = default.filter(pl.col("scope").is_null()).join(valid, how="cross")
-        return pl.concat(
-            [
-                frame.select(pl.col(name).cast(dtype) for name, dtype in schema.items())
-                for frame in (explicit, scoped, everything)
-            ],
-            how="vertical",
-        )
-
-    def _scored(
-        self, plans: Sequence[_Plan], pairs: pl.DataFrame, valid: pl.DataFrame
-    ) -> pl.DataFrame:
-        """The model's candidate rows of every pair: a request for the offers valid in
-        its scope from the score cache, one naming its offers scored afresh."""
-        if pairs.height == 0:
-            return self.ranker.candidates(pairs.select("buyer_id", "offer_id"))
-        parts: list[pl.DataFrame] = []
-        default = [(p.request.buyer_id, p.scope) for p in plans if p.offer_ids is None]
-        if default:
-            ids = valid["offer_id"].to_list()
-            sellers = valid["seller_id"].to_list()
-            offers_of: dict[str | None, tuple[str, ...]] = {None: tuple(ids)}
-            for scope in {scope for _, scope in default if scope is not None}:
-                offers_of[scope] = tuple(o for o, s in zip(ids, sellers, strict=True) if s == scope)
-            parts.append(self._scores.candidates(default, offers_of))
-        explicit = [(p.request.buyer_id, o) for p in plans if p.offer_ids for o in p.offer_ids]
-        if explicit:
-            asked = pl.DataFrame(
-                {"buyer_id": [b for b, _ in explicit], "offer_id": [o for _, o in explicit]},
-                schema={"buyer_id": pl.String, "offer_id": pl.String},
-            )
-            parts.append(self.ranker.candidates(asked.unique(maintain_order=True)))
-        scored = parts[0] if len(parts) == 1 else pl.concat(parts, how="vertical_relaxed")
-        if len(parts) > 1 or len({scope for _, scope in default}) > 1:
-            scored = scored.unique(["buyer_id", "offer_id"], keep="first", maintain_order=True)
-        return scored
-
-    def _rows(self, pairs: pl.DataFrame, scored: pl.DataFrame, units: pl.DataFrame) -> pl.DataFrame:
-        """The candidate rows of every pair with the request as the decision unit (its id
-        as `buyer_id`), carrying the request's seller scope and cart, which the policy's
-        eligibility checks per row (`recsys.policy.eligibility.REQUEST_COLUMNS`)."""
-        request = units.select(
-            UNIT, pl.col("scope").alias(REQUEST_SELLER), pl.col("cart_value").alias(REQUEST_CART)
-        )
-        return (
-            pairs.join(request, on=UNIT, how="left")
-            .join(scored, on=["buyer_id", "offer_id"], how="left")
-            .with_columns(pl.col(UNIT).alias("buyer_id"))
-            .drop(UNIT)
-        )
-
-    def _answers_from_frames(
-        self,
-        pairs: pl.DataFrame,
-        rejected: pl.DataFrame,
-        listed: pl.DataFrame,
-        nothing: pl.DataFrame,
-        p_nothing: dict[str, float],
-    ) -> _Answers:
-        """The batch path's decided frames as per-request answers."""
-        offers_of: dict[str, list[RankedOffer]] = {}
-        for row in listed.iter_rows(named=True):
-            offers_of.setdefault(row[UNIT], []).append(
-                _ranked_offer(row, row["propensity"], row["reason_codes"], row["reason_text"])
-            )
-        return _Answers(
-            offers_of=offers_of,
-            chosen={
-                row[UNIT]: (bool(row["explored"]), float(row["propensity"]), row["reason_text"])
-                for row in nothing.iter_rows(named=True)
-            },
-            rejection=rejection_summary(rejected),
-            has_pairs=set(pairs[UNIT].unique().to_list()),
-            p_nothing=p_nothing,
-        )
+        """This thread's exploration generator: one per thread (a generator is not
+        thread-safe), each from its own child of the service's seed, made once."""
+        rng: np.random.Generator | None = getattr(self._thread_rng, "rng", None)
+        if rng is None:
+            with self._lock:
+                (child,) = self._seeds.spawn(1)
+            rng = self._thread_rng.rng = np.random.default_rng(child)
+        return rng
 
     def _responses(
-        self,
-        plans: Sequence[_Plan],
-        units: pl.DataFrame,
-        answers: _Answers,
-        now: datetime,
-        arms: Arms,
+        self, plans: Sequence[Plan], answers: Sequence[Answer], now: datetime, arms: Arms
     ) -> _Batch:
         """Turn the per-request answers into `RankResponse`s and their exposure rows; a
-        held-out request gets nothing, every propensity is the holdout-joint one."""
-        stages = units.select(UNIT, "buyer_id").join(self._known_buyers, on="buyer_id", how="left")
-        stage_of = dict(zip(stages[UNIT], stages["journey_stage"], strict=True))
-        known_of = dict(zip(stages[UNIT], stages["known"].fill_null(False), strict=True))
-        offers_of, chosen = answers.offers_of, answers.chosen
-        rejection, has_pairs = answers.rejection, answers.has_pairs
+        held-out request gets nothing, and every propensity is the holdout-joint one."""
         responses: list[RankResponse] = []
-        exposure: dict[str, list[object]] = {name: [] for name in EXPOSURES.schema}
-        for i, (unit, plan) in enumerate(zip(units[UNIT], plans, strict=True)):
-            offers = offers_of.get(unit, [])
-            reason: str | None = None
-            explored = False
-            propensity = 1.0
-            if offers:
-                first = offers[0]
-                explored, propensity, _ = chosen[unit]
-                seller = first.seller_id
-            else:
-                seller = plan.scope
-                if unit in rejection:  # no offer passed eligibility: certainly nothing
-                    reason = rejection[unit]
-                elif unit in chosen:  # the policy chose nothing
-                    explored, propensity, reason = chosen[unit]
-                elif unit not in has_pairs:
-                    reason = _nothing_valid_text(plan, now)
-                else:  # cannot happen: every pair is either decided or rejected
-                    reason = DESCRIPTIONS[Reason.NO_ELIGIBLE_OFFER]
+        decisions: list[Decision] = []
+        propensities: list[float] = []
+        logged_arms: list[str | None] = []
+        for i, (plan, answer) in enumerate(zip(plans, answers, strict=True)):
+            buyer = plan.request.buyer_id
             offers, reason, explored, propensity, arm = hold_out(
-                arms, i, offers, reason, explored, propensity, answers.p_nothing.get(unit, 1.0)
+                arms,
+                i,
+                answer.offers,
+                answer.reason,
+                answer.explored,
+                answer.propensity,
+                answer.p_nothing,
             )
-            if not offers:
-                seller = plan.scope
             decision_id = uuid.uuid4().hex
             responses.append(
                 RankResponse(
                     decision_id=decision_id,
                     model_version=self.model_version,
-                    buyer=BuyerInfo(journey_stage=stage_of[unit], cold_start=not known_of[unit]),
+                    buyer=self._buyer_info(buyer),
                     offers=offers,
                     no_offer_reason=reason,
                     explored=explored,
                     holdout=arm == CONTROL,
                 )
             )
-            for name, value in (
-                ("exposure_id", decision_id),
-                ("buyer_id", plan.request.buyer_id),
-                ("offer_id", offers[0].offer_id if offers else None),
-                ("ts", now),
-                ("propensity", propensity),
-                ("policy", self.model_version),
-                ("seller_id", seller),
-                ("arm", arm),
-            ):
-                exposure[name].append(value)
-        return _Batch(responses, pl.DataFrame(exposure, schema=EXPOSURES.schema))
+            decisions.append(
+                Decision(
+                    decision_id=decision_id,
+                    buyer_id=buyer,
+                    offer_id=offers[0].offer_id if offers else None,
+                    seller_id=answer.seller if offers else plan.scope,
+                    ts=now,
+                )
+            )
+            propensities.append(propensity)
+            logged_arms.append(arm)
+        return _Batch(responses, decisions, propensities, logged_arms)
 
     def _record(self, batch: _Batch) -> None:
         """Log the batch's decisions (one append) and remember them for outcomes and caps."""
         if self.decision_log is not None:
-            self.decision_log.append_exposures(batch.exposures)
-        self.outcomes.index.add_decisions(batch.exposures)
+            self.decision_log.append_decisions(batch.exposures(self.model_version))
+        self.outcomes.index.remember(batch.decisions)
         self.history.add(
-            (buyer, offer, self._tool_of.get(offer), ts)
-            for buyer, offer, ts in batch.exposures.select("buyer_id", "offer_id", "ts").iter_rows()
-            if offer is not None
+            (d.buyer_id, d.offer_id, self._tool_of.get(d.offer_id), d.ts)
+            for d in batch.decisions
+            if d.offer_id is not None
         )
 
     # ----------------------------------------------------------------------- outcomes
@@ -826,123 +552,14 @@ class RankingService:
         if budget is None and self.policy.budgets is not None:
             budget = self.policy.budgets.get(seller_id)
         now = self._now()
-        offers = self._valid_offers(now).filter(pl.col("seller_id") == seller_id).sort("offer_id")
-        offer_key = (seller_id, self.model_version, tuple(offers["offer_id"]))
-        plan_key = (*offer_key, budget, audience)
-        with self._lock:
-            cached = self._campaign_cache.get(plan_key)
-            if cached is not None:
-                self._campaign_cache.move_to_end(plan_key)
-                return cached, now
-        scored = self._seller_scores(offer_key, seller_id, offers)
-        plan = plan_campaigns(
-            scored,
-            self._audiences(scored, audience),
-            seller_id,
-            now,
-            policy=self.policy,
-            budget=budget,
-            config=PlannerConfig(audience=audience),
-        )
-        with self._lock:
-            self._campaign_cache[plan_key] = plan
-            while len(self._campaign_cache) > CAMPAIGN_CACHE_SIZE:
-                self._campaign_cache.popitem(last=False)
-        return plan, now
+        return self._plans.plan(seller_id, now, budget=budget, audience=audience), now
 
     def campaign_buyers(self, seller_id: str) -> pl.Series:
-        """Buyers a campaign of `seller_id` is planned for: those with history at the
-        seller, or every known buyer when it has none (sorted ids)."""
-        store = self.ranker.store_
-        assert store is not None  # checked in __init__
-        at_seller = store.buyer_seller.filter(pl.col("seller_key") == seller_id)["buyer_id"]
-        if at_seller.len():
-            return at_seller.unique().sort()
-        everyone = store.buyers["buyer_id"] if store.buyers is not None else None
-        if everyone is None or everyone.len() == 0:
-            everyone = store.buyer_seller["buyer_id"]
-        return everyone.unique().sort()
-
-    def _seller_scores(
-        self, key: tuple[object, ...], seller_id: str, offers: pl.DataFrame
-    ) -> pl.DataFrame:
-        """The model's candidates for the seller's buyers x its valid offers (cached)."""
-        with self._lock:
-            cached = self._seller_score_cache.get(key)
-            if cached is not None:
-                self._seller_score_cache.move_to_end(key)
-                return cached
-        buyers = self.campaign_buyers(seller_id)
-        pairs = buyers.to_frame("buyer_id").join(offers.select("offer_id"), how="cross")
-        scored = self.ranker.candidates(pairs)
-        with self._lock:
-            self._seller_score_cache[key] = scored
-            while len(self._seller_score_cache) > SELLER_SCORE_CACHE_SIZE:
-                self._seller_score_cache.popitem(last=False)
-        return scored
-
-    def _audiences(self, scored: pl.DataFrame, kind: AudienceKind) -> pl.DataFrame:
-        if kind == "journey_stage":
-            return stage_audiences(scored.select("buyer_id", "journey_stage"))
-        store = self.ranker.store_
-        assert store is not None
-        return taste_audiences(
-            scored["buyer_id"], store.buyer_category, PlannerConfig().min_audience_size
-        )
-
-
-def campaigns_response(
-    plan: CampaignPlan, model_version: str, as_of: datetime, limit_buyers: int = 10
-) -> CampaignsResponse:
-    """The API's answer for a plan: campaigns with a sample of their buyers, the
-    comparison with no campaign and coupon-to-all, and the gain curve."""
-    tops = (
-        plan.targets.group_by("campaign_id", maintain_order=True)
-        .agg(pl.col("buyer_id").head(limit_buyers).alias("top"))
-        .iter_rows()
-    )
-    top_of = dict(tops)
-    totals = plan.totals
-    return CampaignsResponse(
-        seller_id=plan.seller_id,
-        model_version=model_version,
-        as_of=as_of,
-        audience=plan.audience_kind,
-        budget=plan.budget,
-        budget_basis=plan.budget_basis,
-        spend=float(totals["spend"] or 0.0),
-        shadow_price=plan.shadow_price,
-        buyers=plan.buyers,
-        campaigns=[
-            Campaign(**row, top_buyer_ids=top_of.get(row["campaign_id"], []))
-            for row in plan.campaigns.iter_rows(named=True)
-        ],
-        comparison=[Alternative(**row) for row in plan.alternatives.iter_rows(named=True)],
-        gain_curve=[GainPoint(**row) for row in plan.gain_curve.iter_rows(named=True)],
-        not_recommended=list(plan.not_recommended),
-    )
+        """Buyers a campaign of `seller_id` is planned for (`CampaignPlans.buyers`)."""
+        return self._plans.buyers(seller_id)
 
 
 # --------------------------------------------------------------------------- frame helpers
-
-
-def _ranked_offer(
-    row: dict[str, Any], propensity: float, codes: Sequence[str], text: str | None
-) -> RankedOffer:
-    """A listed offer from a decided candidate row (either path), its reasons split."""
-    return RankedOffer(
-        offer_id=row["offer_id"],
-        seller_id=row["seller_id"],
-        tool=row["tool"],
-        score=row["score"],
-        expected_value=row["expected_value"],
-        value_se=row.get("value_se"),
-        p_redeem=row["p_redeem"],
-        uplift=row["uplift"],
-        propensity=propensity,
-        reasons=text.split("; ") if text else [],
-        reason_codes=list(codes),
-    )
 
 
 def _known_buyers(ranker: PromoRanker) -> pl.DataFrame:
@@ -962,13 +579,6 @@ def _known_buyers(ranker: PromoRanker) -> pl.DataFrame:
             .with_columns(pl.lit(None, pl.String).alias("journey_stage"))
         )
     return known.unique("buyer_id", keep="first").with_columns(pl.lit(True).alias("known"))
-
-
-def _nothing_valid_text(plan: _Plan, now: datetime) -> str:
-    when = now.strftime(TS_FORMAT) + " UTC"
-    if plan.scope is None:
-        return f"no offer is valid at {when}"
-    return f"seller {plan.scope!r} has no offer valid at {when}"
 
 
 def _quote(ids: Sequence[str], limit: int = 10) -> str:

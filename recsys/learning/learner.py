@@ -73,7 +73,7 @@ from recsys.learning.values import (
     valued_purchase_scores,
 )
 from recsys.models.base import Estimator
-from recsys.policy.policy import PolicyConfig
+from recsys.policy.config import PolicyConfig
 from recsys.policy.value import decision_scores
 
 CandidateName = Literal["nothing", "blanket", "kind_effects", "segment_effects", "forest_effects"]

@@ -29,7 +29,7 @@ from recsys.features.pairs import PLATFORM
 from recsys.learning.decisions import NOTHING
 from recsys.learning.effects import EffectModel, KindEffects
 from recsys.learning.scores import DRScores
-from recsys.policy.policy import PolicyConfig
+from recsys.policy.config import PolicyConfig
 from recsys.policy.value import expected_incremental_profit
 
 DRAWS = 32

@@ -1,7 +1,13 @@
 """The decision layer: which offer, if any, each buyer gets, and why.
 
-Pure functions over typed polars frames (no I/O, no infrastructure):
+Pure functions (no I/O, no infrastructure). Each rule is written once, on numpy arrays,
+vectorized over a decision's options and over many decisions; the frame steps below call
+it at the data boundary, and a served request calls it directly:
 
+- :mod:`~recsys.policy.config` — :class:`PolicyConfig` and the constants the steps share;
+- :mod:`~recsys.policy.arrays` — value, reason case, spend, eligibility, ranking, choice
+  and exploration draws on arrays (the rules themselves);
+- :mod:`~recsys.policy.sentences` — reason sentences of single rows (a request's answer);
 - :mod:`~recsys.policy.schema` — the *candidates* frame the upstream models produce;
 - :mod:`~recsys.policy.value` — redemption cost and expected incremental profit;
 - :mod:`~recsys.policy.eligibility` — validity dates, seller scope, minimum spend, caps;
@@ -11,10 +17,11 @@ Pure functions over typed polars frames (no I/O, no infrastructure):
 - :mod:`~recsys.policy.policy` — :class:`OfferPolicy` chaining them.
 """
 
-from recsys.policy.budget import PLATFORM_BUDGET_KEY, Allocation, allocate, unit_keys
+from recsys.policy.budget import Allocation, allocate, unit_keys
+from recsys.policy.config import DEFAULT_SHIPPING_COST, PLATFORM_BUDGET_KEY, PolicyConfig
 from recsys.policy.eligibility import EligibilityResult, RequestContext, filter_eligible
 from recsys.policy.explore import Exploration, epsilon_greedy, softmax, with_nothing
-from recsys.policy.policy import Decisions, OfferPolicy, PolicyConfig
+from recsys.policy.policy import Decisions, OfferPolicy
 from recsys.policy.reasons import (
     DESCRIPTIONS,
     Reason,
@@ -29,10 +36,9 @@ from recsys.policy.schema import (
     validate_candidates,
 )
 from recsys.policy.value import (
-    DEFAULT_SHIPPING_COST,
     expected_incremental_profit,
     redemption_cost,
-    spend_expr,
+    with_spend,
 )
 
 __all__ = [
@@ -59,8 +65,8 @@ __all__ = [
     "filter_eligible",
     "redemption_cost",
     "softmax",
-    "spend_expr",
     "unit_keys",
     "validate_candidates",
     "with_nothing",
+    "with_spend",
 ]

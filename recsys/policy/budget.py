@@ -32,19 +32,13 @@ budgets the result is the plain per-unit argmax over positive values. The return
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
 
 import numpy as np
 import polars as pl
 from numpy.typing import NDArray
 
-from recsys.policy.value import PROFIT_EPS, spend_expr, with_score
-
-if TYPE_CHECKING:
-    from recsys.policy.policy import PolicyConfig
-
-PLATFORM_BUDGET_KEY = "__platform__"
-"""Key of ``PolicyConfig.budgets`` for platform-wide offers (``seller_id`` null)."""
+from recsys.policy.config import PLATFORM_BUDGET_KEY, PROFIT_EPS, PolicyConfig
+from recsys.policy.value import with_score, with_spend
 
 MAX_BISECTIONS = 30
 REL_TOL = 1e-4
@@ -85,8 +79,7 @@ def allocate(valued: pl.DataFrame, config: PolicyConfig) -> Allocation:
     budgets = dict(config.budgets or {})
     bkeys = sorted(budgets)
     pos = (
-        with_score(valued)
-        .with_columns(spend_expr(config.budget_basis, config.send_cost))
+        with_spend(with_score(valued), config.budget_basis, config.send_cost)
         .with_row_index("_row")
         .filter(pl.col("score") > PROFIT_EPS)
     )

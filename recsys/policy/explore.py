@@ -25,6 +25,8 @@ from dataclasses import dataclass
 import numpy as np
 import polars as pl
 
+from recsys.policy import arrays
+
 _NOTHING = "_is_nothing"
 _UNIT = "_unit"
 
@@ -77,7 +79,6 @@ def epsilon_greedy(
         raise ValueError(f"epsilon must be in [0, 1], got {epsilon}")
     keys = list(keys)
     table = _canonical(with_nothing(values, keys, value), keys, value)
-    n = pl.len().over(_UNIT).cast(pl.Float64)
     if exploit is None:
         is_exploit = pl.int_range(pl.len()).over(_UNIT) == 0
     else:
@@ -85,10 +86,11 @@ def epsilon_greedy(
         has_flag = flagged.any().over(_UNIT)
         first_flag = flagged & (flagged.cast(pl.Int64).cum_sum().over(_UNIT) == 1)
         is_exploit = pl.when(has_flag).then(first_flag).otherwise(pl.col(_NOTHING))
-    table = table.with_columns(is_exploit.alias("is_exploit")).with_columns(
-        (epsilon / n + (1.0 - epsilon) * pl.col("is_exploit").cast(pl.Float64)).alias("probability")
+    table = table.with_columns(is_exploit.alias("is_exploit"))
+    probability = arrays.epsilon_probabilities(
+        _owner(table), table["is_exploit"].to_numpy(), epsilon
     )
-    return _draw(table, keys, rng, return_table)
+    return _draw(table.with_columns(pl.Series("probability", probability)), rng, return_table)
 
 
 def softmax(
@@ -109,11 +111,12 @@ def softmax(
         raise ValueError(f"temperature must be > 0, got {temperature}")
     keys = list(keys)
     table = _canonical(with_nothing(values, keys, value), keys, value)
-    weight = ((pl.col(value) - pl.col(value).max().over(_UNIT)) / temperature).exp()
+    probability = arrays.softmax_probabilities(_owner(table), table[value].to_numpy(), temperature)
     table = table.with_columns(
-        (pl.int_range(pl.len()).over(_UNIT) == 0).alias("is_exploit"), weight.alias("_w")
-    ).with_columns((pl.col("_w") / pl.col("_w").sum().over(_UNIT)).alias("probability"))
-    return _draw(table.drop("_w"), keys, rng, return_table)
+        (pl.int_range(pl.len()).over(_UNIT) == 0).alias("is_exploit"),
+        pl.Series("probability", probability),
+    )
+    return _draw(table, rng, return_table)
 
 
 def _check_columns(frame: pl.DataFrame, needed: Sequence[str]) -> None:
@@ -142,20 +145,18 @@ def _canonical(table: pl.DataFrame, keys: list[str], value: str) -> pl.DataFrame
     return table.with_columns(new_unit.cast(pl.UInt32).cum_sum().alias(_UNIT))
 
 
-def _draw(
-    table: pl.DataFrame, keys: list[str], rng: np.random.Generator, return_table: bool
-) -> Exploration:
-    """One exact draw per unit by Gumbel-max over ``log(probability)``."""
-    gumbel = rng.gumbel(size=table.height)
-    with np.errstate(divide="ignore"):
-        score = np.log(table["probability"].to_numpy()) + gumbel
-    table = table.with_columns(pl.Series("_score", score, dtype=pl.Float64))
-    best = pl.col("_score") == pl.col("_score").max().over(_UNIT)
+def _owner(table: pl.DataFrame) -> np.ndarray:
+    """The unit index (from 0) of each row of a canonical table."""
+    return table[_UNIT].cast(pl.Int64).to_numpy() - 1
+
+
+def _draw(table: pl.DataFrame, rng: np.random.Generator, return_table: bool) -> Exploration:
+    """One exact draw per unit (:func:`recsys.policy.arrays.draw`)."""
+    picked = arrays.draw(_owner(table), table["probability"].to_numpy(), rng)
     chosen = (
-        table.filter(best)
-        .filter(pl.int_range(pl.len()).over(_UNIT) == 0)
+        table[picked]
         .with_columns((~pl.col("is_exploit")).alias("explored"))
-        .drop("_score", _NOTHING, _UNIT, "is_exploit")
+        .drop(_NOTHING, _UNIT, "is_exploit")
     )
-    probabilities = table.drop("_score", _NOTHING, _UNIT) if return_table else None
+    probabilities = table.drop(_NOTHING, _UNIT) if return_table else None
     return Exploration(chosen=chosen, probabilities=probabilities)

@@ -20,17 +20,17 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Annotated, Any, Literal, Self
+from typing import Any, Self
 
 import numpy as np
 import polars as pl
-from pydantic import Field
 
-from recsys.config import StrictConfig
-from recsys.policy.budget import PLATFORM_BUDGET_KEY, allocate, unit_keys
+from recsys.policy.budget import allocate, unit_keys
+from recsys.policy.config import PLATFORM_BUDGET_KEY, PROFIT_EPS, PolicyConfig
 from recsys.policy.eligibility import RequestContext, filter_eligible
 from recsys.policy.explore import Exploration, epsilon_greedy, softmax
 from recsys.policy.reasons import (
+    REJECTION_ORDER,
     Reason,
     batch_cap_text,
     candidate_reason_codes,
@@ -42,61 +42,7 @@ from recsys.policy.reasons import (
     values_by_case,
 )
 from recsys.policy.schema import validate_candidates
-from recsys.policy.value import (
-    DEFAULT_SHIPPING_COST,
-    PROFIT_EPS,
-    expected_incremental_profit,
-    spend_expr,
-)
-
-REJECTION_ORDER: tuple[Reason, ...] = (
-    Reason.FREQUENCY_CAP,
-    Reason.NOT_ELIGIBLE_MIN_SPEND,
-    Reason.OUT_OF_SELLER_SCOPE,
-    Reason.OUTSIDE_VALIDITY,
-)
-"""Which rejection explains a unit with no eligible offer: the check it got furthest in."""
-
-
-class PolicyConfig(StrictConfig):
-    """Settings of :class:`OfferPolicy` (money in the dataset's currency)."""
-
-    send_cost: float = Field(
-        default=0.0, ge=0, description="cost of issuing one offer (e.g. an SMS)"
-    )
-    default_shipping_cost: float = Field(
-        default=DEFAULT_SHIPPING_COST,
-        ge=0,
-        description="cost of a free_shipping redemption without cost",
-    )
-    assumed_incremental_share: float = Field(
-        default=0.25,
-        ge=0,
-        le=1,
-        description="response-only fallback: share of redemptions that are new",
-    )
-    margin_default: float = Field(
-        default=0.3, ge=0, le=1, description="margin when a candidate has none"
-    )
-    max_offers_per_buyer: int | None = Field(
-        default=3, ge=1, description="offers per buyer within the cap window; None = no cap"
-    )
-    cap_window_days: float = Field(default=7.0, gt=0, description="frequency-cap window length")
-    max_per_tool: int | None = Field(
-        default=2, ge=1, description="offers of one tool per buyer within the window; None = no cap"
-    )
-    budgets: dict[str, Annotated[float, Field(ge=0)]] | None = Field(
-        default=None,
-        description=f"spend limit per seller_id ('{PLATFORM_BUDGET_KEY}' = platform-wide)",
-    )
-    budget_basis: Literal["expected", "worst_case"] = "expected"
-    one_offer_per: Literal["seller", "buyer"] = Field(
-        default="buyer", description="decision unit: one offer per buyer, or per buyer and seller"
-    )
-    exploration: Literal["none", "epsilon", "softmax"] = "none"
-    epsilon: float = Field(default=0.1, ge=0, le=1)
-    temperature: float = Field(default=1.0, gt=0, description="softmax temperature, in money")
-    seed: int | None = Field(default=0, description="seed of the default random generator")
+from recsys.policy.value import value_of, with_value
 
 
 @dataclass(frozen=True)
@@ -169,10 +115,9 @@ class OfferPolicy:
         cfg = self.config
         validated = validate_candidates(candidates)
         elig = filter_eligible(validated, as_of, cfg, history=history, context=context)
-        valued = expected_incremental_profit(elig.eligible, cfg).with_columns(
-            spend_expr(cfg.budget_basis, cfg.send_cost)
-        )
-        valued = candidate_reason_codes(valued).sort(
+        value = value_of(elig.eligible, cfg)
+        valued = with_value(elig.eligible, value, "spend")
+        valued = candidate_reason_codes(valued, value.case).sort(
             ["buyer_id", "score", "offer_id"], descending=[False, True, False]
         )
         valued = valued.with_columns(

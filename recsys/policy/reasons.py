@@ -11,30 +11,21 @@ one vectorized pass.
 from __future__ import annotations
 
 from collections.abc import Mapping
-from enum import StrEnum
 from typing import Any
 
+import numpy as np
 import polars as pl
 
-from recsys.policy.value import PROFIT_EPS
+from recsys.policy.arrays import CODE_TABLE, value_case
+from recsys.policy.config import (
+    NEGLIGIBLE_UPLIFT,
+    REJECTION_ORDER,
+    WOULD_BUY_ANYWAY_P,
+    Reason,
+)
+from recsys.policy.value import float_column
 
-
-class Reason(StrEnum):
-    """The reason codes of the policy."""
-
-    POSITIVE_UPLIFT = "POSITIVE_UPLIFT"
-    WOULD_BUY_ANYWAY = "WOULD_BUY_ANYWAY"
-    NEGATIVE_VALUE = "NEGATIVE_VALUE"
-    RESPONSE_ONLY = "RESPONSE_ONLY"
-    OVER_BUDGET = "OVER_BUDGET"
-    FREQUENCY_CAP = "FREQUENCY_CAP"
-    NOT_ELIGIBLE_MIN_SPEND = "NOT_ELIGIBLE_MIN_SPEND"
-    MIN_SPEND_UNVERIFIED = "MIN_SPEND_UNVERIFIED"
-    OUTSIDE_VALIDITY = "OUTSIDE_VALIDITY"
-    OUT_OF_SELLER_SCOPE = "OUT_OF_SELLER_SCOPE"
-    EXPLORATION = "EXPLORATION"
-    NOTHING_BEATS_NO_OFFER = "NOTHING_BEATS_NO_OFFER"
-    NO_ELIGIBLE_OFFER = "NO_ELIGIBLE_OFFER"
+__all__ = ["REJECTION_ORDER", "Reason"]
 
 
 DESCRIPTIONS: dict[Reason, str] = {
@@ -53,12 +44,6 @@ DESCRIPTIONS: dict[Reason, str] = {
     Reason.NO_ELIGIBLE_OFFER: "the buyer has no eligible offer",
 }
 """One-line meaning of every code (for documentation and the seller page)."""
-
-WOULD_BUY_ANYWAY_P = 0.5
-"""P(purchase without the offer) at or above which a buyer "would buy anyway"."""
-
-NEGLIGIBLE_UPLIFT = 0.005
-"""|uplift| at or below which an offer is taken to change nothing (0.5 points)."""
 
 
 def fmt(expr: pl.Expr, decimals: int = 2, *, signed: bool = False) -> pl.Expr:
@@ -124,6 +109,7 @@ def min_spend_unverified_text() -> pl.Expr:
 
 def candidate_reason_codes(
     valued: pl.DataFrame,
+    case: np.ndarray | None = None,
     *,
     would_buy_anyway_p: float = WOULD_BUY_ANYWAY_P,
     negligible_uplift: float = NEGLIGIBLE_UPLIFT,
@@ -135,50 +121,27 @@ def candidate_reason_codes(
     The main code is one of POSITIVE_UPLIFT, RESPONSE_ONLY (positive, response basis),
     WOULD_BUY_ANYWAY (non-positive, p_purchase >= ``would_buy_anyway_p``, |uplift| <=
     ``negligible_uplift`` and a non-zero cost) or NEGATIVE_VALUE; a non-positive
-    response-basis row adds RESPONSE_ONLY after its main code.
+    response-basis row adds RESPONSE_ONLY after its main code. The rule is
+    :func:`recsys.policy.arrays.value_case` (pass its ``case`` when already computed).
     """
-    positive = pl.col("expected_value") > PROFIT_EPS
-    response = pl.col("value_basis") == "response"
-    anyway = (
-        ~response
-        & (pl.col("p_purchase") >= would_buy_anyway_p)
-        & (pl.col("incremental_p").abs() <= negligible_uplift)
-        & (pl.col("redemption_cost") > 0)
-    )
+    if case is None:
+        case = value_case(
+            float_column(valued, "expected_value"),
+            (valued["value_basis"] != "response").to_numpy(),
+            float_column(valued, "p_purchase"),
+            float_column(valued, "incremental_p"),
+            float_column(valued, "redemption_cost"),
+            would_buy_anyway_p=would_buy_anyway_p,
+            negligible_uplift=negligible_uplift,
+        )
     unverified = (
-        pl.col("min_spend_unverified").fill_null(False)
+        valued["min_spend_unverified"].fill_null(False).to_numpy()
         if "min_spend_unverified" in valued.columns
-        else pl.lit(False)
+        else np.zeros(valued.height, dtype=np.bool_)
     )
-    # Index into _CANDIDATE_CODE_TABLE: main case * 2 + unverified (lists built once).
-    case = (
-        pl.when(positive & ~response)
-        .then(0)
-        .when(positive)
-        .then(1)
-        .when(anyway)
-        .then(2)
-        .when(response)
-        .then(4)
-        .otherwise(3)
-    )
-    index = (case * 2 + unverified.cast(pl.Int64)).cast(pl.UInt32)
-    table = pl.Series(_CANDIDATE_CODE_TABLE, dtype=pl.List(pl.String))
-    return valued.with_columns(pl.lit(table).gather(index).alias("reason_codes"))
-
-
-_MAIN_CODES: tuple[tuple[Reason, ...], ...] = (
-    (Reason.POSITIVE_UPLIFT,),
-    (Reason.RESPONSE_ONLY,),
-    (Reason.WOULD_BUY_ANYWAY,),
-    (Reason.NEGATIVE_VALUE,),
-    (Reason.NEGATIVE_VALUE, Reason.RESPONSE_ONLY),
-)
-_CANDIDATE_CODE_TABLE: list[list[str]] = [
-    [r.value for r in (*main, *extra)]
-    for main in _MAIN_CODES
-    for extra in ((), (Reason.MIN_SPEND_UNVERIFIED,))
-]
+    index = pl.Series(np.asarray(case, dtype=np.uint32) * 2 + unverified, dtype=pl.UInt32)
+    table = pl.Series([list(codes) for codes in CODE_TABLE], dtype=pl.List(pl.String))
+    return valued.with_columns(table.gather(index).alias("reason_codes"))
 
 
 def candidate_reason_text(coded: pl.DataFrame, *, assumed_share: float) -> pl.DataFrame:

@@ -25,71 +25,59 @@ The column ``value_basis`` says which formula a row used ("uplift" or "response"
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from typing import Literal
 
 import numpy as np
 import polars as pl
+from numpy.typing import NDArray
 
-if TYPE_CHECKING:
-    from recsys.policy.policy import PolicyConfig
+from recsys.policy.arrays import Valued, decision_score, redemption_cost, spend, value_options
+from recsys.policy.config import (
+    BASIS_RESPONSE,
+    BASIS_UPLIFT,
+    DEFAULT_SHIPPING_COST,
+    PROFIT_EPS,
+    PolicyConfig,
+)
 
-DEFAULT_SHIPPING_COST = 5.0
-"""Cost of one free-shipping redemption when the offer has no cost of its own."""
+__all__ = [
+    "BASIS_RESPONSE",
+    "BASIS_UPLIFT",
+    "DEFAULT_SHIPPING_COST",
+    "PROFIT_EPS",
+    "decision_scores",
+    "expected_incremental_profit",
+    "float_column",
+    "redemption_cost",
+    "value_of",
+    "with_score",
+    "with_spend",
+    "with_value",
+]
 
-PROFIT_EPS = 1e-9
-"""An offer must beat sending nothing by more than this (rounding noise is not profit)."""
 
-BASIS_UPLIFT = "uplift"
-BASIS_RESPONSE = "response"
-
-IntoExpr = pl.Expr | str
-
-
-def _expr(x: IntoExpr) -> pl.Expr:
-    return pl.col(x) if isinstance(x, str) else x
+def float_column(frame: pl.DataFrame, name: str) -> NDArray[np.float64]:
+    """A column as a float array, null = NaN (all NaN when the frame lacks it)."""
+    if name not in frame.columns:
+        return np.full(frame.height, np.nan)
+    return frame[name].cast(pl.Float64).fill_null(np.nan).to_numpy()
 
 
-def redemption_cost(
-    tool: IntoExpr = "tool",
-    offer_value: IntoExpr = "offer_value",
-    offer_cost: IntoExpr = "offer_cost",
-    order_value: IntoExpr = "order_value",
-    *,
-    default_shipping_cost: float = DEFAULT_SHIPPING_COST,
-) -> pl.Expr:
-    """Cost to the seller of one redemption, as a polars expression (strings = column names).
-
-    - ``offer_cost`` when it is not null (the contract's explicit cost wins);
-    - ``percent_off`` and ``points``: ``offer_value * order_value`` (value is a fraction);
-    - ``amount_off``: ``min(offer_value, order_value)`` (a discount cannot exceed the order);
-    - ``free_shipping``: ``default_shipping_cost``;
-    - ``reminder`` and any other tool: 0.
-
-    A discount tool whose ``offer_value`` is null and has no cost counts as 0: give the
-    scorer an ``offer_cost`` for such offers.
-
-    Examples
-    --------
-    >>> import polars as pl
-    >>> df = pl.DataFrame({"tool": ["percent_off", "amount_off", "free_shipping", "reminder"],
-    ...                    "offer_value": [0.1, 30.0, None, None],
-    ...                    "offer_cost": [None, None, None, None],
-    ...                    "order_value": [50.0, 20.0, 50.0, 50.0]})
-    >>> df.select(redemption_cost(default_shipping_cost=4.0))["redemption_cost"].to_list()
-    [5.0, 20.0, 4.0, 0.0]
-    """
-    tool_e, value_e = _expr(tool), _expr(offer_value).fill_null(0.0)
-    order_e = _expr(order_value)
-    derived = (
-        pl.when(tool_e.is_in(["percent_off", "points"]))
-        .then(value_e * order_e)
-        .when(tool_e == "amount_off")
-        .then(pl.min_horizontal(value_e, order_e))
-        .when(tool_e == "free_shipping")
-        .then(pl.lit(float(default_shipping_cost)))
-        .otherwise(pl.lit(0.0))
+def value_of(candidates: pl.DataFrame, config: PolicyConfig) -> Valued:
+    """:func:`recsys.policy.arrays.value_options` of a candidates frame's columns: the one
+    implementation of an option's value, score, spend and reason case. Cost: O(rows)."""
+    return value_options(
+        tool=candidates["tool"].to_numpy(),
+        p_redeem=float_column(candidates, "p_redeem"),
+        uplift=float_column(candidates, "uplift"),
+        p_purchase=float_column(candidates, "p_purchase"),
+        order_value=float_column(candidates, "order_value"),
+        margin=float_column(candidates, "margin"),
+        offer_value=float_column(candidates, "offer_value"),
+        offer_cost=float_column(candidates, "offer_cost"),
+        score=float_column(candidates, "score"),
+        config=config,
     )
-    return _expr(offer_cost).fill_null(derived).cast(pl.Float64).alias("redemption_cost")
 
 
 def expected_incremental_profit(candidates: pl.DataFrame, config: PolicyConfig) -> pl.DataFrame:
@@ -102,51 +90,45 @@ def expected_incremental_profit(candidates: pl.DataFrame, config: PolicyConfig) 
     in the response-only fallback. See the module docstring for the derivation.
     ``score`` is what the policy decides by: the candidates' own ``score`` where the
     scorer gave one (`decision_scores` of a learned policy), else the expected value.
+    Computed by :func:`value_of` (numpy), so a frame and a served request share the rule.
     """
-    margin = pl.col("margin").fill_null(config.margin_default)
-    has_uplift = pl.col("uplift").is_not_null() & pl.col("uplift").is_not_nan()
-    incremental = (
-        pl.when(has_uplift)
-        .then(pl.col("uplift"))
-        .otherwise(config.assumed_incremental_share * pl.col("p_redeem"))
-    )
-    out = candidates.with_columns(
-        redemption_cost(default_shipping_cost=config.default_shipping_cost),
-        incremental.alias("incremental_p"),
-        pl.when(has_uplift)
+    return with_value(candidates, value_of(candidates, config))
+
+
+def with_value(candidates: pl.DataFrame, valued: Valued, *extra: Literal["spend"]) -> pl.DataFrame:
+    """`candidates` with the columns of :func:`expected_incremental_profit` from `valued`
+    (plus ``spend`` when asked)."""
+    basis = pl.Series("value_basis", valued.uplift_basis)
+    columns = [
+        pl.Series("redemption_cost", valued.redemption_cost),
+        pl.Series("incremental_p", valued.incremental_p),
+        pl.when(pl.lit(basis))
         .then(pl.lit(BASIS_UPLIFT))
         .otherwise(pl.lit(BASIS_RESPONSE))
         .alias("value_basis"),
-    )
-    value = (
-        margin * pl.col("incremental_p") * pl.col("order_value")
-        - pl.col("p_redeem") * pl.col("redemption_cost")
-        - config.send_cost
-    )
-    return with_score(out.with_columns(value.alias("expected_value")))
+        pl.Series("expected_value", valued.expected_value),
+        pl.Series("score", valued.score),
+    ]
+    if "spend" in extra:
+        columns.append(pl.Series("spend", valued.spend))
+    return candidates.with_columns(columns)
 
 
 def with_score(valued: pl.DataFrame) -> pl.DataFrame:
-    """`valued` with ``score``, what the policy decides by: its own where a learned
-    policy gave one, else the expected value."""
-    given = pl.col("score") if "score" in valued.columns else pl.lit(None, pl.Float64)
-    return valued.with_columns(pl.coalesce(given, pl.col("expected_value")).alias("score"))
+    """`valued` with ``score``, what the policy decides by
+    (:func:`recsys.policy.arrays.decision_score`): its own where a learned policy gave
+    one, else the expected value."""
+    score = decision_score(float_column(valued, "score"), float_column(valued, "expected_value"))
+    return valued.with_columns(pl.Series("score", score))
 
 
-def spend_expr(basis: str, send_cost: float) -> pl.Expr:
-    """Budget spend of issuing one offer (needs a ``redemption_cost`` column).
-
-    ``"expected"``: ``p_redeem * redemption_cost + send_cost`` — what the seller pays on
-    average; ``"worst_case"``: ``redemption_cost + send_cost`` — as if every offer were
-    redeemed, so the budget can never be overrun whatever buyers do.
-    """
-    if basis == "expected":
-        cost = pl.col("p_redeem") * pl.col("redemption_cost")
-    elif basis == "worst_case":
-        cost = pl.col("redemption_cost")
-    else:
-        raise ValueError(f"budget_basis must be 'expected' or 'worst_case', got {basis!r}")
-    return (cost + send_cost).alias("spend")
+def with_spend(valued: pl.DataFrame, basis: str, send_cost: float) -> pl.DataFrame:
+    """`valued` (with ``p_redeem`` and ``redemption_cost``) plus its budget ``spend``
+    (:func:`recsys.policy.arrays.spend`)."""
+    out = spend(
+        float_column(valued, "p_redeem"), float_column(valued, "redemption_cost"), basis, send_cost
+    )
+    return valued.with_columns(pl.Series("spend", out))
 
 
 def decision_scores(

@@ -5,6 +5,7 @@ Nothing here starts Ray, a server or a subprocess: the figures are built by hand
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import subprocess
 import sys
@@ -14,7 +15,7 @@ from pathlib import Path
 import pytest
 
 from benchmarks import report
-from benchmarks.floor import FloorFigures, Latency, format_floor_markdown
+from benchmarks.floor import FloorFigures, Latency, floor_targets, format_floor_markdown
 from benchmarks.loadgen import Load, median_load
 from benchmarks.profile import format_profiles, package_of, summarize
 from benchmarks.quality import QualityFigures, SeedFigures, format_quality_markdown
@@ -28,7 +29,7 @@ from benchmarks.serve_bench import (
     VariantFigures,
     in_app_figures,
 )
-from benchmarks.serve_report import format_serving_markdown, throughput_target
+from benchmarks.serve_report import ceiling_targets, format_serving_markdown, throughput_target
 from benchmarks.targets import Target, training_targets
 
 
@@ -67,6 +68,8 @@ def serving(serve_rate: float, bare_rate: float) -> ServingFigures:
         variant=VARIANTS["default"],
         serve=app("serve", serve_rate, 40.0),
         bare=app("bare", bare_rate, 60.0),
+        noop_bare=app("no-op uvicorn (ceiling)", 4 * bare_rate, 240.0),
+        noop_serve=app("no-op Serve (ceiling)", 2 * serve_rate, 80.0),
         startup_s=30.0,
     )
     optimized = VariantFigures(
@@ -96,6 +99,7 @@ def floor() -> FloorFigures:
         batch=Latency(calls=5, p50_ms=50.0, p99_ms=60.0, mean_ms=52.0, per_s=19.2),
         batch_size=100,
         warm_up_s=0.4,
+        noop=Latency(calls=100, p50_ms=0.02, p99_ms=0.1, mean_ms=0.03, per_s=3e4, cpu_p50_ms=0.02),
     )
 
 
@@ -264,9 +268,42 @@ def _json(value: dict[str, object]) -> dict[str, object]:
     return json.loads(json.dumps(report.finite(value)))
 
 
+def test_each_app_is_also_a_share_of_its_stacks_no_op_ceiling() -> None:
+    figures = serving(10.0, 20.0)
+    default = figures.variants[0]
+    assert default.ceiling_ratio(default.serve) == 0.5
+    assert default.ceiling_ratio(default.bare) == 0.25
+    assert default.noop_serve is not None and default.ceiling_ratio(default.noop_serve) is None
+    assert figures.variants[1].ceiling_ratio(figures.variants[1].bare) is None  # not measured
+    text = format_serving_markdown(figures, "x")
+    assert "| default | serve | 10 | 0.50 | 0.50 |" in text
+    assert "| default | bare | 20 | - | 0.25 |" in text
+    assert "| default | no-op uvicorn (ceiling) | 80 | - | - |" in text
+    bare, serve = ceiling_targets(figures)
+    assert bare.met is False and bare.measured == "25% (20 vs 80 rps)"
+    assert serve.met is False and "20 points short" in serve.gap
+    close = dataclasses.replace(default, noop_bare=app("no-op uvicorn (ceiling)", 25.0, 1.0))
+    met = ceiling_targets(dataclasses.replace(figures, variants=[close]))[0]
+    assert met.met is True and met.gap == "10 points above"  # 20 of 25 rps: 80 %
+
+
 def test_serving_figures_round_trip_through_json() -> None:
     figures = serving(80.0, 100.0)
     assert ServingFigures.from_dict(_json(figures.as_dict())) == figures
+
+
+def test_floor_targets_judge_the_p50s() -> None:
+    fast = Latency(calls=100, p50_ms=0.25, p99_ms=9.0, mean_ms=0.4, per_s=2500.0)
+    figures = FloorFigures(**{**floor().__dict__, "admin": fast})
+    one, batch = floor_targets(figures)
+    assert one.met is True and "0.05 ms to spare" in one.gap  # the tail does not count
+    assert batch.met is False and "missed by 45.00 ms" in batch.gap
+
+
+def test_floor_markdown_states_each_call_against_the_no_op_ceiling() -> None:
+    text = format_floor_markdown(floor(), "f")
+    assert "| one buyer, admin | 100 | 14.000 | - | 700x |" in text
+    assert "| no-op answer (the ceiling) | 100 | 0.020 | 0.020 | 1x |" in text
 
 
 def test_floor_and_score_figures_round_trip_through_json() -> None:

@@ -13,8 +13,8 @@ from recsys.policy import (
     PolicyConfig,
     expected_incremental_profit,
     redemption_cost,
-    spend_expr,
     validate_candidates,
+    with_spend,
 )
 
 BASE: dict[str, Any] = {
@@ -48,8 +48,14 @@ def test_redemption_cost_per_tool() -> None:
         {"tool": "bundle", "offer_value": 3.0},  # unknown tool without cost: 0
         {"tool": "percent_off", "offer_value": 0.5, "offer_cost": 7.0},  # explicit cost wins
     )
-    costs = frame.select(redemption_cost(default_shipping_cost=4.5))["redemption_cost"]
-    assert costs.to_list() == pytest.approx([5.0, 1.0, 20.0, 5.0, 4.5, 0.0, 0.0, 7.0])
+    costs = redemption_cost(
+        frame["tool"].to_numpy(),
+        frame["offer_value"].fill_null(float("nan")).to_numpy(),
+        frame["offer_cost"].fill_null(float("nan")).to_numpy(),
+        frame["order_value"].to_numpy(),
+        4.5,
+    )
+    assert costs.tolist() == pytest.approx([5.0, 1.0, 20.0, 5.0, 4.5, 0.0, 0.0, 7.0])
 
 
 def test_expected_value_formula_is_exact() -> None:
@@ -91,13 +97,13 @@ def test_a_buyer_who_would_buy_anyway_is_pure_cost() -> None:
 
 
 def test_spend_bases() -> None:
-    frame = candidates({}).with_columns(redemption_cost())
-    expected = frame.select(spend_expr("expected", 0.2))["spend"][0]
-    worst = frame.select(spend_expr("worst_case", 0.2))["spend"][0]
+    frame = expected_incremental_profit(candidates({}), PolicyConfig())
+    expected = with_spend(frame, "expected", 0.2)["spend"][0]
+    worst = with_spend(frame, "worst_case", 0.2)["spend"][0]
     assert expected == pytest.approx(0.3 * 5 + 0.2)
     assert worst == pytest.approx(5 + 0.2)
     with pytest.raises(ValueError, match="budget_basis"):
-        spend_expr("average", 0.0)
+        with_spend(frame, "average", 0.0)
 
 
 def test_schema_names_every_missing_column() -> None:

@@ -224,6 +224,34 @@ def test_extra_columns_are_refused_with_the_columns_the_log_keeps(tmp_path: Path
     assert "propensity" in info.value.hint
 
 
+def test_the_services_own_rows_skip_the_row_checks_but_not_the_schema(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    checked: list[str] = []
+    conform = decision_log.conform_rows
+
+    def counting(rows: pl.DataFrame, spec: object) -> pl.DataFrame:
+        checked.append(getattr(spec, "name", "?"))
+        return conform(rows, spec)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(decision_log, "conform_rows", counting)
+    with DecisionLog(tmp_path) as log:
+        log.append_decisions(exposures(range(3)))  # the exact schema: no row checks
+        assert checked == []
+        # Another schema (absent optional column, columns out of order) is checked whole.
+        log.append_decisions(exposures(range(3, 5)).drop("seller_id"))
+        assert checked == ["exposures"]
+        with pytest.raises(ContractError):
+            log.append_decisions(exposures(range(5, 6)).with_columns(propensity=pl.lit("?")))
+    expected = pl.concat(
+        [
+            exposures(range(3)),
+            exposures(range(3, 5)).with_columns(pl.lit(None, pl.String).alias("seller_id")),
+        ]
+    )
+    assert_frame_equal(read_log(tmp_path)["exposures"], expected)
+
+
 @pytest.mark.parametrize(("rows", "seconds"), [(0, 1.0), (10, 0.0), (10, -1.0)])
 def test_thresholds_must_be_positive(tmp_path: Path, rows: int, seconds: float) -> None:
     with pytest.raises(ValueError, match="must be"):

@@ -241,6 +241,22 @@ def test_epsilon_greedy_propensities_are_exact_and_sum_to_one(
     assert firsts.count(None) > 0
 
 
+def test_an_explored_offer_listed_alone_is_answered_and_explained(
+    ranker: PromoRanker, now: datetime, values: pl.DataFrame
+) -> None:
+    """k = 1 lists only the action: an explored one is not the buyer's best offer."""
+    buyer = generous_buyer(values, least=3)
+    best = positive(values, buyer)["offer_id"][0]
+    svc = service(ranker, now, policy=PolicyConfig(exploration="epsilon", epsilon=1.0))
+    answers = svc.rank([RankRequest(buyer_id=buyer, k=1)] * 60, admins(60))
+    explored = [a for a in answers if a.explored and a.offers]
+    assert explored  # uniform draws: most leave the best offer
+    for answer in explored:
+        assert len(answer.offers) == 1 and answer.offers[0].offer_id != best
+        assert answer.offers[0].reason_codes[0] == "EXPLORATION"
+        assert answer.offers[0].reasons[0].startswith("chosen at random")
+
+
 def test_softmax_propensities_include_nothing(
     ranker: PromoRanker, now: datetime, values: pl.DataFrame
 ) -> None:
