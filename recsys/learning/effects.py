@@ -130,15 +130,20 @@ class KindEffects(EffectModel):
         cov = (centred.T @ centred) / np.maximum(both, 1.0) * both / np.maximum(np.outer(n, n), 1)
         var = np.diag(cov).copy()
         var[n < 2] = np.inf
-        # The kinds' estimates share the control rows: their noise is largely common and
-        # moves them together, so the spread between kinds is judged against the noise of
-        # their differences (the full covariance), not against each one's whole variance.
-        prior_mean, prior_var = _empirical_bayes(raw, var, cov=cov)
+        prior_mean, prior_var = _empirical_bayes(raw, var)
+        shrink = _shrinkage(prior_var, var)
         self.kinds_ = kinds
         self.rows_ = n
         self.raw_ = raw
         self.prior_mean_, self.prior_var_ = prior_mean, prior_var
-        self.mean_, self.cov_ = _posterior(raw, var, cov, prior_mean, prior_var)
+        self.mean_ = prior_mean + shrink * (raw - prior_mean)
+        # Posterior covariance: each kind's posterior variance (shrink * var), with the
+        # correlation the shared control rows give the raw estimates.
+        post_sd = np.sqrt(np.where(np.isfinite(var), shrink * var, _finite(prior_var)))
+        sd = np.sqrt(np.where(np.isfinite(var) & (var > 0), var, 1.0))
+        corr = np.where(np.isfinite(cov), cov / np.outer(sd, sd), 0.0)
+        np.fill_diagonal(corr, 1.0)
+        self.cov_ = corr * np.outer(post_sd, post_sd)
         return self
 
     def _draws(self) -> np.ndarray:
@@ -195,60 +200,18 @@ def _shrinkage(prior_var: float, var: np.ndarray) -> np.ndarray:
     return np.where(usable & np.isfinite(weight), weight, 0.0)
 
 
-def _posterior(
-    raw: np.ndarray, var: np.ndarray, cov: np.ndarray, prior_mean: float, prior_var: float
-) -> tuple[np.ndarray, np.ndarray]:
-    """Posterior mean and covariance of effects whose estimates `raw` have the sampling
-    covariance `cov` (infinite `var`: no estimate), under a prior N(prior_mean, prior_var)
-    for each: the normal-normal update with correlated noise,
-    mean = m + T (T + S)^-1 (raw - m), cov = T - T (T + S)^-1 T, with T = prior_var I.
-
-    A noise shared by every estimate (a common control group) shifts them together: it
-    barely shrinks their differences, which is what choosing between them depends on.
-    Without a prior (infinite variance) the estimates stand with their own covariance;
-    an effect without an estimate gets the prior. Cost: one k x k solve.
-    """
-    k = len(raw)
-    ok = np.isfinite(var)
-    mean = np.full(k, prior_mean, dtype=np.float64)
-    post = np.diag(np.full(k, _finite(prior_var), dtype=np.float64))
-    if not ok.any():
-        return mean, post
-    idx = np.flatnonzero(ok)
-    sigma = np.where(np.isfinite(cov), cov, 0.0)[np.ix_(idx, idx)]
-    if not np.isfinite(prior_var):
-        mean[idx] = raw[idx]
-        post[np.ix_(idx, idx)] = sigma
-        return mean, post
-    prior = prior_var * np.eye(len(idx))
-    gain = prior @ np.linalg.pinv(prior + sigma, hermitian=True)
-    mean[idx] = prior_mean + gain @ (raw[idx] - prior_mean)
-    block = prior - gain @ prior
-    post[np.ix_(idx, idx)] = (block + block.T) / 2
-    return mean, post
-
-
 def _finite(x: float) -> float:
     return x if np.isfinite(x) else 1.0
 
 
 def _empirical_bayes(
-    estimates: np.ndarray,
-    variances: np.ndarray,
-    min_count: int = 3,
-    cov: np.ndarray | None = None,
+    estimates: np.ndarray, variances: np.ndarray, min_count: int = 3
 ) -> tuple[float, float]:
     """Prior mean and variance of the true effects behind noisy estimates: the
     DerSimonian-Laird random-effects estimate (the spread of the estimates beyond their
     own noise, each weighted by its precision, so one noisy outlier does not make the
     spread look real). With fewer than `min_count` usable estimates there is nothing to
-    pool over: the prior variance is infinite (no shrinkage).
-
-    `cov`, the estimates' sampling covariance when they are correlated: the noise the
-    spread is compared with is then the expected spread of equal true effects under that
-    covariance, tr(W P S P'), with W the precision weights and P the centring on their
-    weighted mean (k - 1 when the estimates are independent, as DerSimonian-Laird).
-    """
+    pool over: the prior variance is infinite (no shrinkage)."""
     ok = np.isfinite(variances)
     if ok.sum() < min_count:
         return (float(estimates[ok].mean()) if ok.any() else 0.0), float("inf")
@@ -257,13 +220,7 @@ def _empirical_bayes(
     fixed_mean = float(np.sum(w * est) / np.sum(w))
     q = float(np.sum(w * (est - fixed_mean) ** 2))
     scale = float(np.sum(w) - np.sum(w**2) / np.sum(w))
-    if cov is None:
-        noise = float(len(est) - 1)
-    else:
-        sigma = np.where(np.isfinite(cov), cov, 0.0)[np.ix_(ok, ok)]
-        centre = np.eye(len(est)) - np.outer(np.ones(len(est)), w) / np.sum(w)
-        noise = float(np.trace(np.diag(w) @ centre @ sigma @ centre.T))
-    prior_var = max(0.0, (q - noise) / scale) if scale > 0 else 0.0
+    prior_var = max(0.0, (q - (len(est) - 1)) / scale) if scale > 0 else 0.0
     w_star = 1.0 / (var + prior_var)
     prior_mean = float(np.sum(w_star * est) / np.sum(w_star))
     return prior_mean, prior_var

@@ -130,34 +130,3 @@ def test_bands_of_a_numeric_column_are_its_quartiles() -> None:
     labels = seg.labels(rows)["r"].to_list()
     assert labels[0] == "band0" and labels[99] == "band3" and labels[100] == "(none)"
     assert sorted(set(labels)) == ["(none)", "band0", "band1", "band2", "band3"]
-
-
-def test_kinds_sharing_their_noise_keep_their_differences() -> None:
-    """Every decision has a pseudo-outcome for every kind, and most of its noise is the
-    decision's own (a shared control): the kinds' estimates move together, but their
-    differences are exact to ~0.002. Judged against each estimate's whole variance the
-    spread would look like noise and pool the kinds into one; it must not."""
-    rng = np.random.default_rng(3)
-    truth = {"k0": 0.00, "k1": 0.02, "k2": 0.04, "k3": 0.06}
-    n = 2000
-    shared = rng.standard_normal(n)
-    rows = pl.DataFrame(
-        {
-            "exposure_id": [f"x{i}" for i in range(n) for _ in truth],
-            "kind": [k for _ in range(n) for k in truth],
-        }
-    )
-    z = np.array(
-        [
-            effect + shared[i] + 0.05 * rng.standard_normal()
-            for i in range(n)
-            for effect in truth.values()
-        ]
-    )
-    model = KindEffects().fit(rows, z)
-    mean = dict(zip(model.kinds_, model.mean_, strict=True))
-    gaps = [mean["k1"] - mean["k0"], mean["k2"] - mean["k1"], mean["k3"] - mean["k2"]]
-    assert all(gap == pytest.approx(0.02, abs=0.005) for gap in gaps)
-    # The posterior of a difference is as tight as its estimate, not as loose as a level.
-    draws = model.predict(pl.DataFrame({"kind": ["k3", "k0"]})).draws
-    assert (draws[:, 0] - draws[:, 1]).std() < 0.01
