@@ -200,6 +200,15 @@ def _shrinkage(prior_var: float, var: np.ndarray) -> np.ndarray:
     return np.where(usable & np.isfinite(weight), weight, 0.0)
 
 
+def _held_constant(x: np.ndarray, columns: np.ndarray) -> np.ndarray:
+    """`x` with `columns` (a boolean mask; empty: none) set to 0 everywhere."""
+    if not columns.any():
+        return x
+    out = x.copy()
+    out[:, columns] = 0.0
+    return out
+
+
 def _finite(x: float) -> float:
     return x if np.isfinite(x) else 1.0
 
@@ -449,6 +458,8 @@ class ForestEffects(EffectModel):
     models_: list[HistGradientBoostingRegressor] = field(default_factory=list)
     edges_: dict[str, tuple[float, ...]] = field(default_factory=dict)
     bands_: SegmentEffects = field(default_factory=SegmentEffects)
+    blank_: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype=np.bool_))
+    """Feature columns held constant: without values in one half's training rows."""
 
     def _regressor(self, n: int) -> HistGradientBoostingRegressor:
         return HistGradientBoostingRegressor(
@@ -466,14 +477,25 @@ class ForestEffects(EffectModel):
 
     def fit(self, rows: pl.DataFrame, z: np.ndarray) -> Self:
         half = ((rows["buyer_id"].hash(self.seed + 3) % 2) == 1).to_numpy()
+        trains = []
+        for side in (False, True):
+            train = np.flatnonzero(half == side)
+            if len(train) > self.max_rows:
+                train = train[:: len(train) // self.max_rows + 1]
+            trains.append((side, train))
         x = self.spec.matrix(rows)
+        # A column with values overall may have none in one half's rows (a few buyers),
+        # and the booster cannot bin a column without values: such columns are left out
+        # (held constant) for both halves and at prediction.
+        self.blank_ = np.zeros(x.shape[1], dtype=np.bool_)
+        for _, train in trains:
+            if len(train):
+                self.blank_ |= np.isnan(x[train]).all(axis=0)
+        x = _held_constant(x, self.blank_)
         predicted = np.zeros(rows.height)
         self.models_ = []
         with limit_threads(self.num_threads, "openmp"):
-            for side in (False, True):
-                train = np.flatnonzero(half == side)
-                if len(train) > self.max_rows:
-                    train = train[:: len(train) // self.max_rows + 1]
+            for side, train in trains:
                 if len(train) == 0:  # a few buyers may all hash to one side
                     continue
                 model = self._regressor(len(train)).fit(x[train], z[train])
@@ -501,7 +523,9 @@ class ForestEffects(EffectModel):
         return pl.Series("_band", [f"band{b}" for b in band], pl.String)
 
     def predict(self, rows: pl.DataFrame) -> EffectPrediction:
-        x = self.spec.matrix(rows)
+        # A model pickled before `blank_` existed holds no column constant.
+        blank = getattr(self, "blank_", np.zeros(0, dtype=np.bool_))
+        x = _held_constant(self.spec.matrix(rows), blank)
         with limit_threads(self.num_threads, "openmp"):
             tau = (
                 np.mean([m.predict(x) for m in self.models_], axis=0)

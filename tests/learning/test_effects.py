@@ -6,7 +6,8 @@ import numpy as np
 import polars as pl
 import pytest
 
-from recsys.learning.effects import KindEffects, Segmentation, SegmentEffects
+from recsys.learning.effects import ForestEffects, KindEffects, Segmentation, SegmentEffects
+from recsys.learning.matrix import FeatureSpec
 
 
 def _rows(
@@ -130,3 +131,31 @@ def test_bands_of_a_numeric_column_are_its_quartiles() -> None:
     labels = seg.labels(rows)["r"].to_list()
     assert labels[0] == "band0" and labels[99] == "band3" and labels[100] == "(none)"
     assert sorted(set(labels)) == ["(none)", "band0", "band1", "band2", "band3"]
+
+
+def test_a_feature_without_values_in_one_half_of_the_buyers_is_held_constant() -> None:
+    """The DR-learner fits one booster per half of the buyers; a column with values only
+    in the other half cannot be binned (the fuzzed-data crash of sklearn's "window shape
+    cannot be larger than input array shape"): that column, and only it, is held
+    constant, and every row still gets a finite effect."""
+    rng = np.random.default_rng(0)
+    n = 4000
+    buyers = pl.Series("buyer_id", [f"b{i}" for i in range(n)])
+    half = ((buyers.hash(3) % 2) == 1).to_numpy()  # ForestEffects' halves with seed 0
+    responds = rng.random(n) < 0.5
+    rows = pl.DataFrame(
+        {
+            "exposure_id": [f"x{i}" for i in range(n)],
+            "buyer_id": buyers,
+            "kind": ["k"] * n,
+            "responds": responds.astype(np.float64),
+            "one_half_only": np.where(half, rng.random(n), np.nan),
+        }
+    )
+    z = np.where(responds, 0.5, 0.0) + 0.1 * rng.standard_normal(n)
+    spec = FeatureSpec.fit(rows, ["responds", "one_half_only"])
+    assert "one_half_only" in spec.columns
+    model = ForestEffects(spec=spec).fit(rows, z)
+    held = [c for c, blank in zip(spec.columns, model.blank_, strict=True) if blank]
+    assert held == ["one_half_only"]
+    assert np.isfinite(model.predict(rows).mean).all()
