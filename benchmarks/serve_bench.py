@@ -449,41 +449,37 @@ def _say(text: str) -> None:
     print(f"[serving {time.strftime('%H:%M:%S')}] {text}", file=sys.stderr, flush=True)
 
 
-def start_bare(market: ServedMarket, work: Path, name: str) -> tuple[subprocess.Popen[str], str]:
-    """The bare uvicorn app on a free port, ready; (process, URL)."""
+def _start_app(argv: list[str], port: int, log_path: Path) -> tuple[subprocess.Popen[str], str]:
+    """Run `argv` (an app listening on `port`), logging to `log_path`; (process, URL) once
+    it answers, the process stopped if it never does."""
     from benchmarks.serve_host import wait_ready
 
+    with log_path.open("w") as log:
+        proc = subprocess.Popen(argv, env=_env(), stdout=log, stderr=subprocess.STDOUT, text=True)
+    url = f"http://127.0.0.1:{port}"
+    try:
+        wait_ready(url)
+    except RuntimeError:
+        _stop(proc)
+        raise
+    return proc, url
+
+
+def start_bare(market: ServedMarket, work: Path, name: str) -> tuple[subprocess.Popen[str], str]:
+    """The bare uvicorn app on a free port, ready; (process, URL)."""
     port = free_port()
     argv = [sys.executable, "-m", "benchmarks.bare_app", "--model", str(market.model)]
     argv += ["--as-of", market.as_of, "--port", str(port)]
     argv += ["--log-dir", str(work / f"bare-decisions-{name}")]
     argv += ["--serve-config", json.dumps(market.serve_config())]
-    with (work / f"bare-{name}.log").open("w") as log:
-        proc = subprocess.Popen(argv, env=_env(), stdout=log, stderr=subprocess.STDOUT, text=True)
-    url = f"http://127.0.0.1:{port}"
-    try:
-        wait_ready(url)
-    except RuntimeError:
-        _stop(proc)
-        raise
-    return proc, url
+    return _start_app(argv, port, work / f"bare-{name}.log")
 
 
 def start_noop(work: Path, name: str) -> tuple[subprocess.Popen[str], str]:
     """The no-op FastAPI app under bare uvicorn on a free port, ready; (process, URL)."""
-    from benchmarks.serve_host import wait_ready
-
     port = free_port()
     argv = [sys.executable, "-m", "benchmarks.noop_app", "--port", str(port)]
-    with (work / f"noop-{name}.log").open("w") as log:
-        proc = subprocess.Popen(argv, env=_env(), stdout=log, stderr=subprocess.STDOUT, text=True)
-    url = f"http://127.0.0.1:{port}"
-    try:
-        wait_ready(url)
-    except RuntimeError:
-        _stop(proc)
-        raise
-    return proc, url
+    return _start_app(argv, port, work / f"noop-{name}.log")
 
 
 def measure_variant(

@@ -25,8 +25,9 @@ import polars as pl
 from cachetools import LRUCache
 from numpy.typing import NDArray
 
-from recsys.policy.arrays import NO_TIME_END, NO_TIME_START, value_options
+from recsys.policy.arrays import NO_TIME_END, NO_TIME_START
 from recsys.policy.config import PolicyConfig
+from recsys.policy.value import float_column, value_of
 
 # Columns of `Options.num`.
 P_REDEEM, UPLIFT, P_PURCHASE, MIN_SPEND, SCORE, VALUE_SE = range(6)
@@ -137,13 +138,6 @@ class Options:
 NO_OPTIONS = Options(np.empty(0, dtype=np.int64), np.empty((0, N_COLUMNS)))
 
 
-def _floats(frame: pl.DataFrame, name: str) -> NDArray[np.float64]:
-    """A float column as an array, null = NaN (NaN everywhere when absent)."""
-    if name not in frame.columns:
-        return np.full(frame.height, np.nan)
-    return frame[name].cast(pl.Float64).fill_null(np.nan).to_numpy()
-
-
 def options_of(
     candidates: pl.DataFrame, catalog: OfferCatalog, config: PolicyConfig
 ) -> tuple[list[str], Options]:
@@ -160,25 +154,14 @@ def options_of(
     known = offer >= 0
     if not known.all():
         candidates, offer = candidates.filter(pl.Series(known)), offer[known]
-    valued = value_options(
-        tool=candidates["tool"].to_numpy(),
-        p_redeem=_floats(candidates, "p_redeem"),
-        uplift=_floats(candidates, "uplift"),
-        p_purchase=_floats(candidates, "p_purchase"),
-        order_value=_floats(candidates, "order_value"),
-        margin=_floats(candidates, "margin"),
-        offer_value=_floats(candidates, "offer_value"),
-        offer_cost=_floats(candidates, "offer_cost"),
-        score=_floats(candidates, "score"),
-        config=config,
-    )
+    valued = value_of(candidates, config)
     num = np.empty((candidates.height, N_COLUMNS))
-    num[:, P_REDEEM] = _floats(candidates, "p_redeem")
-    num[:, UPLIFT] = _floats(candidates, "uplift")
-    num[:, P_PURCHASE] = _floats(candidates, "p_purchase")
-    num[:, MIN_SPEND] = _floats(candidates, "min_spend")
+    num[:, P_REDEEM] = float_column(candidates, "p_redeem")
+    num[:, UPLIFT] = float_column(candidates, "uplift")
+    num[:, P_PURCHASE] = float_column(candidates, "p_purchase")
+    num[:, MIN_SPEND] = float_column(candidates, "min_spend")
     num[:, SCORE] = valued.score
-    num[:, VALUE_SE] = _floats(candidates, "value_se")
+    num[:, VALUE_SE] = float_column(candidates, "value_se")
     num[:, EXPECTED_VALUE] = valued.expected_value
     num[:, SPEND] = valued.spend
     num[:, REDEMPTION_COST] = valued.redemption_cost
