@@ -1,8 +1,9 @@
 """The holdout applied to a batch's answers: a held-out request gets nothing, and every
 logged propensity becomes the exact holdout-joint one (`recsys.policy.holdout`).
 
-Per-request cost: one salted hash per request (`assign_arms`) and a few float operations
-per answer (`hold_out`); no frames.
+Per-request cost: one salted hash per request (`assign_arms`); the propensities of a
+batch are one vectorized call (`logged_propensities`), and the listed offers are built
+with their holdout-joint propensity (`offer_scale`), not copied; no frames.
 """
 
 from __future__ import annotations
@@ -16,13 +17,11 @@ import numpy as np
 from recsys.features.pairs import PLATFORM
 from recsys.policy.holdout import (
     CONTROL,
-    HOLDOUT_TEXT,
     TREATED,
     HoldoutConfig,
     assign_control,
     joint_propensity,
 )
-from serving.schemas import RankedOffer
 
 
 @dataclass(frozen=True)
@@ -46,31 +45,33 @@ def assign_arms(
     return Arms(control=control, share=share, enabled=config.enabled)
 
 
-def hold_out(
-    arms: Arms,
-    i: int,
-    offers: list[RankedOffer],
-    reason: str | None,
-    explored: bool,
-    propensity: float,
-    p_nothing: float,
-) -> tuple[list[RankedOffer], str | None, bool, float, str | None]:
-    """Request ``i``'s answer under the holdout: (offers, no-offer reason, explored,
-    logged propensity, arm).
+def offer_scale(arms: Arms) -> np.ndarray:
+    """Per request, the factor of its listed offers' propensities: the treated share
+    ``1 - share`` (an offer is listed only if the request was not held out), or 1 without
+    a holdout."""
+    return 1.0 - arms.share if arms.enabled else np.ones(len(arms.control))
 
-    A held-out request gets no offers and the holdout's reason; its propensity is
-    ``share + (1 - share) * p_nothing``. A treated one keeps its answer, each listed
-    offer's propensity times ``1 - share`` and a "nothing" the same formula as control.
-    Without a holdout everything is returned unchanged with arm None.
+
+def logged_propensities(
+    arms: Arms, offered: np.ndarray, propensity: np.ndarray, p_nothing: np.ndarray
+) -> np.ndarray:
+    """Each request's logged propensity under the holdout, in one vectorized pass.
+
+    ``offered``: the policy's answer lists an offer; ``propensity``: the policy's
+    probability of that action; ``p_nothing``: its probability of "nothing". A held-out
+    request logs "nothing" with ``share + (1 - share) * p_nothing``; a treated one its
+    action's holdout-joint probability (`joint_propensity`). Without a holdout the
+    policy's own propensities are returned unchanged.
     """
+    propensity = np.asarray(propensity, dtype=np.float64)
     if not arms.enabled:
-        return offers, reason, explored, propensity, None
-    share = float(arms.share[i])
-    if arms.control[i]:
-        offers, reason, explored = [], HOLDOUT_TEXT, False
-    joint = joint_propensity(
-        np.array([share]), np.array([not offers]), np.array([propensity]), np.array([p_nothing])
-    )
-    offers = [o.model_copy(update={"propensity": o.propensity * (1.0 - share)}) for o in offers]
-    arm = CONTROL if arms.control[i] else TREATED
-    return offers, reason, explored, float(joint[0]), arm
+        return propensity
+    is_nothing = arms.control | ~np.asarray(offered, dtype=bool)
+    return joint_propensity(arms.share, is_nothing, propensity, p_nothing)
+
+
+def arm_of(arms: Arms, i: int) -> str | None:
+    """Request ``i``'s arm as logged: ``control``, ``treated``, or None without a holdout."""
+    if not arms.enabled:
+        return None
+    return CONTROL if arms.control[i] else TREATED

@@ -96,11 +96,18 @@ class RequestDecider:
         self._capped = config.max_offers_per_buyer is not None or config.max_per_tool is not None
 
     def decide(
-        self, plans: Sequence[Plan], now: datetime, rng: np.random.Generator | None
+        self,
+        plans: Sequence[Plan],
+        now: datetime,
+        rng: np.random.Generator | None,
+        offer_scale: NDArray[np.float64] | None = None,
     ) -> list[Answer]:
         """Answer every plan (no side effects); `rng` draws the exploration (None: the
-        config's seed). Cost: a lookup per request plus array work on the batch's
-        options, and sentences for the listed rows only."""
+        config's seed). `offer_scale`, per plan, multiplies the propensities of the
+        offers it lists (a holdout's treated share: `serving.holdout.offer_scale`); the
+        answer's own `propensity` and `p_nothing` stay the policy's. Cost: a lookup per
+        request plus array work on the batch's options, and sentences for the listed
+        rows only."""
         catalog, cfg = self.catalog, self.config
         now_us = micros(now)
         valid, tag = catalog.valid_set(now_us)
@@ -189,6 +196,7 @@ class RequestDecider:
                         [(p, float(choice.option_p[p])) for p in others.get(i, [])],
                         plan,
                         float(choice.nothing_p[i]),
+                        1.0 if offer_scale is None else float(offer_scale[u]),
                     )
                 )
             elif u in rejected:
@@ -256,10 +264,12 @@ class RequestDecider:
         others: list[tuple[int, float]],
         plan: Plan,
         p_nothing: float,
+        scale: float,
     ) -> Answer:
         """The answer of a unit with eligible options: `best` and `chosen` are ranked
         positions (-1 = nothing), `others` the listed positions after the action with
-        their probabilities, `p_nothing` the unit's probability of nothing."""
+        their probabilities, `p_nothing` the unit's probability of nothing, `scale` the
+        factor of the listed offers' propensities."""
         case = arrays.outcome(
             offered=chosen >= 0,
             explored=explored,
@@ -274,8 +284,8 @@ class RequestDecider:
         if explored:
             codes = [Reason.EXPLORATION.value, *codes]
             text = f"{exploration_sentence(propensity)}; {text}"
-        listed = [rows.offer(chosen, propensity, codes, text)]
-        listed += [rows.offer(p, q, *rows.described(p)) for p, q in others]
+        listed = [rows.offer(chosen, propensity * scale, codes, text)]
+        listed += [rows.offer(p, q * scale, *rows.described(p)) for p, q in others]
         return Answer(listed, None, explored, propensity, listed[0].seller_id, p_nothing)
 
     def _rejection_text(

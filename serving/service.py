@@ -46,13 +46,13 @@ from recsys.features.pairs import seller_id_of_key
 from recsys.models.ranker import PromoRanker
 from recsys.policy import PolicyConfig
 from recsys.policy.eligibility import as_utc
-from recsys.policy.holdout import CONTROL, HoldoutConfig
+from recsys.policy.holdout import CONTROL, HOLDOUT_TEXT, HoldoutConfig
 from serving.auth import ADMIN_PRINCIPAL, AccessError, ForbiddenError, KeyRing, Principal
 from serving.campaign_plans import CampaignPlans, campaigns_response
 from serving.decision_index import Decision, DecisionIndex
 from serving.decision_log import DecisionLog
 from serving.history import ExposureHistory
-from serving.holdout import Arms, assign_arms, hold_out
+from serving.holdout import Arms, arm_of, assign_arms, logged_propensities, offer_scale
 from serving.outcomes import OutcomeRecorder, UnknownOfferError
 from serving.ranking import Answer, Plan, RequestDecider
 from serving.schemas import (
@@ -387,7 +387,8 @@ class RankingService:
         # held-out requests are still decided, only for the exact probability of the
         # "nothing" their control rows log.
         arms = assign_arms([(p.request.buyer_id, p.scope) for p in plans], now, self.holdout)
-        return self._responses(plans, self._decider.decide(plans, now, rng), now, arms)
+        answers = self._decider.decide(plans, now, rng, offer_scale(arms))
+        return self._responses(plans, answers, now, arms)
 
     def _buyer_info(self, buyer: str) -> BuyerInfo:
         """What an answer says of its buyer; one frozen object per stage, shared."""
@@ -414,19 +415,18 @@ class RankingService:
         held-out request gets nothing, and every propensity is the holdout-joint one."""
         responses: list[RankResponse] = []
         decisions: list[Decision] = []
-        propensities: list[float] = []
         logged_arms: list[str | None] = []
+        propensities = logged_propensities(
+            arms,
+            np.array([bool(a.offers) for a in answers], dtype=bool),
+            np.array([a.propensity for a in answers], dtype=np.float64),
+            np.array([a.p_nothing for a in answers], dtype=np.float64),
+        ).tolist()
         for i, (plan, answer) in enumerate(zip(plans, answers, strict=True)):
             buyer = plan.request.buyer_id
-            offers, reason, explored, propensity, arm = hold_out(
-                arms,
-                i,
-                answer.offers,
-                answer.reason,
-                answer.explored,
-                answer.propensity,
-                answer.p_nothing,
-            )
+            arm = arm_of(arms, i)
+            held = arm == CONTROL
+            offers = [] if held else answer.offers
             decision_id = uuid.uuid4().hex
             responses.append(
                 RankResponse(
@@ -434,9 +434,9 @@ class RankingService:
                     model_version=self.model_version,
                     buyer=self._buyer_info(buyer),
                     offers=offers,
-                    no_offer_reason=reason,
-                    explored=explored,
-                    holdout=arm == CONTROL,
+                    no_offer_reason=HOLDOUT_TEXT if held else answer.reason,
+                    explored=False if held else answer.explored,
+                    holdout=held,
                 )
             )
             decisions.append(
@@ -448,7 +448,6 @@ class RankingService:
                     ts=now,
                 )
             )
-            propensities.append(propensity)
             logged_arms.append(arm)
         return _Batch(responses, decisions, propensities, logged_arms)
 
