@@ -49,6 +49,7 @@ from recsys.evaluation.targeting import gain_curve
 from recsys.policy import DESCRIPTIONS, OfferPolicy, PolicyConfig, Reason
 from recsys.policy.budget import Allocation, allocate
 from recsys.policy.eligibility import RequestContext
+from recsys.policy.pricing import price_ceiling, smallest_fitting_prices
 from recsys.policy.value import PROFIT_EPS
 
 
@@ -69,10 +70,6 @@ class PlannerConfig(StrictConfig):
         description="one offer per audience (simple campaigns), or each buyer's best offer",
     )
     gain_points: int = Field(default=21, ge=2, le=1001, description="points of the gain curve")
-
-
-MAX_BISECTIONS = 40
-"""Bisection steps of the budget's price when each audience runs one offer."""
 
 
 SUMMARY_SCHEMA: dict[str, pl.DataType] = {
@@ -242,9 +239,11 @@ def _one_offer_per_audience(
     solved by Lagrangian relaxation, like the policy's own budgets: at a price ``lam``
     per unit of spend, each audience takes the offer with the largest sum over its
     buyers of ``max(0, value - lam * spend)`` and gives it to the buyers where that is
-    positive. Spend falls as ``lam`` rises, so ``lam`` is bisected to the smallest price
-    that fits the budget; the policy's budget allocation then picks the buyers of those
-    offers exactly (repair and greedy fill), so the plan never spends over the budget.
+    positive. Spend falls as ``lam`` rises, so ``lam`` is the smallest price that fits
+    the budget (`recsys.policy.pricing.smallest_fitting_prices`, the policy's own price
+    search, with one budget); the policy's budget allocation then picks the buyers of
+    those offers exactly (repair and greedy fill), so the plan never spends over the
+    budget.
     """
     budget = (policy.budgets or {}).get(seller_id)
     codes = valued.select(
@@ -270,19 +269,15 @@ def _one_offer_per_audience(
         return (best[audience] == group) & (net > PROFIT_EPS)
 
     price = 0.0
-    if budget is not None and float(spend[chosen_rows(0.0)].sum()) > budget:
-        positive = spend > 0
-        high = float(np.max(value[positive] / spend[positive])) if positive.any() else 0.0
-        low = 0.0
-        for _ in range(MAX_BISECTIONS):
-            mid = (low + high) / 2
-            if float(spend[chosen_rows(mid)].sum()) > budget:
-                low = mid
-            else:
-                high = mid
-            if high - low <= 1e-6 * max(high, 1.0):
-                break
-        price = high
+    if budget is not None:
+        charged = np.zeros(len(spend), dtype=np.int64)  # every row charged to the one budget
+        price = float(
+            smallest_fitting_prices(
+                lambda p: np.array([spend[chosen_rows(float(p[0]))].sum()]),
+                np.array([float(budget)]),
+                price_ceiling(value, spend, charged, 1),
+            )[0]
+        )
     offers = valued.filter(pl.Series(chosen_rows(price))).select("audience", "offer_id").unique()
     allocation = allocate(valued.join(offers, on=["audience", "offer_id"], how="semi"), policy)
     return allocation.picks, max(price, _shadow_price(allocation, seller_id))

@@ -11,6 +11,7 @@ it at the data boundary, and a served request calls it directly:
 - :mod:`~recsys.policy.schema` — the *candidates* frame the upstream models produce;
 - :mod:`~recsys.policy.value` — redemption cost and expected incremental profit;
 - :mod:`~recsys.policy.eligibility` — validity dates, seller scope, minimum spend, caps;
+- :mod:`~recsys.policy.pricing` — the budget price search (smallest price that fits);
 - :mod:`~recsys.policy.budget` — per-seller budgets solved with a shadow price;
 - :mod:`~recsys.policy.explore` — epsilon-greedy and softmax with exact propensities;
 - :mod:`~recsys.policy.reasons` — reason codes and texts a seller can read;

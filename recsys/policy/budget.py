@@ -12,11 +12,12 @@ subject to each seller's total spend <= budget — is solved by Lagrangian relax
 
 1. For prices ``lambda_s >= 0`` each unit independently takes the action maximizing
    ``value - lambda_s * spend``, or nothing (worth 0) when no action is positive.
-   A seller's spend falls as its price rises, so ``lambda_s`` is found by bisection as
-   the smallest price at which the seller's spend fits its budget (0 when the budget does
-   not bind). All sellers are bisected together, vectorized over the whole batch; with
-   ``one_offer_per="buyer"`` sellers compete for the same units, and sellers that end up
-   over budget are bisected again (prices only rise, so this stops).
+   A seller's spend falls as its price rises, so ``lambda_s`` is the smallest price at
+   which the seller's spend fits its budget (0 when the budget does not bind), found by
+   :func:`recsys.policy.pricing.smallest_fitting_prices` for all sellers together,
+   vectorized over the whole batch; with ``one_offer_per="buyer"`` sellers compete for
+   the same units, and sellers that end up over budget are searched again (prices only
+   rise, so this stops).
 2. Repair: a seller still over budget (possible only through that competition) keeps its
    picks with the best value per unit of spend that fit.
 3. Greedy fill: units left without an offer take their best remaining positive-value
@@ -38,11 +39,11 @@ import polars as pl
 from numpy.typing import NDArray
 
 from recsys.policy.config import PLATFORM_BUDGET_KEY, PROFIT_EPS, PolicyConfig
+from recsys.policy.pricing import above_ceiling, price_ceiling, smallest_fitting_prices
 from recsys.policy.value import with_score, with_spend
 
-MAX_BISECTIONS = 30
-REL_TOL = 1e-4
 MAX_OUTER_ROUNDS = 5
+"""Rounds of the price search when sellers compete for the same units (see `_shadow_prices`)."""
 
 
 @dataclass(frozen=True)
@@ -174,35 +175,31 @@ def _shadow_prices(
     bidx: NDArray[np.int64],
     budget: NDArray[np.float64],
 ) -> NDArray[np.float64]:
-    """Smallest per-seller prices at which each budgeted seller's chosen spend fits."""
+    """Smallest per-seller prices at which each budgeted seller's chosen spend fits.
+
+    One vectorized price search (:func:`~recsys.policy.pricing.smallest_fitting_prices`)
+    over all sellers per round. With ``one_offer_per="buyer"`` a seller's spend also
+    depends on the others' prices (they compete for the same units), so a seller pushed
+    back over budget by another's higher price is searched again from its current price,
+    for at most :data:`MAX_OUTER_ROUNDS` rounds (prices only rise, so this stops).
+    """
     n = budget.size
     lam = np.zeros(n)
     if n == 0:
         return lam
     starts = _starts(unit)
-    # Above the largest value/spend ratio of a seller, none of its costly rows is chosen.
-    costly = (bidx >= 0) & (spend > 0)
-    top = np.zeros(n)
-    np.maximum.at(top, bidx[costly], value[costly] / spend[costly])
-    top = top * (1 + 1e-6) + 1e-12
+    # _choose keeps a row whose adjusted value is > 0: above the ratio, by a hair.
+    top = above_ceiling(price_ceiling(value, spend, bidx, n))
 
     def spend_at(prices: NDArray[np.float64]) -> NDArray[np.float64]:
         chosen = _choose(unit, starts, value - np.append(prices, 0.0)[bidx] * spend)
         return _spend_by_seller(chosen, spend, bidx, n)
 
     for _ in range(MAX_OUTER_ROUNDS):
-        active = spend_at(lam) > budget
-        if not active.any():
+        raised = smallest_fitting_prices(spend_at, budget, top, low=lam)
+        if np.array_equal(raised, lam):
             break
-        lo, hi = lam.copy(), np.where(active, np.maximum(top, lam), lam)
-        for _ in range(MAX_BISECTIONS):
-            mid = np.where(active, 0.5 * (lo + hi), lam)
-            fits = spend_at(mid) <= budget
-            hi = np.where(active & fits, mid, hi)
-            lo = np.where(active & ~fits, mid, lo)
-            if np.all((hi - lo)[active] <= REL_TOL * hi[active]):
-                break
-        lam = np.where(active, hi, lam)
+        lam = raised
     return lam
 
 
