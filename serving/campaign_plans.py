@@ -3,9 +3,12 @@
 The seller's known buyers (any history with it in the feature store; every buyer when it
 has none) are scored against its offers valid now and planned by
 `recsys.campaigns.plan_campaigns` (audiences x offers, compared with no campaign and
-coupon-to-all). Scored candidates are kept per seller and set of valid offers (an offer
-starting or ending refreshes them), plans per budget and audience on top, both in one
-`cachetools` LRU sized in rows. A new champion gets a new service, hence new plans.
+coupon-to-all). Buyers the serving holdout keeps in the seller's control group for the
+current period are left out of every plan and target list: a campaign sent to them would
+treat the control the lift is measured against. Scored candidates are kept per seller
+and set of valid offers (an offer starting or ending refreshes them), plans per budget,
+audience and holdout period on top, both in one `cachetools` LRU sized in rows. A new
+champion gets a new service, hence new plans.
 """
 
 from __future__ import annotations
@@ -26,6 +29,7 @@ from recsys.campaigns import (
 )
 from recsys.models.ranker import PromoRanker
 from recsys.policy.config import PolicyConfig
+from recsys.policy.holdout import HoldoutConfig, assign_control, holdout_period
 from serving.schemas import Alternative, Campaign, CampaignsResponse, GainPoint
 from serving.served_state import OfferCatalog, micros
 
@@ -48,10 +52,12 @@ class CampaignPlans:
         catalog: OfferCatalog,
         policy: PolicyConfig,
         max_rows: int = CACHE_ROWS,
+        holdout: HoldoutConfig | None = None,
     ) -> None:
         self.ranker = ranker
         self.catalog = catalog
         self.policy = policy
+        self.holdout = holdout if holdout is not None else HoldoutConfig(share=0.0)
         self._kept: LRUCache[tuple[object, ...], pl.DataFrame | CampaignPlan] = LRUCache(
             maxsize=max_rows, getsizeof=_rows
         )
@@ -65,18 +71,20 @@ class CampaignPlans:
         budget: float | None,
         audience: AudienceKind = "journey_stage",
     ) -> CampaignPlan:
-        """The seller's plan within `budget` for the offers valid at `now` (cached)."""
+        """The seller's plan within `budget` for the offers valid at `now`, without the
+        buyers held out at `now` (cached per holdout period)."""
         code = self.catalog.scope_code(seller_id)
         offers = tuple(
             self.catalog.ids[i]
             for i in self.catalog.valid(micros(now))
             if self.catalog.seller_code[i] == code
         )
-        plan_key = ("plan", seller_id, offers, budget, audience)
+        period = holdout_period(now, self.holdout.period_days) if self.holdout.enabled else None
+        plan_key = ("plan", seller_id, offers, budget, audience, period)
         cached = self._get(plan_key)
         if isinstance(cached, CampaignPlan):
             return cached
-        scored = self._scores(seller_id, offers)
+        scored = self._without_held_out(self._scores(seller_id, offers), seller_id, now)
         plan = plan_campaigns(
             scored,
             self._audiences(scored, audience),
@@ -119,6 +127,17 @@ class CampaignPlans:
         scored = self.ranker.candidates(pairs)
         self._put(key, scored)
         return scored
+
+    def _without_held_out(
+        self, scored: pl.DataFrame, seller_id: str, now: datetime
+    ) -> pl.DataFrame:
+        """`scored` without the rows of buyers in the seller's control group at `now`
+        (the same assignment `/v1/rank` draws for a request scoped to the seller)."""
+        if not self.holdout.enabled or scored.height == 0:
+            return scored
+        buyers = scored["buyer_id"].unique().sort()
+        control, _ = assign_control(buyers.to_list(), [seller_id] * buyers.len(), now, self.holdout)
+        return scored.filter(~pl.col("buyer_id").is_in(buyers.filter(pl.Series(control)).implode()))
 
     def _get(self, key: tuple[object, ...]) -> pl.DataFrame | CampaignPlan | None:
         with self._lock:

@@ -14,7 +14,7 @@ import pytest
 
 from recsys.models.ranker import PromoRanker
 from recsys.policy import PolicyConfig
-from recsys.policy.holdout import HOLDOUT_TEXT, HoldoutConfig
+from recsys.policy.holdout import HOLDOUT_TEXT, HoldoutConfig, assign_control
 from serving.decision_log import DecisionLog, read_log
 from serving.schemas import RankRequest, RankResponse
 from serving.service import RankingService
@@ -120,3 +120,26 @@ def test_without_a_holdout_nobody_is_held_out(
     answers = rank_all(build(ranker, now, HoldoutConfig(share=0.0), None), buyers(ranker), 300)
     assert not any(a.holdout for a in answers)
     assert all(a.no_offer_reason != HOLDOUT_TEXT for a in answers)
+
+
+def test_campaign_targets_leave_out_the_sellers_held_out_buyers(
+    market_ranker: PromoRanker, market_now: datetime
+) -> None:
+    """A campaign sent to a held-out buyer would treat the control group: the plan of a
+    seller with a holdout targets none of the buyers `/v1/rank` holds out for it, and
+    the same plan without a holdout does target some of them (so the check can fail)."""
+    ranker, now = market_ranker, market_now
+    holdout = HoldoutConfig(share=0.5)
+    (who,) = admins(1)
+
+    def targeted(svc: RankingService) -> set[str]:
+        plan, _ = svc.campaign_plan(SELLER, who)
+        return set(plan.targets["buyer_id"].to_list())
+
+    with_holdout = targeted(build(ranker, now, holdout, None))
+    without = targeted(build(ranker, now, None, None))
+    ids = sorted(without)
+    control, _ = assign_control(ids, [SELLER] * len(ids), now, holdout)
+    held_out = {b for b, c in zip(ids, control.tolist(), strict=True) if c}
+    assert held_out and held_out <= without
+    assert with_holdout and not with_holdout & held_out
