@@ -3,11 +3,12 @@
 - `create_api(state, max_body_bytes=...)` builds the FastAPI app (routes, auth, errors,
   metrics, request size limits); it knows nothing of Ray, so it is tested with a plain
   test client.
-- `RankerDeployment` (built by `deployment()`) owns one replica's state: the current
-  service (model), the decision log, the champion poller; `/v1/rank` goes through
-  `@serve.batch`, so concurrent requests are scored together in one vectorized call.
+- `serving.deployment.RankerDeployment` owns one replica's state: the current service
+  (model), the decision log, the champion poller; `/v1/rank` goes through `@serve.batch`,
+  so concurrent requests are scored together in one vectorized call.
 - `app_builder(args)` is the typed application builder `serve deploy` and `recsys serve`
-  use (import path `serving.app:app_builder`).
+  use (import path `serving.app:app_builder`): it binds `RankerDeployment` to the config.
+  Importing this module neither needs nor touches Ray.
 """
 
 from __future__ import annotations
@@ -20,8 +21,8 @@ import re
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta
-from typing import Any
+from datetime import datetime
+from typing import TYPE_CHECKING, Any
 
 from fastapi import Depends, FastAPI, Path, Query, Request
 from fastapi.exception_handlers import http_exception_handler
@@ -67,6 +68,11 @@ from serving.schemas import (
 )
 from serving.sessions import SessionStore
 
+if TYPE_CHECKING:  # Ray and the service (polars, the model) load only where they run
+    from ray.serve import Application
+
+    from serving.service import RankingService
+
 __all__ = ["ApiState", "BodyLimit", "ServiceHolder", "app_builder", "create_api"]
 
 log = logging.getLogger(__name__)
@@ -102,7 +108,7 @@ BEARER = HTTPBearer(
 class ServiceHolder:
     """The service currently answering, swapped whole when a new model is loaded."""
 
-    service: Any = None
+    service: RankingService | None = None
     version: str | None = None
     load_error: str | None = None
     loaded_at: float = field(default_factory=time.time)
@@ -125,8 +131,8 @@ class ApiState:
 def create_api(state: Callable[[], ApiState], *, max_body_bytes: int = MAX_BODY_BYTES) -> FastAPI:
     """The HTTP API over `state()` (see the module docstring).
 
-    `state` is looked up on every request rather than captured, because Ray Serve ships
-    this app to each replica by pickling it: a captured object would be a stale copy.
+    `state` is looked up on every request rather than captured (a Serve replica builds
+    its app around its own state: `serving.deployment.RankerDeployment`).
     Before any route, `serving.guards` answers a `/v1/` request without a valid key 401
     without reading its body, and a body over its route's limit 413 (`max_body_bytes`
     sizes /v1/rank/batch); a body that is not UTF-8 JSON, repeats a key, or holds a
@@ -148,7 +154,7 @@ def create_api(state: Callable[[], ApiState], *, max_body_bytes: int = MAX_BODY_
         service = ready_service()
         return await asyncio.to_thread(service.rank, requests, who)
 
-    def ready_service() -> Any:
+    def ready_service() -> RankingService:
         holder = state().holder
         if holder.service is None:
             raise NotReadyError(holder.load_error or "the model is still loading")
@@ -382,9 +388,6 @@ GRACEFUL_STOP_S = 5.0
 MAX_RETRY_SECONDS = 300.0
 """Longest wait before a replica tries again to load a model version that failed."""
 
-_REPLICA: list[ApiState] = []
-"""This process's replica state (set by the deployment's constructor)."""
-
 
 def service_for(
     config: ServeConfig,
@@ -394,7 +397,7 @@ def service_for(
     history: Any = None,
     outcomes: Any = None,
     clock: Callable[[], datetime] | None = None,
-) -> Any:
+) -> RankingService:
     """The `RankingService` a serve config describes for a loaded ranker: its serving
     policy, score cache and clock (`clock`, else `replica_clock(config)`). A replica
     passes its own history, outcome recorder and clock, which outlive a model swap."""
@@ -421,200 +424,19 @@ def replica_clock(config: ServeConfig) -> Callable[[], datetime]:
     return clock_from(config.as_of) if config.as_of is not None else now_utc
 
 
-def replica_state() -> ApiState:
-    if not _REPLICA:
-        raise NotReadyError("the replica is still starting")
-    return _REPLICA[0]
-
-
-def deployment(config: ServeConfig) -> Any:
-    """The Ray Serve deployment class, configured from `config` (built on call, so that
-    importing this module neither needs nor touches Ray)."""
-    from ray import serve
-
-    batching = config.batching
-
-    class RankerDeployment:
-        """One replica: the current model's service, its decision log, the poller."""
-
-        def __init__(self, config_data: dict[str, Any]) -> None:
-            from serving.decision_index import DecisionIndex
-            from serving.decision_log import DecisionLog
-            from serving.history import ExposureHistory
-            from serving.model_source import ModelSource
-            from serving.outcomes import OutcomeRecorder
-
-            self.config = ServeConfig.from_dict(config_data)
-            self.holder = ServiceHolder()
-            self.metrics = Metrics()
-            self.source = ModelSource(self.config.model_uri, self.config.tracking_uri)
-            # One clock for the replica's life: a model swap does not restart `as_of`.
-            self.clock = replica_clock(self.config)
-            self.log = DecisionLog(self.config.decision_log_dir)
-            self.log.start()  # first: writes what stopped processes logged ahead as parts
-            # Every replica's decisions and stored outcomes, read from the shared log, so
-            # an outcome is accepted whichever replica (or earlier process) decided.
-            log = self.log
-            self.index = DecisionIndex(
-                self.config.decision_log_dir,
-                clock=self.clock,
-                max_decisions=self.config.decision_index_rows,
-                own_owner=lambda: log.owner,
-            )
-            self.outcomes = OutcomeRecorder(self.index, self.log)
-            logged = self.index.refresh()
-            # Through the module, not a global name: this class is pickled by value, so
-            # its globals would be copies; the routes read the real module's list.
-            from serving import app as this_module
-
-            this_module._REPLICA[:] = [
-                ApiState(
-                    holder=self.holder,
-                    keyring=KeyRing(self.config.api_keys),
-                    metrics=self.metrics,
-                    rank=self.rank_each,
-                    sessions=SessionStore(
-                        self.config.sessions_directory,
-                        ttl=timedelta(hours=self.config.session_hours),
-                    ),
-                    incrementality=IncrementalityBoard(self.config.incrementality_path),
-                )
-            ]
-            self.history = ExposureHistory()
-            self._load(self.source.current_version())
-            self._seed_history(logged["exposures"])
-            del logged
-            self._poller = asyncio.get_event_loop().create_task(self._poll())
-
-        def _load(self, version: str) -> None:
-            holder, metrics = self.holder, self.metrics
-            try:
-                ranker = self.source.load(version)
-                service = service_for(
-                    self.config,
-                    ranker,
-                    version,
-                    self.log,
-                    self.history,
-                    outcomes=self.outcomes,
-                    clock=self.clock,
-                )
-                service.warm_up()
-            except Exception as exc:  # keep serving the old model, say why
-                holder.load_error = redacted(f"model version {version} failed to load: {exc!r}")
-                metrics.inc("model_load_failures_total")
-                log.exception("model version %s failed to load", version)
-                return
-            holder.service, holder.version, holder.load_error = service, version, None
-            holder.loaded_at = time.time()
-            metrics.model_version = version
-            metrics.inc("model_swaps_total")
-
-        def _seed_history(self, exposures: Any) -> None:
-            """Frequency caps survive a restart: remember the logged recent offers (the
-            exposures the index read at start)."""
-            service = self.holder.service
-            if service is None:
-                return
-            try:
-                seeded = service.seed_history(exposures)
-            except Exception:  # caps start empty rather than the replica failing
-                log.exception("could not read the decision log for frequency caps")
-                return
-            log.info("frequency caps: %d recent offers read from the decision log", seeded)
-
-        async def _poll(self) -> None:
-            """Follow the alias: load a new version; a version that failed is tried again
-            after a back-off (twice as long each time, at most `MAX_RETRY_SECONDS`), not at
-            every poll; the alias back on the version served clears the error."""
-            failed: dict[str, tuple[int, float]] = {}  # version -> (failures, retry at)
-            while True:
-                await asyncio.sleep(self.config.poll_seconds)
-                try:
-                    version = await asyncio.to_thread(self.source.current_version)
-                except Exception as exc:
-                    self.holder.load_error = redacted(
-                        f"cannot read {self.config.model_uri}: {exc!r}"
-                    )
-                    continue
-                if version == self.holder.version:
-                    self.holder.load_error = None  # e.g. rolled back to what is served
-                    continue
-                failures, retry_at = failed.get(version, (0, 0.0))
-                if time.monotonic() < retry_at:
-                    continue
-                await asyncio.to_thread(self._load, version)
-                if self.holder.version != version:
-                    wait = min(self.config.poll_seconds * 2**failures, MAX_RETRY_SECONDS)
-                    failed[version] = (failures + 1, time.monotonic() + wait)
-
-        async def rank_each(
-            self, requests: list[RankRequest], who: list[Principal]
-        ) -> list[RankResponse]:
-            """Each request joins the dynamic batch; errors come back per request."""
-            batched: Any = self.rank_batched  # type: ignore[misc]  # @serve.batch: per item
-            answers: list[Any] = await asyncio.gather(
-                *(batched(r, p) for r, p in zip(requests, who, strict=True))
-            )
-            for answer in answers:
-                if isinstance(answer, Exception):
-                    raise answer
-            return list(answers)
-
-        @serve.batch(  # type: ignore[arg-type]
-            max_batch_size=batching.max_batch_size,
-            batch_wait_timeout_s=batching.batch_wait_timeout_s,
-        )
-        async def rank_batched(  # type: ignore[misc]
-            self, requests: list[RankRequest], principals: list[Principal]
-        ) -> list[Any]:
-            service = self.holder.service
-            self.metrics.inc("rank_batches_total")
-            self.metrics.inc("rank_batched_requests_total", len(requests))
-            if service is None:
-                return [NotReadyError(self.holder.load_error or "loading")] * len(requests)
-            try:
-                return list(await asyncio.to_thread(service.rank, requests, principals))
-            except Exception:
-                self.metrics.inc("rank_batch_fallbacks_total")
-                # One bad request must not fail the others batched with it.
-                pairs = zip(requests, principals, strict=True)
-                return [await asyncio.to_thread(_one, service, r, p) for r, p in pairs]
-
-        def __del__(self) -> None:
-            self.log.close()
-
-    api = create_api(replica_state, max_body_bytes=config.max_body_bytes)
-    ingress = serve.ingress(api)(RankerDeployment)
-    return serve.deployment(
-        ingress,
-        name="ranker",
-        num_replicas=config.replicas,
-        ray_actor_options={"num_cpus": config.cpus_per_replica},
-        # Enough requests in flight per replica to fill a batch (Serve's default is 5).
-        max_ongoing_requests=max(2 * config.batching.max_batch_size, 8),
-        # A stopping replica finishes its requests in flight (well under a second each)
-        # and closes its decision log; Serve's defaults (2 s polls, 20 s) made
-        # `recsys serve` take half a minute to stop.
-        graceful_shutdown_wait_loop_s=0.5,
-        graceful_shutdown_timeout_s=GRACEFUL_STOP_S,
-    )
-
-
-def _one(service: Any, request: RankRequest, principal: Principal) -> Any:
-    try:
-        return service.rank([request], [principal])[0]
-    except Exception as exc:
-        return exc
-
-
-def app_builder(args: dict[str, Any]) -> Any:
+def app_builder(args: dict[str, Any]) -> Application:
     """Typed application builder: `serve deploy` (import path `serving.app:app_builder`,
     args = the serve config) and `recsys serve` both use it.
 
+    The config sizes `serving.deployment.RankerDeployment` and is its constructor's
+    argument; its `batching` is the deployment's `user_config`, which a Serve config file
+    may override for the `ranker` deployment to change it on live replicas
+    (docs/serving.md).
     Raw keys of RECSYS_API_KEYS (in this process's environment) are hashed here and
     travel to the replicas as hashes only.
     """
+    from serving.deployment import ranker_application
+
     config = ServeConfig.from_dict(args, source="serve config")
     config.api_keys = list(keyring_entries(config))
-    return deployment(config).bind(config.to_dict())
+    return ranker_application(config)

@@ -16,7 +16,7 @@ from ray.serve.schema import ServeApplicationSchema, ServeDeploySchema
 
 from serving.app import app_builder
 from serving.auth import ENV_VAR, hash_key
-from serving.config import ServeConfig
+from serving.config import BatchingConfig, ServeConfig
 
 CONFIGS = Path(__file__).resolve().parents[2] / "configs"
 DEPLOY = CONFIGS / "deploy" / "ray-serve.yaml"
@@ -71,3 +71,24 @@ def test_serve_builds_the_application_from_the_file(monkeypatch: pytest.MonkeyPa
     assert isinstance(app, Application)
     bound = str(app._bound_deployment.init_args)
     assert hash_key(key) in bound and key not in bound
+
+
+def test_the_files_example_of_live_batching_is_one_serve_accepts() -> None:
+    """The commented `deployments:` block (batching changed on live replicas) is valid as
+    written, for the deployment `app_builder` names, with keys `reconfigure` takes."""
+    from serving.deployment import DEPLOYMENT_NAME
+
+    lines = DEPLOY.read_text().splitlines()
+    start = next(i for i, line in enumerate(lines) if line.strip() == "# deployments:")
+    block = [line.replace("# ", "", 1) for line in lines[start:] if line.strip()]
+    assert all(
+        line.lstrip().startswith(("deployments", "-", "user_config", "max_")) for line in block
+    )
+    example = yaml.safe_load("\n".join(block))
+    data = _raw()
+    data["applications"][0].update(example)
+    app = ServeDeploySchema.model_validate(data).applications[0]
+    (override,) = app.deployments
+    assert override.name == DEPLOYMENT_NAME
+    batching = BatchingConfig.from_dict(override.user_config)
+    assert override.max_ongoing_requests >= batching.max_batch_size

@@ -36,6 +36,9 @@ OTHER_SELLERS = ("s001", "s002", "s003", "s004")
 SEND_COST = 0.02
 MAX_BODY = 200_000
 """The serve config's body limit here, below the default, to see that replicas apply it."""
+BATCHING = {"max_batch_size": 6, "batch_wait_timeout_s": 0.01}
+"""The serve config's batching here, not the default, to see that replicas apply it."""
+APP_NAME = "promo-test"
 
 
 def seller_key(seller: str) -> str:
@@ -113,9 +116,10 @@ def app(tmp_path_factory: pytest.TempPathFactory) -> Iterator[App]:
                 # even on a plan of reminders.
                 "policy": {"send_cost": SEND_COST},
                 "max_body_bytes": MAX_BODY,
+                "batching": BATCHING,
             }
         ),
-        name="promo-test",
+        name=APP_NAME,
         route_prefix="/",
     )
     yield state
@@ -170,6 +174,18 @@ def test_the_configured_body_limit_reaches_the_replicas(app: App) -> None:
     assert f"{MAX_BODY:,}" in response.text or str(MAX_BODY) in response.text
     small = app.post("/v1/rank/batch", {"requests": requests[:5]}, key=ADMIN_KEY)
     assert small.status_code == 200, small.text
+
+
+def test_the_configured_batching_reaches_the_replicas(app: App) -> None:
+    """The serve config's batching is the deployment's user_config, which the replica's
+    `reconfigure` applies to the batch queue of /v1/rank."""
+    from ray import serve
+
+    from serving.config import BatchingConfig
+    from serving.deployment import DEPLOYMENT_NAME
+
+    handle = serve.get_deployment_handle(DEPLOYMENT_NAME, app_name=APP_NAME)
+    assert handle.batching.remote().result(timeout_s=60) == BatchingConfig(**BATCHING)
 
 
 def test_the_seller_page_in_headless_chromium(app: App, tmp_path: Path) -> None:
