@@ -51,13 +51,13 @@ class CampaignPlans:
         ranker: PromoRanker,
         catalog: OfferCatalog,
         policy: PolicyConfig,
+        holdout: HoldoutConfig,
         max_rows: int = CACHE_ROWS,
-        holdout: HoldoutConfig | None = None,
     ) -> None:
         self.ranker = ranker
         self.catalog = catalog
         self.policy = policy
-        self.holdout = holdout if holdout is not None else HoldoutConfig(share=0.0)
+        self.holdout = holdout
         self._kept: LRUCache[tuple[object, ...], pl.DataFrame | CampaignPlan] = LRUCache(
             maxsize=max_rows, getsizeof=_rows
         )

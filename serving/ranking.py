@@ -100,14 +100,14 @@ class RequestDecider:
         plans: Sequence[Plan],
         now: datetime,
         rng: np.random.Generator | None,
-        offer_scale: NDArray[np.float64] | None = None,
+        offer_scale: NDArray[np.float64],
     ) -> list[Answer]:
         """Answer every plan (no side effects); `rng` draws the exploration (None: the
         config's seed). `offer_scale`, per plan, multiplies the propensities of the
-        offers it lists (a holdout's treated share: `serving.holdout.offer_scale`); the
-        answer's own `propensity` and `p_nothing` stay the policy's. Cost: a lookup per
-        request plus array work on the batch's options, and sentences for the listed
-        rows only."""
+        offers it lists (a holdout's treated share, 1 without one:
+        `serving.holdout.offer_scale`); the answer's own `propensity` and `p_nothing`
+        stay the policy's. Cost: a lookup per request plus array work on the batch's
+        options, and sentences for the listed rows only."""
         catalog, cfg = self.catalog, self.config
         now_us = micros(now)
         valid, tag = catalog.valid_set(now_us)
@@ -196,7 +196,7 @@ class RequestDecider:
                         [(p, float(choice.option_p[p])) for p in others.get(i, [])],
                         plan,
                         float(choice.nothing_p[i]),
-                        1.0 if offer_scale is None else float(offer_scale[u]),
+                        float(offer_scale[u]),
                     )
                 )
             elif u in rejected:

@@ -227,7 +227,7 @@ class RankingService:
         self.history = history if history is not None else ExposureHistory()
         self._tool_of: dict[str, str] = self._catalog.tool_of()
         self._decider = RequestDecider(self._scores, rank_policy, self.history)
-        self._plans = CampaignPlans(ranker, self._catalog, self.policy, holdout=self.holdout)
+        self._plans = CampaignPlans(ranker, self._catalog, self.policy, self.holdout)
 
     # ----------------------------------------------------------------------- small helpers
 
