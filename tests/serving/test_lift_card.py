@@ -8,6 +8,7 @@ import socket
 import threading
 import time
 from collections.abc import Iterator
+from typing import Any
 
 import pytest
 import uvicorn
@@ -79,13 +80,20 @@ def url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     thread.join(timeout=10)
 
 
+def signed_in(browser: Any, url: str, seller: str, key: str, lift: str) -> Any:
+    """A new page on `seller`'s page, signed in with `key`, once its lift card says
+    `lift` ("shown" or "none")."""
+    page = browser.new_page()
+    page.goto(f"{url}/sellers/{seller}")
+    page.fill("#key", key)
+    page.click("#sign-in")
+    page.wait_for_selector(f'body[data-lift="{lift}"]', timeout=60_000)
+    return page
+
+
 def test_the_seller_sees_its_measured_lift_card_and_chart(url: str) -> None:
     with chromium() as browser:
-        page = browser.new_page()
-        page.goto(f"{url}/sellers/s1")
-        page.fill("#key", SELLER_KEY)
-        page.click("#sign-in")
-        page.wait_for_selector('body[data-lift="shown"]', timeout=60_000)
+        page = signed_in(browser, url, "s1", SELLER_KEY, "shown")
         assert "vs holdout" in page.inner_text("#lift-section h2")
         profit = page.inner_text("#lift-profit")
         assert "+0.75" in profit and "90% interval" in profit and "holdout 50" in profit
@@ -99,17 +107,9 @@ def test_the_seller_sees_its_measured_lift_card_and_chart(url: str) -> None:
 
 def test_each_seller_sees_its_own_figures_or_why_there_are_none(url: str) -> None:
     with chromium() as browser:
-        page = browser.new_page()
-        page.goto(f"{url}/sellers/s2")
-        page.fill("#key", OTHER_KEY)
-        page.click("#sign-in")
-        page.wait_for_selector('body[data-lift="shown"]', timeout=60_000)
+        page = signed_in(browser, url, "s2", OTHER_KEY, "shown")
         assert "+9.99" in page.inner_text("#lift-profit")
         assert page.locator("#lift-revenue").count() == 0  # s2's report has profit only
-        page = browser.new_page()
-        page.goto(f"{url}/sellers/s3")
-        page.fill("#key", THIRD_KEY)
-        page.click("#sign-in")
-        page.wait_for_selector('body[data-lift="none"]', timeout=60_000)
+        page = signed_in(browser, url, "s3", THIRD_KEY, "none")
         assert page.locator("#lift .card").count() == 0
         assert "no holdout-served buyers" in page.inner_text("#lift-note")
