@@ -86,6 +86,7 @@ def prepare_market(buyers: int, root: Path, seed: int = 1) -> ServedMarket:
     from mlflow.tracking import MlflowClient
 
     from recsys.data import load_dataset
+    from recsys.data.seller_terms import seller_terms
     from recsys.data.synthetic import SyntheticConfig, generate
     from recsys.models.ranker import PromoRanker, RankerConfig
     from training.registry import CHAMPION, register
@@ -97,11 +98,11 @@ def prepare_market(buyers: int, root: Path, seed: int = 1) -> ServedMarket:
     began = time.perf_counter()
     generate(SyntheticConfig(buyers=buyers, seed=seed), data, overwrite=True)
     synth_s = time.perf_counter() - began
-    sellers = pl.read_parquet(data / "truth" / "sellers.parquet")
-    margins = dict(zip(sellers["seller_id"], sellers["margin"], strict=True))
+    terms = seller_terms(data)
+    assert terms is not None  # the marketplace just written has its truth
     dataset = load_dataset(data)
     began = time.perf_counter()
-    ranker = PromoRanker(RankerConfig(seller_margins=margins)).fit(dataset)
+    ranker = PromoRanker(RankerConfig().with_seller_terms(terms)).fit(dataset)
     fit_s = time.perf_counter() - began
     ranker.save(root / "model")
 
@@ -134,7 +135,7 @@ def prepare_market(buyers: int, root: Path, seed: int = 1) -> ServedMarket:
         buyers_file=buyers_file,
         pairs=pairs,
         buyers=buyers,
-        sellers=tuple(sorted(sellers["seller_id"].to_list())),
+        sellers=tuple(sorted(terms.margins)),
         seed=seed,
         synth_s=synth_s,
         fit_s=fit_s,

@@ -99,7 +99,7 @@ class Served:
 
 
 def fit(market: ServedMarket, data: Path, logs: list[Path]) -> PromoRanker:
-    config = RankerConfig(seller_margins=market.margins())
+    config = RankerConfig().with_seller_terms(market.terms())
     return PromoRanker(config).fit(load_dataset(data, logs))
 
 
@@ -169,7 +169,10 @@ def test_the_measured_lift_covers_the_truth(loop: dict[str, object]) -> None:
     report = incrementality(
         load_dataset(data, [log]),
         IncrementalityConfig(
-            window_days=7, margins=market.margins(), send_cost=market.config.send_cost, end=end
+            window_days=7,
+            margins=market.terms().margins,
+            send_cost=market.config.send_cost,
+            end=end,
         ),
     )
     # The truth of what the report measured: each unit's first decision, treated ones.

@@ -35,6 +35,7 @@ import polars as pl
 
 from recsys.data import Dataset
 from recsys.data.loader import load_dataset_files
+from recsys.data.seller_terms import SELLERS_TRUTH, seller_terms
 from recsys.data.sources import Part, data_files
 from recsys.data.synthetic import generate
 from recsys.evaluation.holdout import (
@@ -144,14 +145,22 @@ def files_digest(files: Sequence[Part]) -> str:
 def with_truth_margins(
     model: RankerConfig, path: Path, config: DataConfig
 ) -> tuple[RankerConfig, list[str]]:
-    """Seller margins from a synthetic marketplace's truth, when the config gives none."""
-    sellers = path / "truth" / "sellers.parquet"
-    if model.seller_margins or not config.margins_from_truth or not sellers.exists():
+    """Seller margins and the send cost from a synthetic marketplace's truth, where the
+    config gives none (`RankerConfig.with_seller_terms`)."""
+    terms = seller_terms(path) if config.margins_from_truth else None
+    if terms is None:
         return model, []
-    table = pl.read_parquet(sellers)
-    out = model.model_copy(deep=True)
-    out.seller_margins = dict(zip(table["seller_id"], table["margin"], strict=True))
-    return out, [f"seller margins taken from {sellers} ({table.height} sellers)"]
+    out = model.with_seller_terms(terms, keep_given=True)
+    notes = []
+    if out.seller_margins != model.seller_margins:
+        notes.append(
+            f"seller margins taken from {path / SELLERS_TRUTH} ({len(terms.margins)} sellers)"
+        )
+    if out.policy.send_cost != model.policy.send_cost:
+        notes.append(
+            f"send cost {out.policy.send_cost:g} per offer taken from {path / SELLERS_TRUTH}"
+        )
+    return out, notes
 
 
 def threaded(model: RankerConfig, threads: int) -> RankerConfig:

@@ -19,6 +19,7 @@ import polars as pl
 
 from recsys.data.dataset import Dataset
 from recsys.data.loader import load_dataset
+from recsys.data.seller_terms import SELLERS_TRUTH, seller_terms
 from recsys.evaluation.holdout import HoldoutReport, evaluate_holdout, holdout_split
 from recsys.evaluation.item_ranking import ItemRankingReport, evaluate_item_ranking
 from recsys.evaluation.policy_eval import OPEReport, learned_offers, policy_values_on_truth
@@ -85,11 +86,15 @@ def _truth(data_dir: Path, name: str) -> pl.DataFrame:
     return pl.read_parquet(data_dir / "truth" / f"{name}.parquet")
 
 
-def _config_with_true_margins(config: RankerConfig, data_dir: Path) -> RankerConfig:
-    sellers = _truth(data_dir, "sellers")
-    cfg = config.model_copy(deep=True)
-    cfg.seller_margins = dict(zip(sellers["seller_id"], sellers["margin"], strict=True))
-    return cfg
+def _config_with_true_terms(config: RankerConfig, data_dir: Path) -> RankerConfig:
+    """`config` with the marketplace's seller margins and send cost: the engine is judged
+    by the truth's profit, so it values offers with the costs that profit charges."""
+    terms = seller_terms(data_dir)
+    if terms is None:
+        raise FileNotFoundError(
+            f"{data_dir / SELLERS_TRUTH} is missing: {data_dir} is not a synthetic marketplace"
+        )
+    return config.with_seller_terms(terms)
 
 
 def evaluate_synthetic(
@@ -101,7 +106,7 @@ def evaluate_synthetic(
     the off-policy and uplift figures; more waves, smaller standard errors.
     """
     data_dir = Path(data_dir)
-    config = _config_with_true_margins(config or RankerConfig(), data_dir)
+    config = _config_with_true_terms(config or RankerConfig(), data_dir)
     dataset = load_dataset(data_dir)
     report = SyntheticReport()
     _held_out_wave(dataset, data_dir, config, report, holdout_waves)

@@ -32,6 +32,7 @@ from pydantic import Field
 from recsys.config import StrictConfig
 from recsys.data.dataset import Dataset
 from recsys.data.schema import SCORES_SCHEMA
+from recsys.data.seller_terms import SellerTerms
 from recsys.features.buyer import buyer_attributes, buyer_features
 from recsys.features.interactions import OfferItems, build_offer_items
 from recsys.features.pairs import (
@@ -65,6 +66,18 @@ class RankerConfig(StrictConfig):
         description="gross margin per seller_id; others use policy.margin_default",
     )
     mf_features: bool = Field(True, description="use MF affinity as a response feature")
+
+    def with_seller_terms(self, terms: SellerTerms, *, keep_given: bool = False) -> RankerConfig:
+        """This config with a marketplace's known seller margins and send cost (what a
+        seller would configure; `recsys.data.seller_terms`). `keep_given`: a margin
+        table or a send cost this config sets explicitly stays as it is."""
+        out = self.model_copy(deep=True)
+        if not (keep_given and self.seller_margins):
+            out.seller_margins = dict(terms.margins)
+        send_given = keep_given and "send_cost" in self.policy.model_fields_set
+        if terms.send_cost is not None and not send_given:
+            out.policy.send_cost = terms.send_cost
+        return out
 
 
 @dataclass

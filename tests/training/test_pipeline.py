@@ -120,11 +120,16 @@ def test_truth_margins_fill_only_an_empty_config(market: Path) -> None:
     filled, notes = with_truth_margins(RankerConfig(), market, data)
     sellers = pl.read_parquet(market / "truth" / "sellers.parquet")
     assert filled.seller_margins == dict(zip(sellers["seller_id"], sellers["margin"], strict=True))
-    assert notes
-    given = RankerConfig(seller_margins={"s000": 0.5})
-    assert with_truth_margins(given, market, data)[0].seller_margins == {"s000": 0.5}
+    assert filled.policy.send_cost == sellers["send_cost"][0] > 0
+    assert len(notes) == 2 and "send cost" in notes[1]
+    given = RankerConfig.from_dict(
+        {"seller_margins": {"s000": 0.5}, "policy": {"send_cost": 0.0}}
+    )
+    kept = with_truth_margins(given, market, data)[0]
+    assert (kept.seller_margins, kept.policy.send_cost) == ({"s000": 0.5}, 0.0)
     off = DataConfig(margins_from_truth=False)
-    assert with_truth_margins(RankerConfig(), market, off)[0].seller_margins == {}
+    unchanged = with_truth_margins(RankerConfig(), market, off)[0]
+    assert (unchanged.seller_margins, unchanged.policy.send_cost) == ({}, 0.0)
 
 
 def test_threaded_sets_every_model_and_money_terms_copy_only_money() -> None:

@@ -282,11 +282,16 @@ def exposure_options_frame(log: ChunkLog) -> pl.DataFrame:
     )
 
 
-def sellers_truth_frame(catalog: Catalog) -> pl.DataFrame:
-    """Each seller's gross margin (sellers know theirs; the engine takes it as config)."""
+def sellers_truth_frame(catalog: Catalog, send_cost: float) -> pl.DataFrame:
+    """Each seller's gross margin and cost of issuing one offer (sellers know theirs; the
+    engine takes them as config: `recsys.data.seller_terms`)."""
     return pl.DataFrame(
         {"seller": np.arange(catalog.n_sellers), "margin": catalog.seller_margin}
-    ).select(seller_ids(pl.col("seller")).alias("seller_id"), "margin")
+    ).select(
+        seller_ids(pl.col("seller")).alias("seller_id"),
+        "margin",
+        pl.lit(send_cost, pl.Float64).alias("send_cost"),
+    )
 
 
 def redemptions_frame(log: ChunkLog) -> pl.DataFrame:
@@ -437,7 +442,7 @@ def _write_all(
         writer.write("items", items_frame(catalog))
         writer.write("offers", offers_frame(config, offers))
         writer.write("offer_items", offer_items_frame(catalog, offers))
-        writer.write(f"{TRUTH_DIR}/sellers", sellers_truth_frame(catalog))
+        writer.write(f"{TRUTH_DIR}/sellers", sellers_truth_frame(catalog, config.send_cost))
         n_chunks = -(-config.buyers // config.chunk_buyers)
         offer_exposures = redemptions = 0
         for chunk in range(n_chunks):

@@ -30,6 +30,7 @@ from pathlib import Path
 import numpy as np
 import polars as pl
 
+from recsys.data.seller_terms import SellerTerms
 from recsys.data.synthetic.campaigns import build_offers
 from recsys.data.synthetic.catalog import build_catalog
 from recsys.data.synthetic.generate import (
@@ -87,7 +88,9 @@ class ServedMarket:
         self._offer_code = dict(zip(offers["offer_id"], range(offers.height), strict=True))
         self._buyer_ids = self._buyers_frame["buyer_id"].to_list()
         self._buyer_row = {b: i for i, b in enumerate(self._buyer_ids)}
-        self._seller_ids = sellers_truth_frame(self.catalog)["seller_id"].to_list()
+        self._seller_ids = sellers_truth_frame(self.catalog, self.config.send_cost)[
+            "seller_id"
+        ].to_list()
         self._seller_code = {s: i for i, s in enumerate(self._seller_ids)}
 
     def week_start(self, week: int) -> datetime:
@@ -212,10 +215,14 @@ class ServedMarket:
         out[given] = truth.profit_treated - truth.profit_control
         return out
 
-    def margins(self) -> dict[str, float]:
-        """Each seller's true gross margin (what a seller would configure)."""
-        frame = sellers_truth_frame(self.catalog)
-        return dict(zip(frame["seller_id"], frame["margin"], strict=True))
+    def terms(self) -> SellerTerms:
+        """Each seller's true gross margin and the send cost (what a seller would
+        configure)."""
+        frame = sellers_truth_frame(self.catalog, self.config.send_cost)
+        return SellerTerms(
+            margins=dict(zip(frame["seller_id"], frame["margin"], strict=True)),
+            send_cost=self.config.send_cost,
+        )
 
     def write(self, out: str | Path) -> Path:
         """The contract dataset of the weeks simulated so far (served decisions are the
@@ -250,7 +257,7 @@ class ServedMarket:
             "exposures": exposures,
             "redemptions": redemptions,
             f"{TRUTH_DIR}/exposures": truth,
-            f"{TRUTH_DIR}/sellers": sellers_truth_frame(self.catalog),
+            f"{TRUTH_DIR}/sellers": sellers_truth_frame(self.catalog, self.config.send_cost),
         }
         for name, frame in frames.items():
             path = out / f"{name}.parquet"

@@ -307,5 +307,5 @@ def _truth(
         "exposures": logged,
         "exposure_options": options,
         "buyers": buyers,
-        "sellers": sellers_truth({SELLER: MARGIN}),
+        "sellers": sellers_truth({SELLER: MARGIN}, config.send_cost),
     }

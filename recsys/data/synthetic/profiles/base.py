@@ -116,11 +116,16 @@ def write_dataset(
     return report
 
 
-def sellers_truth(margins: dict[str, float]) -> pl.DataFrame:
-    """`truth/sellers.parquet`: each seller's gross margin (training reads it as config)."""
+def sellers_truth(margins: dict[str, float], send_cost: float) -> pl.DataFrame:
+    """`truth/sellers.parquet`: each seller's gross margin and cost of issuing one offer
+    (training reads them as config: `recsys.data.seller_terms`)."""
     return pl.DataFrame(
-        {"seller_id": list(margins), "margin": list(margins.values())},
-        schema={"seller_id": pl.String, "margin": pl.Float64},
+        {
+            "seller_id": list(margins),
+            "margin": list(margins.values()),
+            "send_cost": [send_cost] * len(margins),
+        },
+        schema={"seller_id": pl.String, "margin": pl.Float64, "send_cost": pl.Float64},
     )
 
 

@@ -545,7 +545,7 @@ class _Simulation:
             "offers": offers,
             "exposures": logged,
             "buyers": buyers,
-            "sellers": sellers_truth({SELLER: MARGIN}),
+            "sellers": sellers_truth({SELLER: MARGIN}, self.c.send_cost),
         }
 
 
