@@ -48,7 +48,7 @@ from recsys.evaluation.targeting import (
     roc_auc,
 )
 from recsys.evaluation.uplift import qini_coefficient, qini_curve
-from recsys.learning.decisions import decision_options, logged_decisions
+from recsys.learning.decisions import decision_options, logged_decisions, randomized
 from recsys.learning.selection import SelectionReport
 from recsys.models.ranker import PromoRanker, RankerConfig
 from recsys.policy import expected_incremental_profit
@@ -209,13 +209,13 @@ def holdout_split(dataset: Dataset, waves: int) -> HoldoutSplit | None:
     exposures = dataset.exposures
     if exposures is None:
         return None
-    randomized = exposures.filter(pl.col("propensity").is_not_null())
-    days = randomized["ts"].dt.truncate("1d").unique().sort(descending=True)
+    waves_logged = exposures.filter(randomized())
+    days = waves_logged["ts"].dt.truncate("1d").unique().sort(descending=True)
     if days.len() < 2:  # one wave would leave nothing to learn responses from
         return None
     start = days[min(waves, days.len() - 1) - 1]
     assert isinstance(start, datetime)
-    held = randomized.filter(pl.col("ts") >= start).height
+    held = waves_logged.filter(pl.col("ts") >= start).height
     return HoldoutSplit(start=start, waves=min(waves, days.len() - 1), decisions=held)
 
 

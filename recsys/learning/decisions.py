@@ -96,6 +96,13 @@ def estimate_missing_propensities(exposures: pl.DataFrame) -> tuple[pl.DataFrame
     return filled, n_filled
 
 
+def randomized() -> pl.Expr:
+    """Exposures that could have gone another way: logged with a propensity below 1. One
+    at propensity 1 (a greedy policy's choice, a campaign sent to everyone) says nothing
+    of what another action would have done."""
+    return pl.col("propensity") < 1.0
+
+
 def logged_decisions(
     dataset: Dataset,
     start: datetime | None = None,
@@ -103,6 +110,8 @@ def logged_decisions(
     horizon_days: float | None = None,
 ) -> pl.DataFrame:
     """Randomized exposures with ``start <= ts < end``, with the seller of each decision.
+
+    Randomized: `randomized`.
 
     With `horizon_days`, only decisions whose outcome window ends by `end` (their outcome
     is complete). Propensities missing in snapshots with a control group are estimated
@@ -122,7 +131,7 @@ def logged_decisions(
         pl.col("propensity").is_null().alias("propensity_estimated")
     )
     exposures, _ = estimate_missing_propensities(exposures)
-    logged = exposures.filter(pl.col("propensity").is_not_null())
+    logged = exposures.filter(randomized())
     sellers = dataset.offers.select("offer_id", pl.col("seller_id").alias("_offer_seller"))
     logged = logged.join(sellers, on="offer_id", how="left")
     own = (

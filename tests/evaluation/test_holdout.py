@@ -28,7 +28,8 @@ def _ts(day: int, hour: int = 0) -> datetime:
 
 
 # Offers (all logged in at least one wave):
-#   oA percent_off  s1  valid d1..d30       logged on days 8, 10, 12 (and 14, not randomized)
+#   oA percent_off  s1  valid d1..d30       logged on days 8, 10, 12 (and 14, not randomized:
+#                                           by hand, and at propensity 1)
 #   oB amount_off   s1  always valid        logged on day 10 only
 #   oC percent_off  s2  valid d1..d30       logged on day 10 only
 #   oD free_shipping s1 valid d1..d30       logged on day 12 only
@@ -58,6 +59,7 @@ EXPOSURES = [
     ("e20", "b1", "oD", _ts(12, 10), 0.5, None),
     ("e21", "b2", "oA", _ts(12, 10), 0.5, None),
     ("e30", "b3", "oA", _ts(14, 10), None, None),  # sent by hand: not a wave
+    ("e31", "b4", "oA", _ts(14, 11), 1.0, None),  # a greedy choice: could not be otherwise
 ]
 
 

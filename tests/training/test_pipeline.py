@@ -122,9 +122,7 @@ def test_truth_margins_fill_only_an_empty_config(market: Path) -> None:
     assert filled.seller_margins == dict(zip(sellers["seller_id"], sellers["margin"], strict=True))
     assert filled.policy.send_cost == sellers["send_cost"][0] > 0
     assert len(notes) == 2 and "send cost" in notes[1]
-    given = RankerConfig.from_dict(
-        {"seller_margins": {"s000": 0.5}, "policy": {"send_cost": 0.0}}
-    )
+    given = RankerConfig.from_dict({"seller_margins": {"s000": 0.5}, "policy": {"send_cost": 0.0}})
     kept = with_truth_margins(given, market, data)[0]
     assert (kept.seller_margins, kept.policy.send_cost) == ({"s000": 0.5}, 0.0)
     off = DataConfig(margins_from_truth=False)
