@@ -62,8 +62,9 @@ class DataConfig(StrictConfig):
     )
     margins_from_truth: bool = Field(
         True,
-        description="on a synthetic marketplace, take seller margins from its truth/ "
-        "directory when model.seller_margins is empty",
+        description="on a synthetic marketplace, take seller margins and the send cost "
+        "from its truth/ directory where model.seller_margins is empty and "
+        "model.policy.send_cost is not given",
     )
     decision_logs: list[Path] = Field(
         default_factory=list,

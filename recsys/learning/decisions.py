@@ -109,9 +109,8 @@ def logged_decisions(
     end: datetime | None = None,
     horizon_days: float | None = None,
 ) -> pl.DataFrame:
-    """Randomized exposures with ``start <= ts < end``, with the seller of each decision.
-
-    Randomized: `randomized`.
+    """Exposures with a propensity and ``start <= ts < end``, with the seller of each
+    decision (`randomized` tells which of them could have gone another way).
 
     With `horizon_days`, only decisions whose outcome window ends by `end` (their outcome
     is complete). Propensities missing in snapshots with a control group are estimated
@@ -131,7 +130,7 @@ def logged_decisions(
         pl.col("propensity").is_null().alias("propensity_estimated")
     )
     exposures, _ = estimate_missing_propensities(exposures)
-    logged = exposures.filter(randomized())
+    logged = exposures.filter(pl.col("propensity").is_not_null())
     sellers = dataset.offers.select("offer_id", pl.col("seller_id").alias("_offer_seller"))
     logged = logged.join(sellers, on="offer_id", how="left")
     own = (

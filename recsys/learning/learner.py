@@ -48,6 +48,7 @@ from recsys.learning.decisions import (
     decision_outcomes,
     logged_decisions,
     offer_kinds,
+    randomized,
     sample_buyers,
 )
 from recsys.learning.effects import (
@@ -304,6 +305,15 @@ class PolicyLearner(Estimator[LearningConfig]):
             if control == logged.height
             else ""
         )
+        certain = logged.height
+        logged = logged.filter(randomized())
+        certain -= logged.height
+        if certain:
+            notes.append(
+                f"{certain:,} decisions were logged at propensity 1 (a policy's choice with no "
+                "holdout or exploration: it could not have gone another way) and teach "
+                "nothing of the other actions: not learned from"
+            )
         if logged.height < cfg.min_decisions or missing:
             notes.append(
                 f"policy not learned: {logged.height:,} randomized decisions (exposures with a "

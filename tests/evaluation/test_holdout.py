@@ -19,6 +19,7 @@ from recsys.evaluation.holdout import (
     q_table,
     score_options,
 )
+from recsys.learning.decisions import randomized
 from recsys.models.ranker import RankerConfig
 from recsys.policy.schema import validate_candidates
 
@@ -164,8 +165,11 @@ def test_logged_decisions_are_the_randomized_rows_from_start_with_their_seller(
         "e17": "s1",
         "e20": "s1",
         "e21": "s1",
+        "e31": "s1",  # a greedy choice, logged at propensity 1
     }
     assert logged["exposure_id"].is_sorted()
+    # ... which could not have gone another way: not randomized.
+    assert "e31" not in logged.filter(randomized())["exposure_id"].to_list()
 
 
 # --------------------------------------------------------------------------- options
