@@ -414,18 +414,20 @@ class _Rows:
         at = self._at[position]
         num, offer = self._num[at], self._offer[at]
         uplift, value_se = num[UPLIFT], num[VALUE_SE]
-        return RankedOffer(
-            offer_id=self.catalog.ids[offer],
-            seller_id=self.catalog.sellers[offer],
-            tool=self.catalog.tools[offer],
-            score=num[SCORE],
-            expected_value=num[EXPECTED_VALUE],
-            value_se=None if math.isnan(value_se) else value_se,
-            p_redeem=num[P_REDEEM],
-            uplift=None if math.isnan(uplift) else uplift,
-            propensity=propensity,
-            reasons=sentences,
-            reason_codes=codes,
+        return RankedOffer.trusted(
+            {
+                "offer_id": self.catalog.ids[offer],
+                "seller_id": self.catalog.sellers[offer],
+                "tool": self.catalog.tools[offer],
+                "score": num[SCORE],
+                "expected_value": num[EXPECTED_VALUE],
+                "value_se": None if math.isnan(value_se) else value_se,
+                "p_redeem": num[P_REDEEM],
+                "uplift": None if math.isnan(uplift) else uplift,
+                "propensity": propensity,
+                "reasons": sentences,
+                "reason_codes": codes,
+            }
         )
 
 

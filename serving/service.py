@@ -450,14 +450,16 @@ class RankingService:
             offers = [] if held else answer.offers
             decision_id = decision_ids[i]
             responses.append(
-                RankResponse(
-                    decision_id=decision_id,
-                    model_version=self.model_version,
-                    buyer=self._buyer_info(buyer),
-                    offers=offers,
-                    no_offer_reason=HOLDOUT_TEXT if held else answer.reason,
-                    explored=False if held else answer.explored,
-                    holdout=held,
+                RankResponse.trusted(
+                    {
+                        "decision_id": decision_id,
+                        "model_version": self.model_version,
+                        "buyer": self._buyer_info(buyer),
+                        "offers": offers,
+                        "no_offer_reason": HOLDOUT_TEXT if held else answer.reason,
+                        "explored": False if held else answer.explored,
+                        "holdout": held,
+                    }
                 )
             )
             decisions.append(
