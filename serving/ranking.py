@@ -24,7 +24,7 @@ from recsys.policy.config import PROFIT_EPS, PolicyConfig
 from recsys.policy.reasons import Reason
 from recsys.policy.sentences import (
     budget_sentence,
-    candidate_text,
+    candidate_sentences,
     cap_reached_sentence,
     cap_sentence,
     exploration_sentence,
@@ -280,11 +280,11 @@ class RequestDecider:
         if chosen < 0:
             _, text = rows.explain_nothing(best, case, propensity)
             return Answer([], text, explored, propensity, plan.scope, p_nothing)
-        codes, text = rows.described(chosen)
+        codes, sentences = rows.described(chosen)
         if explored:
             codes = [Reason.EXPLORATION.value, *codes]
-            text = f"{exploration_sentence(propensity)}; {text}"
-        listed = [rows.offer(chosen, propensity * scale, codes, text)]
+            sentences = [exploration_sentence(propensity), *sentences]
+        listed = [rows.offer(chosen, propensity * scale, codes, sentences)]
         listed += [rows.offer(p, q * scale, *rows.described(p)) for p, q in others]
         return Answer(listed, None, explored, propensity, listed[0].seller_id, p_nothing)
 
@@ -369,23 +369,27 @@ class _Rows:
         at = self._at[position]
         return arrays.reason_codes(int(self._num[at][CASE]), self._unverified[at])
 
-    def described(self, position: int) -> tuple[list[str], str]:
+    def described(self, position: int) -> tuple[list[str], list[str]]:
         """The option's reason codes and their sentences."""
         codes = self.codes(position)
-        return codes, self.text(position, codes)
+        return codes, self.sentences(position, codes)
 
-    def text(self, position: int, codes: list[str] | None = None) -> str:
+    def sentences(self, position: int, codes: list[str]) -> list[str]:
         num = self._num[self._at[position]]
-        fields = {
-            "reason_codes": codes if codes is not None else self.codes(position),
-            "expected_value": num[EXPECTED_VALUE],
-            "incremental_p": num[INCREMENTAL_P],
-            "p_redeem": num[P_REDEEM],
-            "p_purchase": num[P_PURCHASE],
-            "redemption_cost": num[REDEMPTION_COST],
-            "min_spend": num[MIN_SPEND],
-        }
-        return candidate_text(fields, self.share)
+        return candidate_sentences(
+            codes,
+            num[EXPECTED_VALUE],
+            num[INCREMENTAL_P],
+            num[P_REDEEM],
+            num[P_PURCHASE],
+            num[REDEMPTION_COST],
+            num[MIN_SPEND],
+            self.share,
+        )
+
+    def text(self, position: int) -> str:
+        """The option's sentences as one reason text."""
+        return "; ".join(self.sentences(position, self.codes(position)))
 
     def explain_nothing(self, best: int, case: str, propensity: float) -> tuple[list[str], str]:
         """Codes and sentences of a "nothing", quoting the unit's best option."""
@@ -404,22 +408,26 @@ class _Rows:
             f"{nothing_sentence(value)}; {self.text(best)}",
         )
 
-    def offer(self, position: int, propensity: float, codes: list[str], text: str) -> RankedOffer:
+    def offer(
+        self, position: int, propensity: float, codes: list[str], sentences: list[str]
+    ) -> RankedOffer:
         at = self._at[position]
         num, offer = self._num[at], self._offer[at]
         uplift, value_se = num[UPLIFT], num[VALUE_SE]
-        return RankedOffer(
-            offer_id=self.catalog.ids[offer],
-            seller_id=self.catalog.sellers[offer],
-            tool=self.catalog.tools[offer],
-            score=num[SCORE],
-            expected_value=num[EXPECTED_VALUE],
-            value_se=None if math.isnan(value_se) else value_se,
-            p_redeem=num[P_REDEEM],
-            uplift=None if math.isnan(uplift) else uplift,
-            propensity=propensity,
-            reasons=text.split("; ") if text else [],
-            reason_codes=codes,
+        return RankedOffer.trusted(
+            {
+                "offer_id": self.catalog.ids[offer],
+                "seller_id": self.catalog.sellers[offer],
+                "tool": self.catalog.tools[offer],
+                "score": num[SCORE],
+                "expected_value": num[EXPECTED_VALUE],
+                "value_se": None if math.isnan(value_se) else value_se,
+                "p_redeem": num[P_REDEEM],
+                "uplift": None if math.isnan(uplift) else uplift,
+                "propensity": propensity,
+                "reasons": sentences,
+                "reason_codes": codes,
+            }
         )
 
 

@@ -9,7 +9,7 @@ accepts, are refused naming the field), so every accepted body fits `MAX_BODY_BY
 from __future__ import annotations
 
 from datetime import UTC, datetime
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal, Self
 
 from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field, Strict
 
@@ -114,6 +114,22 @@ Id = Annotated[str, Field(min_length=1, max_length=MAX_ID), AfterValidator(_unic
 
 class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
+
+    @classmethod
+    def trusted(cls, fields: dict[str, Any]) -> Self:
+        """An instance holding `fields` (every field, each a value of its type) as given,
+        not validated: for answers the service builds from its own typed arrays, where
+        validating the ~400 objects of a ranked batch of 100 took a fifth of its time.
+
+        What `model_construct` does, less its per-field defaults and aliases (which make
+        it slower than validating); the tests validate what the service answers.
+        """
+        made = cls.__new__(cls)
+        object.__setattr__(made, "__dict__", fields)
+        object.__setattr__(made, "__pydantic_fields_set__", set(fields))
+        object.__setattr__(made, "__pydantic_extra__", None)
+        object.__setattr__(made, "__pydantic_private__", None)
+        return made
 
 
 class _Request(BaseModel):

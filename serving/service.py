@@ -27,9 +27,9 @@ matter: `rank` does not apply them; `campaigns` plans within the seller's budget
 
 from __future__ import annotations
 
+import os
 import threading
 import time
-import uuid
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -69,6 +69,26 @@ DEFAULT_SCORE_CACHE_ROWS = 1_000_000
 """Option rows kept by the served state (about 100 bytes each)."""
 
 _WARM_UP_BUYER = "__warm_up__"
+
+_UUID4_CLEAR = ~((0xF000 << 64) | (0xC000 << 48)) & ((1 << 128) - 1)
+_UUID4_SET = (0x4000 << 64) | (0x8000 << 48)
+"""The version (4) and variant (RFC 4122) bits of a random UUID, as `uuid.uuid4` sets them."""
+
+
+def new_decision_ids(n: int) -> list[str]:
+    """`n` new decision ids: random version-4 UUIDs as 32 hex digits, what
+    ``uuid.uuid4().hex`` gives, from one read of the OS's randomness for all of them
+    (a tenth of the cost of `n` calls to `uuid.uuid4` for a batch of 100).
+
+    >>> import uuid
+    >>> [uuid.UUID(i).version for i in new_decision_ids(2)]
+    [4, 4]
+    """
+    raw = os.urandom(16 * n)
+    return [
+        f"{int.from_bytes(raw[i : i + 16]) & _UUID4_CLEAR | _UUID4_SET:032x}"
+        for i in range(0, 16 * n, 16)
+    ]
 
 
 def now_utc() -> datetime:
@@ -422,21 +442,24 @@ class RankingService:
             np.array([a.propensity for a in answers], dtype=np.float64),
             np.array([a.p_nothing for a in answers], dtype=np.float64),
         ).tolist()
+        decision_ids = new_decision_ids(len(plans))
         for i, (plan, answer) in enumerate(zip(plans, answers, strict=True)):
             buyer = plan.request.buyer_id
             arm = arm_of(arms, i)
             held = arm == CONTROL
             offers = [] if held else answer.offers
-            decision_id = uuid.uuid4().hex
+            decision_id = decision_ids[i]
             responses.append(
-                RankResponse(
-                    decision_id=decision_id,
-                    model_version=self.model_version,
-                    buyer=self._buyer_info(buyer),
-                    offers=offers,
-                    no_offer_reason=HOLDOUT_TEXT if held else answer.reason,
-                    explored=False if held else answer.explored,
-                    holdout=held,
+                RankResponse.trusted(
+                    {
+                        "decision_id": decision_id,
+                        "model_version": self.model_version,
+                        "buyer": self._buyer_info(buyer),
+                        "offers": offers,
+                        "no_offer_reason": HOLDOUT_TEXT if held else answer.reason,
+                        "explored": False if held else answer.explored,
+                        "holdout": held,
+                    }
                 )
             )
             decisions.append(

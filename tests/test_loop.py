@@ -30,7 +30,6 @@ import itertools
 import math
 from datetime import datetime, timedelta
 from pathlib import Path
-from types import SimpleNamespace
 from uuid import UUID
 
 import numpy as np
@@ -108,7 +107,11 @@ def run_loop(root: Path, share: float) -> dict[str, object]:
     random, so the run (and what the learner sees, in decision-id order) is repeatable."""
     ids = itertools.count(1)
     with pytest.MonkeyPatch.context() as patch:
-        patch.setattr(service_module, "uuid", SimpleNamespace(uuid4=lambda: UUID(int=next(ids))))
+        patch.setattr(
+            service_module,
+            "new_decision_ids",
+            lambda n: [UUID(int=next(ids)).hex for _ in range(n)],
+        )
         return _run_loop(root, share)
 
 

@@ -9,9 +9,8 @@ shortest float repr), so a sentence reads the same whichever path wrote it.
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping
+from collections.abc import Sequence
 from datetime import datetime
-from typing import Any
 
 from recsys.policy.reasons import Reason
 
@@ -41,56 +40,64 @@ def _pts(value: float, decimals: int = 1) -> str:
     return fmt_number(value * 100, decimals)
 
 
-def _main_sentence(row: Mapping[str, Any], code: str, assumed_share: float) -> str:
-    value = fmt_number(row["expected_value"], signed=True)
-    if code == _POSITIVE_UPLIFT:
-        return (
-            f"expected {value} profit: the offer lifts purchase chance by "
-            f"{_pts(row['incremental_p'])} pts"
-        )
-    if code == _RESPONSE_ONLY:
-        return _response_sentence(row, assumed_share)
-    if code == _WOULD_BUY_ANYWAY:
-        return (
-            f"{_pts(row['p_purchase'], 0)}% likely to buy without the offer and the offer "
-            f"adds {_pts(row['incremental_p'])} pts: its cost of "
-            f"{fmt_number(row['redemption_cost'])} per redemption "
-            f"({_pts(row['p_redeem'], 0)}% redeem) is pure cost, expected {value} profit"
-        )
-    return (
-        f"expected {value} profit: {_pts(row['p_redeem'], 0)}% redeem at a cost of "
-        f"{fmt_number(row['redemption_cost'])} each, more than the margin on the "
-        f"{_pts(row['incremental_p'])} pts of extra purchases"
-    )
-
-
-def _response_sentence(row: Mapping[str, Any], assumed_share: float) -> str:
+def _response_sentence(value: str, p_redeem: float, assumed_share: float) -> str:
     return (
         "uplift could not be learned from the data: ranked by response "
-        f"({_pts(row['p_redeem'], 0)}% redeem, assuming {assumed_share * 100:g}% of "
-        "redemptions are extra sales), expected "
-        f"{fmt_number(row['expected_value'], signed=True)} profit"
+        f"({_pts(p_redeem, 0)}% redeem, assuming {assumed_share * 100:g}% of "
+        f"redemptions are extra sales), expected {value} profit"
     )
 
 
-def candidate_text(row: Mapping[str, Any], assumed_share: float) -> str:
-    """The sentences of one valued option's ``reason_codes``, ``"; "``-joined.
+def candidate_sentences(
+    reason_codes: Sequence[str],
+    expected_value: float,
+    incremental_p: float,
+    p_redeem: float,
+    p_purchase: float,
+    redemption_cost: float,
+    min_spend: float,
+    assumed_share: float,
+) -> list[str]:
+    """The sentences of one valued option's `reason_codes`, main first; its reason text
+    is them ``"; "``-joined.
 
-    `row` holds ``reason_codes``, ``expected_value``, ``incremental_p``, ``p_redeem``,
-    ``p_purchase``, ``redemption_cost`` and ``min_spend``.
+    Plain numbers rather than a row mapping, and each printed once: the per-request path
+    calls it for every offer an answer lists.
+
+    >>> candidate_sentences(["POSITIVE_UPLIFT"], 1.975, 0.25, 0.4, 0.2, 5.0, 0.0, 0.25)
+    ['expected +1.98 profit: the offer lifts purchase chance by 25.0 pts']
     """
-    codes = row["reason_codes"]
-    text = _main_sentence(row, codes[0], assumed_share)
-    if len(codes) == 1:
-        return text
-    parts = [text]
-    if _RESPONSE_ONLY in codes[1:]:
-        parts.append(_response_sentence(row, assumed_share))
-    if _MIN_SPEND_UNVERIFIED in codes[1:]:
-        parts.append(
-            f"cart value unknown: the offer needs a minimum spend of {fmt_number(row['min_spend'])}"
+    value = fmt_number(expected_value, signed=True)
+    main = reason_codes[0]
+    if main == _POSITIVE_UPLIFT:
+        first = (
+            f"expected {value} profit: the offer lifts purchase chance by {_pts(incremental_p)} pts"
         )
-    return "; ".join(parts)
+    elif main == _RESPONSE_ONLY:
+        first = _response_sentence(value, p_redeem, assumed_share)
+    elif main == _WOULD_BUY_ANYWAY:
+        first = (
+            f"{_pts(p_purchase, 0)}% likely to buy without the offer and the offer "
+            f"adds {_pts(incremental_p)} pts: its cost of "
+            f"{fmt_number(redemption_cost)} per redemption "
+            f"({_pts(p_redeem, 0)}% redeem) is pure cost, expected {value} profit"
+        )
+    else:
+        first = (
+            f"expected {value} profit: {_pts(p_redeem, 0)}% redeem at a cost of "
+            f"{fmt_number(redemption_cost)} each, more than the margin on the "
+            f"{_pts(incremental_p)} pts of extra purchases"
+        )
+    if len(reason_codes) == 1:
+        return [first]
+    sentences = [first]
+    if _RESPONSE_ONLY in reason_codes[1:]:
+        sentences.append(_response_sentence(value, p_redeem, assumed_share))
+    if _MIN_SPEND_UNVERIFIED in reason_codes[1:]:
+        sentences.append(
+            f"cart value unknown: the offer needs a minimum spend of {fmt_number(min_spend)}"
+        )
+    return sentences
 
 
 def exploration_sentence(propensity: float) -> str:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from recsys.policy.sentences import candidate_text, exploration_sentence, fmt_number
+from recsys.policy.sentences import candidate_sentences, exploration_sentence, fmt_number
 
 ROW = {
     "expected_value": 1.975,
@@ -33,9 +33,9 @@ def test_numbers_print_as_the_frame_sentences_do(
 
 def test_an_uplift_offer_names_its_profit_and_lift() -> None:
     row = {**ROW, "reason_codes": ["POSITIVE_UPLIFT"]}
-    assert candidate_text(row, 0.25) == (
+    assert candidate_sentences(**row, assumed_share=0.25) == [
         "expected +1.98 profit: the offer lifts purchase chance by 25.0 pts"
-    )
+    ]
 
 
 def test_a_response_only_row_with_an_unchecked_minimum_spend_says_both() -> None:
@@ -44,7 +44,7 @@ def test_a_response_only_row_with_an_unchecked_minimum_spend_says_both() -> None
         "expected_value": -0.5,
         "reason_codes": ["NEGATIVE_VALUE", "RESPONSE_ONLY", "MIN_SPEND_UNVERIFIED"],
     }
-    assert candidate_text(row, 0.25).split("; ") == [
+    assert candidate_sentences(**row, assumed_share=0.25) == [
         "expected -0.5 profit: 40% redeem at a cost of 5.0 each, more than the margin on the "
         "25.0 pts of extra purchases",
         "uplift could not be learned from the data: ranked by response (40% redeem, assuming "

@@ -20,6 +20,7 @@ from recsys.data import load_dataset
 from recsys.data.synthetic import SyntheticConfig, generate
 from recsys.models.ranker import PromoRanker
 from recsys.policy import PolicyConfig
+from recsys.policy.holdout import HoldoutConfig
 from serving.auth import ADMIN_PRINCIPAL, ForbiddenError, Principal
 from serving.decision_log import DecisionLog, read_log
 from serving.outcomes import OutcomeError
@@ -164,6 +165,38 @@ def test_batch_of_known_and_unknown_buyers_is_answered_in_order(
     assert answers[0].buyer.cold_start is False and answers[0].buyer.journey_stage is not None
     assert answers[1].buyer.cold_start is True  # a fallback answer, not an error
     assert answers[1].buyer.journey_stage is None
+
+
+def test_every_answer_is_what_validating_it_gives(
+    ranker: PromoRanker, now: datetime, valid: pl.DataFrame
+) -> None:
+    """Answers are built unvalidated (`trusted`): each must equal its validated copy, for
+    every kind of answer (offers, explored, nothing, rejected, held out, cold start)."""
+    assert ranker.store_ is not None and ranker.store_.buyers is not None
+    svc = RankingService(
+        ranker,
+        VERSION,
+        policy=PolicyConfig(exploration="epsilon", epsilon=0.3, max_offers_per_buyer=2),
+        clock=lambda: now,
+        seed=11,
+        holdout=HoldoutConfig(share=0.3),
+    )
+    ids = [*ranker.store_.buyers["buyer_id"].to_list(), NEW_BUYER]
+    carts = [None, 0.0, 10.0, 1000.0]
+    requests = [
+        RankRequest(
+            buyer_id=b,
+            seller_id=SELLER if i % 3 == 0 else None,
+            context=RankContext(cart_value=carts[i % 4]),
+            k=1 + i % 5,
+        )
+        for i, b in enumerate(ids)
+    ]
+    answers = [a for _ in range(3) for a in svc.rank(requests, admins(len(requests)))]
+    assert any(a.explored for a in answers) and any(a.holdout for a in answers)
+    assert any(a.offers for a in answers) and any(not a.offers for a in answers)
+    for answer in answers:
+        assert RankResponse.model_validate(answer.model_dump()) == answer
 
 
 def test_cached_answers_equal_fresh_ones(ranker: PromoRanker, now: datetime) -> None:
