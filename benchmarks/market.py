@@ -86,7 +86,7 @@ def prepare_market(buyers: int, root: Path, seed: int = 1) -> ServedMarket:
     from mlflow.tracking import MlflowClient
 
     from recsys.data import load_dataset
-    from recsys.data.seller_terms import seller_terms
+    from recsys.data.seller_terms import known_seller_terms
     from recsys.data.synthetic import SyntheticConfig, generate
     from recsys.models.ranker import PromoRanker, RankerConfig
     from training.registry import CHAMPION, register
@@ -98,8 +98,7 @@ def prepare_market(buyers: int, root: Path, seed: int = 1) -> ServedMarket:
     began = time.perf_counter()
     generate(SyntheticConfig(buyers=buyers, seed=seed), data, overwrite=True)
     synth_s = time.perf_counter() - began
-    terms = seller_terms(data)
-    assert terms is not None  # the marketplace just written has its truth
+    terms = known_seller_terms(data)
     dataset = load_dataset(data)
     began = time.perf_counter()
     ranker = PromoRanker(RankerConfig().with_seller_terms(terms)).fit(dataset)

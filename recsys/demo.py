@@ -13,7 +13,7 @@ from pathlib import Path
 import polars as pl
 
 from recsys.data import Dataset, load_dataset
-from recsys.data.seller_terms import seller_terms
+from recsys.data.seller_terms import known_seller_terms
 from recsys.data.synthetic import SyntheticConfig, generate
 from recsys.evaluation.policy_eval import learned_offers, policy_values_on_truth
 from recsys.models.ranker import PromoRanker, RankerConfig
@@ -47,9 +47,7 @@ def run_demo(
     echo(dataset.summary().format())
 
     echo("\n== 3. train: matrix factorization, journey, response and uplift ==")
-    terms = seller_terms(data_dir)
-    assert terms is not None  # the marketplace just written has its truth
-    config = RankerConfig().with_seller_terms(terms)
+    config = RankerConfig().with_seller_terms(known_seller_terms(data_dir))
     began = time.perf_counter()
     ranker = PromoRanker(config).fit(dataset)
     model_dir = ranker.save(out / "model")

@@ -19,7 +19,7 @@ import polars as pl
 
 from recsys.data.dataset import Dataset
 from recsys.data.loader import load_dataset
-from recsys.data.seller_terms import SELLERS_TRUTH, seller_terms
+from recsys.data.seller_terms import known_seller_terms
 from recsys.evaluation.holdout import HoldoutReport, evaluate_holdout, holdout_split
 from recsys.evaluation.item_ranking import ItemRankingReport, evaluate_item_ranking
 from recsys.evaluation.policy_eval import OPEReport, learned_offers, policy_values_on_truth
@@ -89,12 +89,7 @@ def _truth(data_dir: Path, name: str) -> pl.DataFrame:
 def _config_with_true_terms(config: RankerConfig, data_dir: Path) -> RankerConfig:
     """`config` with the marketplace's seller margins and send cost: the engine is judged
     by the truth's profit, so it values offers with the costs that profit charges."""
-    terms = seller_terms(data_dir)
-    if terms is None:
-        raise FileNotFoundError(
-            f"{data_dir / SELLERS_TRUTH} is missing: {data_dir} is not a synthetic marketplace"
-        )
-    return config.with_seller_terms(terms)
+    return config.with_seller_terms(known_seller_terms(data_dir))
 
 
 def evaluate_synthetic(

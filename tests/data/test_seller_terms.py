@@ -7,7 +7,12 @@ from pathlib import Path
 import polars as pl
 import pytest
 
-from recsys.data.seller_terms import SELLERS_TRUTH, SellerTerms, seller_terms
+from recsys.data.seller_terms import (
+    SELLERS_TRUTH,
+    SellerTerms,
+    known_seller_terms,
+    seller_terms,
+)
 from recsys.data.synthetic import SyntheticConfig, generate
 from recsys.models.ranker import RankerConfig
 
@@ -29,6 +34,8 @@ def test_a_generated_marketplace_names_the_send_cost_its_truth_charges(tmp_path:
 
 def test_real_data_has_no_terms_and_old_truth_no_send_cost(tmp_path: Path) -> None:
     assert seller_terms(tmp_path) is None
+    with pytest.raises(FileNotFoundError, match=r"truth/sellers\.parquet is missing"):
+        known_seller_terms(tmp_path)
     old = write_sellers(tmp_path / "old", pl.DataFrame({"seller_id": ["s1"], "margin": [0.4]}))
     assert seller_terms(old) == SellerTerms(margins={"s1": 0.4}, send_cost=None)
 

@@ -88,9 +88,7 @@ class ServedMarket:
         self._offer_code = dict(zip(offers["offer_id"], range(offers.height), strict=True))
         self._buyer_ids = self._buyers_frame["buyer_id"].to_list()
         self._buyer_row = {b: i for i, b in enumerate(self._buyer_ids)}
-        self._seller_ids = sellers_truth_frame(self.catalog, self.config.send_cost)[
-            "seller_id"
-        ].to_list()
+        self._seller_ids = list(self.terms().margins)
         self._seller_code = {s: i for i, s in enumerate(self._seller_ids)}
 
     def week_start(self, week: int) -> datetime:
@@ -218,11 +216,7 @@ class ServedMarket:
     def terms(self) -> SellerTerms:
         """Each seller's true gross margin and the send cost (what a seller would
         configure)."""
-        frame = sellers_truth_frame(self.catalog, self.config.send_cost)
-        return SellerTerms(
-            margins=dict(zip(frame["seller_id"], frame["margin"], strict=True)),
-            send_cost=self.config.send_cost,
-        )
+        return SellerTerms.from_frame(sellers_truth_frame(self.catalog, self.config.send_cost))
 
     def write(self, out: str | Path) -> Path:
         """The contract dataset of the weeks simulated so far (served decisions are the
