@@ -32,7 +32,14 @@ def main() -> None:
     import uvicorn
 
     from recsys.models.ranker import PromoRanker
-    from serving.app import ApiState, ServiceHolder, create_api, keyring_from, service_for
+    from serving.app import (
+        ApiState,
+        ServiceHolder,
+        create_api,
+        keyring_from,
+        service_for,
+        settle_heap,
+    )
     from serving.config import ServeConfig
     from serving.decision_log import DecisionLog
     from serving.metrics import Metrics
@@ -44,6 +51,7 @@ def main() -> None:
     log = DecisionLog(args.log_dir).start()
     service = service_for(config, ranker, "bare", log)
     service.warm_up()
+    settle_heap()
     state = ApiState(
         holder=ServiceHolder(service=service, version="bare"),
         keyring=keyring_from(config),
@@ -51,7 +59,10 @@ def main() -> None:
     )
     try:
         uvicorn.run(
-            create_api(lambda: state), host="127.0.0.1", port=args.port, log_level="warning"
+            create_api(lambda: state, max_batch_size=config.batching.max_batch_size),
+            host="127.0.0.1",
+            port=args.port,
+            log_level="warning",
         )
     finally:
         log.close()

@@ -66,7 +66,7 @@ VARIANTS = {
     for v in (
         Variant(
             "default",
-            "as shipped: dynamic batching (`batching.max_batch_size` 32, 5 ms wait)",
+            "as shipped: dynamic batching (`batching.max_batch_size` 32, no wait)",
         ),
         Variant(
             "no-batching",

@@ -19,7 +19,7 @@ class BatchingConfig(StrictConfig):
     """Dynamic batching of /v1/rank (Ray Serve's @serve.batch)."""
 
     max_batch_size: int = Field(32, ge=1, le=1024)
-    batch_wait_timeout_s: float = Field(0.005, ge=0, le=1)
+    batch_wait_timeout_s: float = Field(0.0, ge=0, le=1)
 
 
 class ExplorationConfig(StrictConfig):

@@ -31,8 +31,10 @@ from serving.app import (
     redacted,
     replica_clock,
     service_for,
+    settle_heap,
 )
 from serving.auth import KeyRing, Principal
+from serving.batching import rank_batch
 from serving.config import BatchingConfig, ServeConfig
 from serving.decision_index import DecisionIndex
 from serving.decision_log import DecisionLog
@@ -42,7 +44,6 @@ from serving.metrics import Metrics
 from serving.model_source import ModelSource
 from serving.outcomes import OutcomeRecorder
 from serving.schemas import RankRequest, RankResponse
-from serving.service import RankingService
 from serving.sessions import SessionStore
 
 __all__ = ["DEPLOYMENT_NAME", "RankerDeployment", "ranker_application"]
@@ -179,6 +180,7 @@ class RankerDeployment:
             return
         holder.service, holder.version, holder.load_error = service, version, None
         holder.loaded_at = time.time()
+        settle_heap()
         metrics.model_version = version
         metrics.inc("model_swaps_total")
 
@@ -242,17 +244,11 @@ class RankerDeployment:
         self, requests: list[RankRequest], principals: list[Principal]
     ) -> list[Any]:
         service = self.holder.service
-        self.metrics.inc("rank_batches_total")
-        self.metrics.inc("rank_batched_requests_total", len(requests))
+        self.metrics.count_batch(len(requests))
         if service is None:
             return [NotReadyError(self.holder.load_error or "loading")] * len(requests)
-        try:
-            return list(await asyncio.to_thread(service.rank, requests, principals))
-        except Exception:
-            self.metrics.inc("rank_batch_fallbacks_total")
-            # One bad request must not fail the others batched with it.
-            pairs = zip(requests, principals, strict=True)
-            return [await asyncio.to_thread(_one, service, r, p) for r, p in pairs]
+        # One bad request must not fail the others batched with it.
+        return await asyncio.to_thread(rank_batch, service, requests, principals, self.metrics)
 
     def __del__(self) -> None:
         self.log.close()
@@ -271,12 +267,3 @@ def ranker_application(config: ServeConfig) -> Application:
         max_ongoing_requests=max(2 * config.batching.max_batch_size, 8),
         user_config=config.batching.to_dict(),
     ).bind(config.to_dict())
-
-
-def _one(
-    service: RankingService, request: RankRequest, principal: Principal
-) -> RankResponse | Exception:
-    try:
-        return service.rank([request], [principal])[0]
-    except Exception as exc:
-        return exc

@@ -201,6 +201,11 @@ def test_health_readiness_and_metrics(parts: Any) -> None:
     assert client.get("/readyz").status_code == 503
     blocked = client.post("/v1/rank", json={"buyer_id": "b1"}, headers=auth(SELLER_KEY))
     assert blocked.status_code == 503
+    assert client.post("/v1/rank", json={"buyer_id": "b1"}).status_code == 401
+    text = client.get("/metrics").text  # refusals are counted under their route too
+    assert 'recsys_requests_total{route="/v1/rank",status="503"} 1' in text
+    assert 'recsys_requests_total{route="/v1/rank",status="401"} 1' in text
+    assert 'recsys_request_seconds_count{route="/v1/rank"} 3' in text
 
 
 def test_openapi_documents_the_routes(parts: Any) -> None:

@@ -34,7 +34,7 @@ class CountingService:
     def __init__(self) -> None:
         self.batches: list[int] = []
 
-    def rank(self, requests: list[RankRequest], principals: list[Principal]) -> list[str]:
+    def rank_each(self, requests: list[RankRequest], principals: list[Principal]) -> list[str]:
         self.batches.append(len(requests))
         return [f"answer for {r.buyer_id}" for r in requests]
 
