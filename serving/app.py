@@ -141,7 +141,7 @@ def create_api(
     state: Callable[[], ApiState],
     *,
     max_body_bytes: int = MAX_BODY_BYTES,
-    max_batch_size: int = BatchingConfig().max_batch_size,
+    max_batch_size: int | None = None,
 ) -> FastAPI:
     """The HTTP API over `state()` (see the module docstring).
 
@@ -149,7 +149,7 @@ def create_api(
     its app around its own state: `serving.deployment.RankerDeployment`).
     `/v1/rank` requests go to `state().rank` (the replica's dynamic batching); without
     one, concurrent requests are ranked together, up to `max_batch_size` at a time
-    (`serving.batching.NaturalBatcher`).
+    (`serving.batching.NaturalBatcher`; None: the serve config's default).
     Before any route, `serving.guards` answers a `/v1/` request without a valid key 401
     without reading its body, and a body over its route's limit 413 (`max_body_bytes`
     sizes /v1/rank/batch); a body that is not UTF-8 JSON, repeats a key, or holds a
@@ -173,7 +173,11 @@ def create_api(
             raise NotReadyError(holder.load_error or "the model is still loading")
         return holder.service
 
-    direct = NaturalBatcher(ready_service, max_batch_size, metrics=lambda: state().metrics)
+    direct = NaturalBatcher(
+        ready_service,
+        BatchingConfig().max_batch_size if max_batch_size is None else max_batch_size,
+        metrics=lambda: state().metrics,
+    )
 
     def observe(scope: Any, status: int, seconds: float) -> None:
         try:
