@@ -63,9 +63,8 @@ class Metrics:
     def count_batch(self, size: int) -> None:
         """One batch of `size` `/v1/rank` requests ranked together (their ratio, over
         time, is the mean batch size)."""
-        with self._lock:
-            for name, by in (("rank_batches_total", 1), ("rank_batched_requests_total", size)):
-                self._gauges[name] = self._gauges.get(name, 0.0) + by
+        self.inc("rank_batches_total")
+        self.inc("rank_batched_requests_total", size)
 
     def render(self) -> str:
         """The Prometheus exposition text."""
