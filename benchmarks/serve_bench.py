@@ -103,6 +103,8 @@ class AppFigures:
     """Open-loop windows of the rate search, in the order run."""
     max_rate: float
     """Highest offered rate whose p99 met the target (0: none did)."""
+    capped: bool = False
+    """The target was met at the search's highest rate: `max_rate` is a lower bound."""
     batch: Load | None = None
     in_app: dict[str, float] = field(default_factory=dict)
     """From the app's /metrics over its windows: mean ms inside the app per /v1/rank
@@ -125,6 +127,7 @@ class AppFigures:
             closed=[Load.from_dict(c) for c in raw["closed"]],
             steps=[Load.from_dict(s) for s in raw["steps"]],
             max_rate=raw["max_rate"],
+            capped=raw.get("capped", False),
             batch=Load.from_dict(raw["batch"]) if raw.get("batch") else None,
             in_app=raw.get("in_app", {}),
             others_cpu=raw.get("others_cpu", {}),
@@ -381,12 +384,17 @@ class Turns:
         out = {}
         for s in self.servers:
             best = searches[s.name].best
-            _say(f"{s.name}: {best:g} rps at p99 <= {plan.p99_target_ms:g} ms")
+            capped = searches[s.name].capped
+            _say(
+                f"{s.name}: {'>= ' if capped else ''}{best:g} rps at p99 <= "
+                f"{plan.p99_target_ms:g} ms"
+            )
             out[s.name] = AppFigures(
                 app=s.name,
                 closed=[median_load(s.closed[c]) for c in plan.concurrency],
                 steps=searches[s.name].steps,
                 max_rate=best,
+                capped=capped,
                 batch=median_load(s.batches) if s.batches else None,
                 in_app=in_app_figures({}, s.counters),
                 others_cpu={k: v / s.loaded_s for k, v in s.cpu_s.items() if s.loaded_s > 0},

@@ -285,6 +285,14 @@ def test_each_app_is_also_a_share_of_its_stacks_no_op_ceiling() -> None:
     close = dataclasses.replace(default, noop_bare=app("no-op uvicorn (ceiling)", 25.0, 1.0))
     met = ceiling_targets(dataclasses.replace(figures, variants=[close]))[0]
     assert met.met is True and met.gap == "10 points above"  # 20 of 25 rps: 80 %
+    capped = dataclasses.replace(
+        default, noop_bare=dataclasses.replace(close.noop_bare, max_rate=80.0, capped=True)
+    )
+    upper = ceiling_targets(dataclasses.replace(figures, variants=[capped]))[0]
+    assert upper.measured == "<= 25% (20 vs >= 80 rps)"  # the ceiling is only a lower bound
+    assert "| default | no-op uvicorn (ceiling) | >= 80 |" in format_serving_markdown(
+        dataclasses.replace(figures, variants=[capped]), "x"
+    )
 
 
 def test_serving_figures_round_trip_through_json() -> None:
@@ -326,15 +334,15 @@ def test_rate_search_finds_the_last_rate_under_the_limit() -> None:
         calls.append(rate)
         return load(rate, 50.0 * rate / 37.0, rate=rate)
 
-    best, steps = search_rate(server, start=10.0, refine=3)
-    assert 32.0 <= best <= 37.0
-    assert len(steps) == len(calls)
+    search = search_rate(server, start=10.0, refine=3)
+    assert 32.0 <= search.best <= 37.0 and not search.capped
+    assert len(search.steps) == len(calls)
     assert calls.count(40.0) == 2  # a miss is run once more
 
 
 def test_rate_search_reports_zero_when_nothing_meets_the_limit() -> None:
-    best, _ = search_rate(lambda rate: load(rate, 500.0, rate=rate), start=10.0, refine=3)
-    assert best == 0.0
+    search = search_rate(lambda rate: load(rate, 500.0, rate=rate), start=10.0, refine=3)
+    assert search.best == 0.0
 
 
 def test_rate_search_accepts_a_miss_that_does_not_repeat() -> None:
@@ -345,14 +353,25 @@ def test_rate_search_accepts_a_miss_that_does_not_repeat() -> None:
         hiccup = rate == 20.0 and seen[rate] == 1
         return load(rate, 200.0 if hiccup or rate > 20 else 10.0, rate=rate)
 
-    best, _ = search_rate(flaky, start=10.0, refine=0)
-    assert best == 20.0
+    assert search_rate(flaky, start=10.0, refine=0).best == 20.0
 
 
 def test_rate_search_bisects_down_when_the_start_misses() -> None:
-    best, steps = search_rate(lambda r: load(r, 50.0 * r / 7.0, rate=r), start=10.0, refine=2)
-    assert 5.0 <= best <= 7.0
-    assert 20.0 not in {s.offered_rps for s in steps}  # never doubles past a known miss
+    search = search_rate(lambda r: load(r, 50.0 * r / 7.0, rate=r), start=10.0, refine=2)
+    assert 5.0 <= search.best <= 7.0
+    assert 20.0 not in {s.offered_rps for s in search.steps}  # never doubles past a known miss
+
+
+def test_rate_search_tries_the_cap_itself_and_says_when_the_app_met_it() -> None:
+    # 10, 20, 40, then 50 (not 80): an app that meets every rate is capped at 50, a lower
+    # bound; one that misses from 45 on is searched below the cap as usual.
+    fast = search_rate(lambda r: load(r, 1.0, rate=r), start=10.0, refine=2, max_rate=50.0)
+    assert [s.offered_rps for s in fast.steps] == [10.0, 20.0, 40.0, 50.0]
+    assert fast.best == 50.0 and fast.capped
+    slow = search_rate(
+        lambda r: load(r, 1.0 if r < 45 else 90.0, rate=r), start=10.0, refine=2, max_rate=50.0
+    )
+    assert 40.0 <= slow.best < 45.0 and not slow.capped
 
 
 def test_median_load_takes_medians_and_sums_errors() -> None:
