@@ -69,8 +69,7 @@ def training_targets(runs: Sequence[dict[str, Any]]) -> list[Target]:
 
     `runs` are `TrainingFigures.as_dict()` records (keys `buyers`, `wall_s`,
     `peak_tree_mb`, `exit_code`, optional `settings`); each run with 1,000,000 buyers is
-    judged (the shipped defaults and, say, the settings docs/training.md gives for large
-    data).
+    judged (the shipped defaults and, say, the defaults without their large-data sizing).
     """
     wall_goal = f"{TRAINING_BUYERS:,} buyers end to end under {TRAINING_WALL_S / 60:g} min"
     mem_goal = f"{TRAINING_BUYERS:,} buyers with peak memory under {TRAINING_PEAK_MB / 1024:g} GiB"

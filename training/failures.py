@@ -18,7 +18,8 @@ from recsys.models.base import CannotFitError
 LARGE_DATA_FIX = (
     "--set ray.heavy_stages=1 (one memory-heavy stage at a time, with all CPUs) and "
     "--set evaluation.refit=false (no second full fit), as docs/training.md advises for "
-    "large data on one machine; or run on a node with more memory"
+    "large data on one machine (both are the defaults from ray.large_data_from_events "
+    "events on); or run on a node with more memory"
 )
 
 

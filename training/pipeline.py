@@ -79,6 +79,9 @@ class PipelineResult:
     cpu_seconds: dict[str, float] = field(default_factory=dict)
     """CPU time of each stage task (all its threads): its cost whatever else runs."""
     notes: list[str] = field(default_factory=list)
+    config: TrainConfig | None = None
+    """The config as run: the settings left null for the data's size filled in
+    (`sized_for_data`); None: the caller's config as given."""
 
 
 # ---------------------------------------------------------------------------- data
@@ -433,6 +436,48 @@ def _remote(fn: Callable[..., Any], cpus: int, returns: int = 1, fresh: bool = F
     return task.options(num_cpus=cpus, num_returns=returns + 1, max_retries=0)
 
 
+def large_data(config: RayConfig, info: DataInfo) -> bool:
+    """Whether the data is large enough for the large-data settings
+    (`RayConfig.large_data_from_events`)."""
+    threshold = config.large_data_from_events
+    return threshold is not None and info.rows.get("events", 0) >= threshold
+
+
+def sized_for_data(config: TrainConfig, info: DataInfo) -> tuple[TrainConfig, list[str]]:
+    """`config` with the settings left null for the data's size filled in
+    (`ray.heavy_stages`, `evaluation.refit`), and a note naming those it chose.
+
+    Large data (`large_data`): one memory-heavy stage at a time, and the held-out fit is
+    registered instead of a second fit on all the data; else no limit, and a refit. An
+    explicit setting always wins. Cost: nothing (row counts are already known).
+    """
+    large = large_data(config.ray, info)
+    heavy = config.ray.heavy_stages
+    refit = config.evaluation.refit
+    chosen = []
+    if heavy is None and large:
+        heavy = 1
+        chosen.append("ray.heavy_stages 1")
+    if refit is None:
+        refit = not large
+        if large:
+            chosen.append("evaluation.refit false")
+    sized = config.model_copy(
+        update={
+            "ray": config.ray.model_copy(update={"heavy_stages": heavy}),
+            "evaluation": config.evaluation.model_copy(update={"refit": refit}),
+        }
+    )
+    notes = []
+    if chosen:
+        notes.append(
+            f"large data ({info.rows.get('events', 0):,} events, from "
+            f"ray.large_data_from_events = {config.ray.large_data_from_events:,} on): "
+            f"{' and '.join(chosen)}; set them to choose otherwise"
+        )
+    return sized, notes
+
+
 def fresh_workers(config: RayConfig, info: DataInfo) -> bool:
     """Whether every stage gets a worker of its own (`RayConfig.fresh_workers_from_events`)."""
     threshold = config.fresh_workers_from_events
@@ -597,10 +642,14 @@ def run_pipeline(
         data = load_data(config.data, echo)
     path, info = data.path, data.info
     seconds = {"prepare_data": data.seconds.get("prepare_data", 0.0)}
+    config, sized = sized_for_data(config, info)
+    for note in sized:
+        echo(note)
     init_ray(config, echo)
     cpus = config.ray.cpus_per_task
     stages = _Stages.of(config, data, echo)
     model, notes = with_truth_margins(config.model, path, config.data)
+    notes = sized + notes
     model = threaded(model, cpus)
     split = stages.split(config.evaluation.waves)
     evaluation_ref = ranker_ref = None
@@ -651,6 +700,7 @@ def run_pipeline(
         peak_rss_mb=rss,
         cpu_seconds=cpu,
         notes=notes,
+        config=config,
     )
 
 
@@ -664,6 +714,7 @@ def evaluate_config(
 
     if data is None:
         data = load_data(config.data, echo)
+    config, _ = sized_for_data(config, data.info)
     init_ray(config, echo)
     stages = _Stages.of(config, data, echo)
     split = stages.split(config.evaluation.waves)

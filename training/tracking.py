@@ -223,7 +223,7 @@ def log_pipeline_run(
     parent_run_id: str | None = None,
 ) -> tuple[str, str]:
     """Log one run (params, data, metrics, artifacts, pyfunc model); (run id, model uri)."""
-    resolved = config.model_copy(deep=True)
+    resolved = (result.config or config).model_copy(deep=True)
     resolved.model = result.model_config
     resolved.data.path = Path(result.data.path)
     tags = {

@@ -9,7 +9,7 @@ import pytest
 
 from recsys.data.synthetic import SyntheticConfig, generate
 from recsys.models.ranker import PromoRanker, RankerConfig
-from training.config import DataConfig, EvaluationConfig, RayConfig
+from training.config import DataConfig, EvaluationConfig, RayConfig, TrainConfig
 from training.pipeline import (
     DataInfo,
     SharedDataset,
@@ -22,6 +22,7 @@ from training.pipeline import (
     prepare_data,
     refresh_stage,
     response_stage,
+    sized_for_data,
     split_stage,
     threaded,
     with_truth_margins,
@@ -155,3 +156,27 @@ def test_stages_get_workers_of_their_own_from_a_number_of_events(
     workers are reused (a new one costs start-up time on every run)."""
     info = DataInfo(path="d", digest="x", rows={"events": events}, summary="")
     assert fresh_workers(RayConfig(fresh_workers_from_events=threshold), info) is fresh
+
+
+def _sized(events: int, **settings: object) -> tuple[TrainConfig, list[str]]:
+    info = DataInfo(path="d", digest="x", rows={"events": events}, summary="")
+    return sized_for_data(TrainConfig.from_dict(settings), info)
+
+
+def test_large_data_takes_one_heavy_stage_and_the_held_out_fit_unless_told_otherwise() -> None:
+    small, small_notes = _sized(10, ray={"large_data_from_events": 100})
+    assert (small.ray.heavy_stages, small.evaluation.refit, small_notes) == (None, True, [])
+    large, notes = _sized(100, ray={"large_data_from_events": 100})
+    assert (large.ray.heavy_stages, large.evaluation.refit) == (1, False)
+    assert len(notes) == 1 and "100 events" in notes[0]
+    assert "ray.heavy_stages 1 and evaluation.refit false" in notes[0]
+    # An explicit setting wins, and only what was chosen is named.
+    told, told_notes = _sized(
+        100, ray={"large_data_from_events": 100, "heavy_stages": 2}, evaluation={"refit": True}
+    )
+    assert (told.ray.heavy_stages, told.evaluation.refit, told_notes) == (2, True, [])
+    half, half_notes = _sized(100, ray={"large_data_from_events": 100}, evaluation={"refit": True})
+    assert (half.ray.heavy_stages, half.evaluation.refit) == (1, True)
+    assert "ray.heavy_stages 1;" in half_notes[0] and "refit" not in half_notes[0]
+    never, never_notes = _sized(10**9, ray={"large_data_from_events": None})
+    assert (never.ray.heavy_stages, never.evaluation.refit, never_notes) == (None, True, [])
