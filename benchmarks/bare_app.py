@@ -6,8 +6,10 @@ uvicorn, one process, no Ray (what a user would run instead of Ray Serve).
 
 Keys come from RECSYS_API_KEYS, as for the Serve app; `--serve-config` takes the serve
 config the Serve app is given (its policy and exploration apply; batching and replicas
-are Serve's alone). Requests are ranked one at a time in a worker thread (`create_api`'s
-direct path); the decision log is written the same way.
+are Serve's alone, but `batching.max_batch_size` bounds the batches below). Requests
+that arrive while a batch is ranked are ranked together next, in a worker thread, with no
+wait (`create_api`'s direct path, `serving.batching.NaturalBatcher`); the decision log is
+written as the Serve app writes it.
 """
 
 from __future__ import annotations

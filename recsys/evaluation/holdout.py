@@ -388,7 +388,7 @@ def evaluate_holdout(
     reports = off_policy_reports(rewards, {LEARNED: learned, **baselines}, q_hat)
     del baselines
     # What the steps below read of the options: the rest goes before they add their own.
-    scored = scored.select("exposure_id", "offer_id", "expected_value", "uplift", "p_redeem")
+    scored = scored.select("exposure_id", "offer_id", "expected_value", "q", "uplift", "p_redeem")
     ope = reports.pop(LEARNED)
     report.ope, report.choices = ope, learned
     m = report.metrics
@@ -538,23 +538,31 @@ def _value_calibration(
     and `value_calibration_slope`, the least-squares slope of realized on predicted over
     the deciles (1 is calibrated; 0: the predictions carry no information).
     """
-    key = pl.col("offer_id").fill_null(NOTHING)
-    logged = rewards.select("exposure_id", key.alias("_logged"), "reward", "propensity")
-    q = q_hat.select("exposure_id", key.alias("action"), "q").join(
-        logged, on="exposure_id", how="inner"
+    # Per decision: the logged action, its reward and propensity, and DR(nothing). Then
+    # per offer option DR(offer) - DR(nothing), joined on the decision alone: no text key
+    # of every action is built (millions of rows at a million buyers).
+    nothing_q = q_hat.filter(pl.col("offer_id").is_null()).select(
+        "exposure_id", pl.col("q").alias("q0")
     )
-    taken = (pl.col("action") == pl.col("_logged")).cast(pl.Float64)
-    dr = q.with_columns(
-        (pl.col("q") + taken / pl.col("propensity") * (pl.col("reward") - pl.col("q"))).alias("dr")
+    decisions = (
+        rewards.select("exposure_id", pl.col("offer_id").alias("_logged"), "reward", "propensity")
+        .join(nothing_q, on="exposure_id", how="inner")
+        .with_columns(
+            (
+                pl.col("q0")
+                + pl.col("_logged").is_null().cast(pl.Float64)
+                / pl.col("propensity")
+                * (pl.col("reward") - pl.col("q0"))
+            ).alias("dr0")
+        )
     )
-    nothing = dr.filter(pl.col("action") == NOTHING).select(
-        "exposure_id", pl.col("dr").alias("dr0")
-    )
+    taken = (pl.col("offer_id") == pl.col("_logged")).fill_null(False).cast(pl.Float64)
+    dr = pl.col("q") + taken / pl.col("propensity") * (pl.col("reward") - pl.col("q"))
     offers = (
-        scored.select("exposure_id", key.alias("action"), "expected_value")
-        .join(dr.select("exposure_id", "action", "dr"), on=["exposure_id", "action"], how="inner")
-        .join(nothing, on="exposure_id", how="inner")
-        .select("expected_value", (pl.col("dr") - pl.col("dr0")).alias("realized"))
+        scored.filter(pl.col("offer_id").is_not_null())
+        .select("exposure_id", "offer_id", "expected_value", "q")
+        .join(decisions, on="exposure_id", how="inner")
+        .select("expected_value", (dr - pl.col("dr0")).alias("realized"))
         .drop_nulls()
         .sort("expected_value")
     )
