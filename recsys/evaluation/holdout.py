@@ -233,18 +233,9 @@ def realized_rewards(dataset: Dataset, logged: pl.DataFrame, config: RankerConfi
 
 
 PAIR = ("buyer_id", "offer_id")
-SCORED_COLUMNS = (
-    "tool",
-    "p_redeem",
-    "uplift",
-    "p_purchase",
-    "order_value",
-    "margin",
-    "redemption_cost",
-    "expected_value",
-    "score",
-)
-"""The candidates' columns the held-out evaluation reads (q, choices, baselines, Qini)."""
+SCORED_COLUMNS = ("tool", "p_redeem", "uplift", "expected_value", "score")
+"""The candidates' columns the held-out evaluation reads besides q and q_nothing (choices,
+baselines, Qini, calibration)."""
 
 SCORE_CHUNK_ROWS = 200_000
 """Pairs scored at a time by `score_options`: the model's wide feature rows of one chunk
@@ -262,10 +253,12 @@ def score_options(
     chunk_rows: int = SCORE_CHUNK_ROWS,
     columns: Sequence[str] | None = None,
 ) -> pl.DataFrame:
-    """Options with the model's expected value and q, its expected reward of each action.
+    """Options with the model's expected value and q, its expected reward of each action
+    (`q` of the option's offer, `q_nothing` of sending nothing).
 
-    `columns`: the candidates' columns to keep besides the pair (None: all of them; the
-    held-out evaluation keeps `SCORED_COLUMNS`, the ones it reads).
+    `columns`: the candidates' columns to keep besides the pair, q and q_nothing (None:
+    all of them; the held-out evaluation keeps `SCORED_COLUMNS`, the ones it reads: q is
+    computed per chunk, so its inputs never reach the options' millions of rows).
     """
     # Options repeat a pair when a buyer was decided twice in the held-out days (live
     # decision logs do): score each pair once, then join back by pair.
@@ -276,16 +269,8 @@ def score_options(
     pairs = options.select("buyer_id", "offer_id").unique(maintain_order=True)
     pairs = pairs.sort("buyer_id", maintain_order=True)
     starts = _buyer_chunks(pairs["buyer_id"], chunk_rows)
-    parts = []
-    for start, end in itertools.pairwise(starts):
-        chunk = pairs.slice(start, end - start)
-        scorer = ranker.for_buyers(chunk["buyer_id"].unique()) if len(starts) > 2 else ranker
-        valued = expected_incremental_profit(scorer.candidates(chunk), config.policy)
-        parts.append(valued if columns is None else valued.select(*PAIR, *columns))
-    per_pair = pl.concat(parts, how="vertical_relaxed")
-    scored = options.join(per_pair, on=["buyer_id", "offer_id"], how="left", maintain_order="left")
     base = pl.col("margin") * pl.col("order_value")
-    return scored.with_columns(
+    rewards = (
         (
             base * (pl.col("p_purchase").fill_null(0.0) + pl.col("uplift").fill_null(0.0))
             - pl.col("p_redeem") * pl.col("redemption_cost")
@@ -293,6 +278,17 @@ def score_options(
         ).alias("q"),
         (base * pl.col("p_purchase").fill_null(0.0)).alias("q_nothing"),
     )
+    parts = []
+    for start, end in itertools.pairwise(starts):
+        chunk = pairs.slice(start, end - start)
+        scorer = ranker.for_buyers(chunk["buyer_id"].unique()) if len(starts) > 2 else ranker
+        valued = expected_incremental_profit(scorer.candidates(chunk), config.policy)
+        valued = valued.with_columns(*rewards)
+        parts.append(
+            valued if columns is None else valued.select(*PAIR, *columns, "q", "q_nothing")
+        )
+    per_pair = pl.concat(parts, how="vertical_relaxed")
+    return options.join(per_pair, on=["buyer_id", "offer_id"], how="left", maintain_order="left")
 
 
 def _buyer_chunks(buyers: pl.Series, chunk_rows: int) -> list[int]:
