@@ -436,11 +436,15 @@ def _remote(fn: Callable[..., Any], cpus: int, returns: int = 1, fresh: bool = F
     return task.options(num_cpus=cpus, num_returns=returns + 1, max_retries=0)
 
 
+def _events_reach(threshold: int | None, info: DataInfo) -> bool:
+    """Whether the data holds at least `threshold` events (None: never)."""
+    return threshold is not None and info.rows.get("events", 0) >= threshold
+
+
 def large_data(config: RayConfig, info: DataInfo) -> bool:
     """Whether the data is large enough for the large-data settings
     (`RayConfig.large_data_from_events`)."""
-    threshold = config.large_data_from_events
-    return threshold is not None and info.rows.get("events", 0) >= threshold
+    return _events_reach(config.large_data_from_events, info)
 
 
 def sized_for_data(config: TrainConfig, info: DataInfo) -> tuple[TrainConfig, list[str]]:
@@ -480,8 +484,7 @@ def sized_for_data(config: TrainConfig, info: DataInfo) -> tuple[TrainConfig, li
 
 def fresh_workers(config: RayConfig, info: DataInfo) -> bool:
     """Whether every stage gets a worker of its own (`RayConfig.fresh_workers_from_events`)."""
-    threshold = config.fresh_workers_from_events
-    return threshold is not None and info.rows.get("events", 0) >= threshold
+    return _events_reach(config.fresh_workers_from_events, info)
 
 
 def _heavy_cpus(cpus: int, heavy_at_once: int) -> int:
