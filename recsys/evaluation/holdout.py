@@ -270,7 +270,7 @@ def score_options(
     pairs = pairs.sort("buyer_id", maintain_order=True)
     starts = _buyer_chunks(pairs["buyer_id"], chunk_rows)
     base = pl.col("margin") * pl.col("order_value")
-    rewards = (
+    q_columns = (
         (
             base * (pl.col("p_purchase").fill_null(0.0) + pl.col("uplift").fill_null(0.0))
             - pl.col("p_redeem") * pl.col("redemption_cost")
@@ -283,7 +283,7 @@ def score_options(
         chunk = pairs.slice(start, end - start)
         scorer = ranker.for_buyers(chunk["buyer_id"].unique()) if len(starts) > 2 else ranker
         valued = expected_incremental_profit(scorer.candidates(chunk), config.policy)
-        valued = valued.with_columns(*rewards)
+        valued = valued.with_columns(*q_columns)
         parts.append(
             valued if columns is None else valued.select(*PAIR, *columns, "q", "q_nothing")
         )
@@ -536,7 +536,8 @@ def _value_calibration(
     """
     # Per decision: the logged action, its reward and propensity, and DR(nothing). Then
     # per offer option DR(offer) - DR(nothing), joined on the decision alone: no text key
-    # of every action is built (millions of rows at a million buyers).
+    # of every action is built (millions of rows at a million buyers). Every row of
+    # `scored` is an offer option: "nothing" is only in q_hat.
     nothing_q = q_hat.filter(pl.col("offer_id").is_null()).select(
         "exposure_id", pl.col("q").alias("q0")
     )
@@ -555,8 +556,7 @@ def _value_calibration(
     taken = (pl.col("offer_id") == pl.col("_logged")).fill_null(False).cast(pl.Float64)
     dr = pl.col("q") + taken / pl.col("propensity") * (pl.col("reward") - pl.col("q"))
     offers = (
-        scored.filter(pl.col("offer_id").is_not_null())
-        .select("exposure_id", "offer_id", "expected_value", "q")
+        scored.select("exposure_id", "offer_id", "expected_value", "q")
         .join(decisions, on="exposure_id", how="inner")
         .select("expected_value", (dr - pl.col("dr0")).alias("realized"))
         .drop_nulls()
