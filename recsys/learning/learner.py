@@ -60,6 +60,7 @@ from recsys.learning.effects import (
 )
 from recsys.learning.matrix import FeatureSpec
 from recsys.learning.scores import (
+    DRScores,
     OutcomeConfig,
     OutcomeModel,
     cross_fit_scores,
@@ -191,6 +192,17 @@ class LearningSupport:
     rows: dict[str, int] = field(default_factory=dict)
 
 
+@dataclass(frozen=True)
+class ScoredDecisions:
+    """The randomized decisions as policy learning sees them: one row per (decision,
+    action it could have taken) -- `exposure_id`, `offer_id` (null: nothing), `kind`,
+    `is_logged`, `propensity`, `reward`, `fold` and the features -- and, aligned with
+    those rows, the doubly robust scores of each action."""
+
+    options: pl.DataFrame
+    scores: DRScores
+
+
 class PolicyLearner(Estimator[LearningConfig]):
     """Learns the value model the policy decides by; see the module docstring."""
 
@@ -216,23 +228,13 @@ class PolicyLearner(Estimator[LearningConfig]):
         policy: PolicyConfig,
     ) -> None:
         cfg = self.config
-        self.support_ = LearningSupport()
         self.model_: ValueModel | None = None
         self.selection_: SelectionReport | None = None
         self.purchase_model_: OutcomeModel | None = None
-        self.spec_ = FeatureSpec(())
-        options = self._options(dataset, as_of, describe, money)
-        if options is None:
+        scored = self.scored_decisions(dataset, as_of, describe, money)
+        if scored is None:
             return
-        self.spec_ = FeatureSpec.fit(options, self._numeric(options), self._categorical(options))
-        self.support_.notes += self.spec_.notes()
-        if not self.spec_.columns:
-            self.support_.notes.append(
-                "policy not learned: no feature has enough distinct values among the "
-                f"{options.height:,} decision options; offers are valued by response"
-            )
-            return
-        scores = cross_fit_scores(options, self.spec_, self._outcome_config())
+        options, scores = scored.options, scored.scores
         nothing_q = (
             options.select("exposure_id")
             .with_columns(pl.Series("_q", scores.q_purchase))
@@ -268,6 +270,31 @@ class PolicyLearner(Estimator[LearningConfig]):
         self.support_.notes.append(
             f"policy learned from {logged.height:,} randomized decisions: shipped "
             f"{self.selection_.chosen} (best by cross-validated value: {self.selection_.best})"
+        )
+
+    def scored_decisions(
+        self, dataset: Dataset, as_of: datetime, describe: Describe, money: MoneyTerms
+    ) -> ScoredDecisions | None:
+        """Steps 1 and 2 of fitting: the randomized decisions' option rows and the
+        cross-fitted doubly robust scores of every action, which every candidate is
+        valued on. None, with the reason in `support_.notes`, when there is nothing to
+        learn from. Also read on its own, to ask how large a gain over a blanket this
+        data could show at all (`benchmarks.power`)."""
+        self.support_ = LearningSupport()
+        self.spec_ = FeatureSpec(())
+        options = self._options(dataset, as_of, describe, money)
+        if options is None:
+            return None
+        self.spec_ = FeatureSpec.fit(options, self._numeric(options), self._categorical(options))
+        self.support_.notes += self.spec_.notes()
+        if not self.spec_.columns:
+            self.support_.notes.append(
+                "policy not learned: no feature has enough distinct values among the "
+                f"{options.height:,} decision options; offers are valued by response"
+            )
+            return None
+        return ScoredDecisions(
+            options, cross_fit_scores(options, self.spec_, self._outcome_config())
         )
 
     # ------------------------------------------------------------------ data

@@ -43,7 +43,7 @@ from recsys.features.pairs import (
     seller_id_of_key,
 )
 from recsys.learning.decisions import MoneyTerms, kind_expr
-from recsys.learning.learner import LearningConfig, PolicyLearner
+from recsys.learning.learner import LearningConfig, PolicyLearner, ScoredDecisions
 from recsys.models.base import Estimator
 from recsys.models.journey import JourneyConfig, JourneyModel
 from recsys.models.mf import MatrixFactorization, MFConfig
@@ -243,6 +243,24 @@ class PromoRanker(Estimator[RankerConfig]):
                 report.skipped.append(f"policy learning: {why}")
             report.notes.append(self.learner_.report())
         self.report_ = report
+
+    def scored_decisions(
+        self,
+        dataset: Dataset,
+        as_of: datetime | None = None,
+        learning: LearningConfig | None = None,
+    ) -> ScoredDecisions | None:
+        """The randomized decisions before `as_of` (default: the data's end), each action
+        with its cross-fitted doubly robust score, described by this ranker's features as
+        policy learning sees them (`PolicyLearner.scored_decisions`) under `learning`
+        (default: the ranker's own settings). For diagnostics, such as how far any policy
+        could be shown to beat a blanket on this data (`benchmarks.power`); None when the
+        data has no randomized decisions to score."""
+        self.check_is_fitted("scored_decisions")
+        as_of = as_of or data_end(dataset)
+        return PolicyLearner(learning or self.config.learning).scored_decisions(
+            dataset, as_of, self._describer(dataset, as_of), self._money_terms()
+        )
 
     def _money_terms(self) -> MoneyTerms:
         """How realized profit is counted (the policy's money settings)."""

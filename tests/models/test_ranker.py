@@ -5,6 +5,7 @@ from __future__ import annotations
 from datetime import timedelta
 from pathlib import Path
 
+import numpy as np
 import polars as pl
 import pytest
 from typer.testing import CliRunner
@@ -121,6 +122,31 @@ def test_report_says_what_was_learned(fitted: tuple[PromoRanker, Path]) -> None:
     assert "cross-validated value per decision" in text  # every candidate's value
 
 
+def test_scored_decisions_are_what_policy_learning_valued_its_candidates_on(
+    fitted: tuple[PromoRanker, Path], market: Path
+) -> None:
+    ranker = fitted[0]
+    dataset = load_dataset(market)
+    scored = ranker.scored_decisions(dataset)
+    assert scored is not None and ranker.learner_ is not None
+    options = scored.options
+    per_decision = options.group_by("exposure_id").agg(
+        pl.col("offer_id").null_count().alias("nothing"), pl.col("is_logged").sum().alias("logged")
+    )
+    assert (per_decision["nothing"] == 1).all() and (per_decision["logged"] == 1).all()
+    assert per_decision.height == ranker.learner_.support_.rows["decisions"]
+    assert len(scored.scores.dr_reward) == options.height
+    # The scores do not depend on whether the ranker itself learned a policy: a ranker
+    # fitted without policy learning scores the same decisions the same way.
+    without = RankerConfig.from_dict({**ranker.config.to_dict(), "learning": {"enabled": False}})
+    again = (
+        PromoRanker(without).fit(dataset).scored_decisions(dataset, learning=ranker.config.learning)
+    )
+    assert again is not None
+    assert again.options["exposure_id"].equals(options["exposure_id"])
+    assert np.allclose(again.scores.dr_reward, scored.scores.dr_reward, rtol=1e-9, atol=1e-9)
+
+
 def test_without_exposures_uplift_is_skipped_and_said(market: Path) -> None:
     dataset = load_dataset(market)
     from dataclasses import replace
@@ -138,11 +164,14 @@ def test_without_exposures_uplift_is_skipped_and_said(market: Path) -> None:
     scores = ranker.score(pairs.head(50))
     assert scores["uplift"].null_count() == 50
     assert scores["p_redeem"].null_count() == 0
+    assert ranker.scored_decisions(no_control) is None  # nothing randomized to score
 
 
-def test_unfitted_ranker_refuses_to_score(pairs: pl.DataFrame) -> None:
+def test_unfitted_ranker_refuses_to_score(pairs: pl.DataFrame, market: Path) -> None:
     with pytest.raises(NotFittedError, match="fit"):
         PromoRanker().score(pairs)
+    with pytest.raises(NotFittedError, match="scored_decisions"):
+        PromoRanker().scored_decisions(load_dataset(market))
 
 
 def test_cli_score_writes_one_row_per_pair(
