@@ -92,6 +92,14 @@ class SelectionReport:
                 f"  {pv.name:<24} {pv.value:10.4f} +- {pv.std_error:.4f}  offers to "
                 f"{pv.offers_share:6.1%}{diff}{mark}"
             )
+        needed = self.decisions_to_show_best()
+        if needed is not None:
+            lines.append(
+                f"  {self.best} is not shown better than {self.chosen}: a gain of its estimated "
+                f"size would clear one standard error with about {needed:,.0f} randomized "
+                f"decisions ({needed / max(self.decisions, 1):.1f} times these); keep a "
+                "holdout and exploration running to learn it"
+            )
         return "\n".join(lines)
 
     def metrics(self) -> dict[str, float]:
@@ -99,7 +107,25 @@ class SelectionReport:
         for pv in [*self.candidates, *self.fixed]:
             out[f"cv_{pv.name}_value"] = pv.value
             out[f"cv_{pv.name}_se"] = pv.std_error
+        needed = self.decisions_to_show_best()
+        if needed is not None:
+            out["cv_decisions_to_show_best"] = needed
         return out
+
+    def decisions_to_show_best(self) -> float | None:
+        """When the best candidate by value did not ship (its gain over the shipped one was
+        within one paired standard error): about how many randomized decisions would make
+        a gain of its estimated size exceed one standard error, which shrinks as one over
+        the root of the decisions. None when the best shipped or shows no gain. A rough
+        guide for how much longer to randomize (holdout, exploration), not a promise: the
+        estimated gain is itself that noisy."""
+        shipped = next((pv for pv in self.candidates if pv.name == self.chosen), None)
+        if shipped is None or self.chosen == self.best:
+            return None
+        gain, se = -shipped.diff_to_best, shipped.diff_std_error
+        if not (np.isfinite(gain) and np.isfinite(se)) or gain <= 0 or se <= 0:
+            return None
+        return self.decisions * (se / gain) ** 2
 
 
 def choose_actions(
