@@ -80,14 +80,45 @@ def would_buy_anyway_text() -> pl.Expr:
     )
 
 
+LOWERS_PURCHASE = -0.0005
+"""An uplift at or below this (-0.1 pts once printed) is told as the offer lowering the
+purchase chance, not as a cost outweighing extra purchases."""
+
+
 def negative_value_text() -> pl.Expr:
-    return pl.format(
-        "expected {} profit: {}% redeem at a cost of {} each, more than the margin on the "
-        "{} pts of extra purchases",
-        fmt(pl.col("expected_value"), signed=True),
-        pts(pl.col("p_redeem"), 0),
-        fmt(pl.col("redemption_cost")),
-        pts(pl.col("incremental_p")),
+    """Why an offer is worth less than nothing, by what weighs most: the model expects it
+    to lower purchases; or its redemptions cost more than the margin on the purchases it
+    adds; or, free to redeem (a reminder), the margin does not cover sending it."""
+    value = fmt(pl.col("expected_value"), signed=True)
+    lift = pl.col("incremental_p")
+    return (
+        pl.when(lift <= LOWERS_PURCHASE)
+        .then(
+            pl.format(
+                "expected {} profit: the offer is expected to lower purchase chance by {} pts",
+                value,
+                pts(-lift),
+            )
+        )
+        .when(pl.col("redemption_cost") * pl.col("p_redeem") > 0)
+        .then(
+            pl.format(
+                "expected {} profit: {}% redeem at a cost of {} each, more than the margin on "
+                "the {} pts of extra purchases",
+                value,
+                pts(pl.col("p_redeem"), 0),
+                fmt(pl.col("redemption_cost")),
+                pts(lift),
+            )
+        )
+        .otherwise(
+            pl.format(
+                "expected {} profit: the margin on the {} pts of extra purchases does not cover "
+                "the cost of sending it",
+                value,
+                pts(lift),
+            )
+        )
     )
 
 

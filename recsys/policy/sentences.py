@@ -12,7 +12,7 @@ import math
 from collections.abc import Sequence
 from datetime import datetime
 
-from recsys.policy.reasons import Reason
+from recsys.policy.reasons import LOWERS_PURCHASE, Reason
 
 TS_TEXT = "%Y-%m-%d %H:%M"
 
@@ -82,11 +82,21 @@ def candidate_sentences(
             f"{fmt_number(redemption_cost)} per redemption "
             f"({_pts(p_redeem, 0)}% redeem) is pure cost, expected {value} profit"
         )
-    else:
+    elif incremental_p <= LOWERS_PURCHASE:
+        first = (
+            f"expected {value} profit: the offer is expected to lower purchase chance by "
+            f"{_pts(-incremental_p)} pts"
+        )
+    elif redemption_cost * p_redeem > 0:
         first = (
             f"expected {value} profit: {_pts(p_redeem, 0)}% redeem at a cost of "
             f"{fmt_number(redemption_cost)} each, more than the margin on the "
             f"{_pts(incremental_p)} pts of extra purchases"
+        )
+    else:
+        first = (
+            f"expected {value} profit: the margin on the {_pts(incremental_p)} pts of extra "
+            "purchases does not cover the cost of sending it"
         )
     if len(reason_codes) == 1:
         return [first]

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import polars as pl
 import pytest
 
+from recsys.policy.reasons import candidate_reason_text
 from recsys.policy.sentences import candidate_sentences, exploration_sentence, fmt_number
 
 ROW = {
@@ -54,3 +56,40 @@ def test_a_response_only_row_with_an_unchecked_minimum_spend_says_both() -> None
     assert exploration_sentence(0.0125) == (
         "chosen at random to learn buyers' responses (probability 0.0125)"
     )
+
+
+@pytest.mark.parametrize(
+    ("incremental_p", "redemption_cost", "text"),
+    [
+        (
+            -0.007,
+            0.0,
+            "expected -0.08 profit: the offer is expected to lower purchase chance by 0.7 pts",
+        ),
+        (
+            0.01,
+            5.0,
+            "expected -0.08 profit: 40% redeem at a cost of 5.0 each, more than the margin on "
+            "the 1.0 pts of extra purchases",
+        ),
+        (
+            0.001,
+            0.0,
+            "expected -0.08 profit: the margin on the 0.1 pts of extra purchases does not cover "
+            "the cost of sending it",
+        ),
+    ],
+)
+def test_a_loss_is_told_by_what_weighs_most_and_both_paths_say_it_alike(
+    incremental_p: float, redemption_cost: float, text: str
+) -> None:
+    row = {
+        **ROW,
+        "expected_value": -0.08,
+        "incremental_p": incremental_p,
+        "redemption_cost": redemption_cost,
+        "reason_codes": ["NEGATIVE_VALUE"],
+    }
+    assert candidate_sentences(**row, assumed_share=0.25) == [text]
+    frame = pl.DataFrame([row], schema_overrides={"reason_codes": pl.List(pl.String)})
+    assert candidate_reason_text(frame, assumed_share=0.25)["reason_text"][0] == text
