@@ -76,12 +76,18 @@ class SelectionReport:
     calibration: pl.DataFrame | None = None
     """Deciles of predicted incremental profit (held out) vs its doubly robust value."""
 
+    def policies(self) -> list[PolicyValue]:
+        """The candidates, then the fixed policies not already among them (a candidate
+        named "nothing" and the fixed "nothing" are the same policy)."""
+        names = {pv.name for pv in self.candidates}
+        return [*self.candidates, *(pv for pv in self.fixed if pv.name not in names)]
+
     def table(self) -> str:
         lines = [
             f"cross-validated value per decision ({self.decisions:,} logged decisions, folds "
             f"by buyer; doubly robust on {self.reward}; +- one standard error):"
         ]
-        for pv in [*self.candidates, *self.fixed]:
+        for pv in self.policies():
             mark = " <- shipped" if pv.name == self.chosen else ""
             diff = (
                 f"  (vs best {pv.diff_to_best:+.4f} +- {pv.diff_std_error:.4f})"
@@ -104,7 +110,7 @@ class SelectionReport:
 
     def metrics(self) -> dict[str, float]:
         out: dict[str, float] = {"cv_decisions": float(self.decisions)}
-        for pv in [*self.candidates, *self.fixed]:
+        for pv in self.policies():
             out[f"cv_{pv.name}_value"] = pv.value
             out[f"cv_{pv.name}_se"] = pv.std_error
         needed = self.decisions_to_show_best()

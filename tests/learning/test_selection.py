@@ -55,3 +55,11 @@ def test_nothing_is_said_when_the_best_candidate_ships() -> None:
     assert report.decisions_to_show_best() is None
     assert "cv_decisions_to_show_best" not in report.metrics()
     assert "randomized decisions (" not in report.table()
+
+
+def test_the_table_lists_the_nothing_policy_once() -> None:
+    report = _report(np.zeros(10), np.arange(10.0))
+    report.candidates.append(_value("nothing", 1, np.zeros(10)))
+    report.fixed = [_value("nothing", 0, np.zeros(10)), _value("all_reminder", 1, np.ones(10))]
+    rows = [line.split()[0] for line in report.table().splitlines()[1:]]
+    assert rows == ["blanket", "segment_effects", "nothing", "all_reminder"]
