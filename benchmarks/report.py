@@ -25,6 +25,7 @@ from benchmarks.targets import Target, format_targets_table
 SCHEMA = 1
 PARTS = {
     "quality": "Quality on the synthetic marketplace",
+    "power": "What the data can show: any policy against the best blanket",
     "training": "Training at scale",
     "shapes": "Training on real data shapes",
     "serving": "Serving: Ray Serve against bare uvicorn",

@@ -1,6 +1,7 @@
 """`make bench`: every benchmark of issue 7, written to BENCHMARKS.md and benchmarks.json.
 
-    python -m benchmarks.run [--quick] [--only quality,training,shapes,serving,floor,score]
+    python -m benchmarks.run [--quick]
+        [--only quality,power,training,shapes,serving,floor,score]
         [--out DIR] [--work DIR] [--data-100k DIR] [--data-1m DIR]
 
 Parts, in order (each a module of its own, runnable alone):
@@ -8,6 +9,10 @@ Parts, in order (each a module of its own, runnable alone):
 - quality (`benchmarks.quality`): the engine's policy against the oracle and baselines on
   the synthetic marketplace's ground truth, uplift Qini, OPE error, MF against
   popularity and personal frequency; medians over seeds.
+- power (`benchmarks.power`): on the same worlds, sizes and seeds, how far the
+  truth-optimal policy beats the best blanket on the decisions the engine learns from,
+  in standard errors of the engine's own doubly robust estimate: what any learner could
+  show at all.
 - training (`benchmarks.training_scale`): `recsys train` end to end at 100,000 and
   1,000,000 buyers, wall time and peak memory per stage and in all, and the MF stage
   against `implicit` on the same matrix. Data comes from `--data-100k/--data-1m`, else
@@ -157,6 +162,17 @@ class Bench:
         markdown = "\n".join(format_quality_markdown(f) for f in measured)
         markdown += "\n" + "\n\n".join(t.line() for t in targets) + "\n"
         return {"runs": [f.as_dict() for f in measured]}, markdown, targets
+
+    def power(self) -> Section:
+        from benchmarks.power import format_power_markdown, measure_power
+
+        s = self.sizes
+        measured = []
+        for world, buyers in s.quality_runs:
+            _say(f"power: world {world}, {buyers:,} buyers, seeds {s.quality_seeds}")
+            measured.append(measure_power(buyers, s.quality_seeds, self.work / "power", world))
+        markdown = format_power_markdown(measured, self.command("power"))
+        return {"runs": [f.as_dict() for f in measured]}, markdown, []
 
     def training(self) -> Section:
         api = training_api()

@@ -17,6 +17,7 @@ import pytest
 from benchmarks import report
 from benchmarks.floor import FloorFigures, Latency, floor_targets, format_floor_markdown
 from benchmarks.loadgen import Load, median_load
+from benchmarks.power import PowerFigures, SeedPower, format_power_markdown
 from benchmarks.profile import format_profiles, package_of, summarize
 from benchmarks.quality import QualityFigures, SeedFigures, format_quality_markdown
 from benchmarks.rate_search import search_rate
@@ -139,10 +140,27 @@ TRAINING_RUNS = [
 ]
 
 
+def power() -> PowerFigures:
+    seed = SeedPower(
+        seed=1,
+        decisions=20_000,
+        blanket="reminder",
+        blanket_share=0.25,
+        oracle_gain=0.2,
+        gain_over_blanket=0.15,
+        dr_gain_over_blanket=0.1,
+        se=0.1,
+        t_oracle=1.5,
+        t_at_goal=1.2,
+    )
+    return PowerFigures(effects="stage", buyers=10_000, goal=0.6, per_seed=[seed])
+
+
 def document(serve_rate: float = 80.0, bare_rate: float = 100.0) -> dict[str, object]:
     figures = serving(serve_rate, bare_rate)
     parts = {
         "quality": report.part_record("q", quality().as_dict(), format_quality_markdown(quality())),
+        "power": report.part_record("p", power().as_dict(), format_power_markdown([power()], "p")),
         "training": report.part_record(
             "t",
             {"runs": TRAINING_RUNS},
