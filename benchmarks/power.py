@@ -33,7 +33,6 @@ these are ceilings on what the rule lets through, not predictions.
 
 from __future__ import annotations
 
-import argparse
 import json
 import math
 import statistics
@@ -48,6 +47,7 @@ from typing import Any
 import numpy as np
 import polars as pl
 
+from benchmarks.quality import world_arguments
 from benchmarks.targets import QUALITY_SHARE_GOALS
 from recsys.data.loader import load_dataset
 from recsys.data.seller_terms import known_seller_terms
@@ -331,13 +331,7 @@ def _t(value: float, goal: float | None) -> str:
 
 def main() -> None:
     """Measure one (world, size), print the figures as JSON, optionally the Markdown."""
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--buyers", type=int, default=10_000)
-    parser.add_argument("--seeds", type=int, nargs="+", default=[1, 2, 3, 4, 5])
-    parser.add_argument("--effects", default="stage", help="stage, attributes or uniform")
-    parser.add_argument("--work", type=Path, help="where marketplaces go (default: a temp dir)")
-    parser.add_argument("--markdown", type=Path, help="also write the BENCHMARKS.md section")
-    args = parser.parse_args()
+    args = world_arguments(__doc__.splitlines()[0], 10_000, [1, 2, 3, 4, 5])
     began = time.perf_counter()
     with tempfile.TemporaryDirectory(prefix="power-") as tmp:
         figures = measure_power(args.buyers, args.seeds, args.work or Path(tmp), args.effects)

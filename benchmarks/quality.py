@@ -502,15 +502,21 @@ def _seconds_table(figures: QualityFigures) -> list[str]:
     return ["### Wall seconds per seed", "", "| part | seconds |", "|---|---:|", *rows]
 
 
-def main() -> None:
-    """Measure, print the figures as JSON, and optionally write the Markdown section."""
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--buyers", type=int, default=2000, help="buyers per marketplace")
-    parser.add_argument("--seeds", type=int, nargs="+", default=[1, 2, 3])
+def world_arguments(description: str, buyers: int, seeds: Sequence[int]) -> argparse.Namespace:
+    """The command line of a benchmark run per simulator world and size: `--buyers`,
+    `--seeds`, `--effects`, `--work` and `--markdown` (quality, power)."""
+    parser = argparse.ArgumentParser(description=description)
+    parser.add_argument("--buyers", type=int, default=buyers, help="buyers per marketplace")
+    parser.add_argument("--seeds", type=int, nargs="+", default=list(seeds))
     parser.add_argument("--work", type=Path, help="where marketplaces go (default: a temp dir)")
     parser.add_argument("--effects", default="stage", help="stage, attributes or uniform")
     parser.add_argument("--markdown", type=Path, help="also write the BENCHMARKS.md section")
-    args = parser.parse_args()
+    return parser.parse_args()
+
+
+def main() -> None:
+    """Measure, print the figures as JSON, and optionally write the Markdown section."""
+    args = world_arguments(__doc__.splitlines()[0], 2000, [1, 2, 3])
     began = time.perf_counter()
     with tempfile.TemporaryDirectory(prefix="quality-") as tmp:
         figures = measure_quality(args.buyers, args.seeds, args.work or Path(tmp), args.effects)
