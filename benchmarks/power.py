@@ -159,12 +159,12 @@ def seed_power(actions: pl.DataFrame, seed: int, goal: float | None) -> SeedPowe
     blanket = blankets[tool]
     base = nothing.sort("exposure_id")["t0"].to_numpy()
     oracle_gain = float((oracle["truth"].to_numpy() - base).mean())
-    blanket_share = float((blanket["truth"].to_numpy() - base).mean()) / oracle_gain
+    blanket_share = _ratio(float((blanket["truth"].to_numpy() - base).mean()), oracle_gain)
     gain = oracle["truth"].to_numpy() - blanket["truth"].to_numpy()
     dr_gain = oracle["dr"].to_numpy() - blanket["dr"].to_numpy()
-    se = float(dr_gain.std(ddof=1) / math.sqrt(n))
+    se = float(dr_gain.std(ddof=1) / math.sqrt(n)) if n > 1 else float("nan")
     at_goal = float("nan")
-    if goal is not None and goal > blanket_share:
+    if goal is not None and oracle_gain > 0 and goal > blanket_share:
         shares, t = _top_gain_t(gain, dr_gain, blanket_share, oracle_gain)
         at_goal = float(t[min(int(np.searchsorted(shares, goal)), len(t) - 1)])
     return SeedPower(
@@ -176,9 +176,15 @@ def seed_power(actions: pl.DataFrame, seed: int, goal: float | None) -> SeedPowe
         gain_over_blanket=float(gain.mean()),
         dr_gain_over_blanket=float(dr_gain.mean()),
         se=se,
-        t_oracle=float(gain.mean()) / se,
+        t_oracle=_ratio(float(gain.mean()), se),
         t_at_goal=at_goal,
     )
+
+
+def _ratio(numerator: float, denominator: float) -> float:
+    """numerator / denominator, nan where the denominator is 0 or nan (an oracle that
+    gains nothing, or a policy no different from the blanket on any decision)."""
+    return numerator / denominator if denominator > 0 else float("nan")
 
 
 def _per_decision(nothing: pl.DataFrame, chosen: pl.DataFrame) -> pl.DataFrame:
@@ -285,9 +291,8 @@ def format_power_markdown(runs: Sequence[PowerFigures], command: str) -> str:
         "differs from the blanket on as few decisions as any policy earning that share, so "
         "its noise is about the least, but it knows which decisions gain most (a learner "
         "must find them from features). A policy given in advance t standard errors better "
-        "is estimated above "
-        "one standard error (the selection's rule) with chance about Phi(t - 1); a learned "
-        "one does worse. See `benchmarks/power.py`.",
+        "is estimated above one standard error (the selection's rule) with chance about "
+        "Phi(t - 1); a learned one does worse. See `benchmarks/power.py`.",
         "",
         f"Reproduce: `{command}`",
     ]

@@ -87,3 +87,17 @@ def test_a_synthetic_marketplace_gives_every_action_its_truth_and_its_score(
     assert actions["truth"].null_count() == 0 and actions["dr"].is_finite().all()
     power = seed_power(actions, seed=2, goal=None)
     assert power.oracle_gain > 0 and power.gain_over_blanket >= 0 and power.se > 0
+
+
+def test_a_world_where_no_offer_pays_gives_no_t_rather_than_a_division_by_zero() -> None:
+    # Every offer is worth less than nothing: the oracle sends nothing and gains nothing.
+    losing = _actions().with_columns(
+        pl.when(pl.col("action") == NO_OFFER)
+        .then(pl.col("truth"))
+        .otherwise(pl.lit(-1.0))
+        .alias("truth")
+    )
+    power = seed_power(losing, seed=1, goal=0.6)
+    assert power.oracle_gain == 0
+    assert math.isnan(power.blanket_share) and math.isnan(power.t_at_goal)
+    assert power.clears_at_goal == 0
